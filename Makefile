@@ -1,0 +1,40 @@
+# Two entry points: `make demo` and `make test`. Both create/refresh .venv and the system packages
+# they need, idempotently: a second run only checks stamps.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HEADCAST := $(VENV)/bin/headcast
+STAMP := $(VENV)/.headcast-installed
+APT_STAMP := $(VENV)/.apt-installed
+# Host packages: Mesa EGL (surfaceless GL for the headless renderer and tests), mmdebstrap for the
+# Debian 13 root that holds Monado on Debian 12 hosts.
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 ca-certificates
+
+.PHONY: all install demo test test-host test-xr xr-env clean
+
+all: install
+
+$(APT_STAMP): scripts/ensure_apt.sh Makefile
+	@mkdir -p $(VENV)
+	bash scripts/ensure_apt.sh $(APT_PACKAGES)
+	@touch $@
+
+$(STAMP): $(APT_STAMP) requirements.lock setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required, found " + sys.version' 
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps mediapipe==0.10.14
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(HEADCAST) demo
+
+test: install
+	bash scripts/run_tests.sh
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
