@@ -22,7 +22,7 @@ $(APT_STAMP): scripts/ensure_apt.sh Makefile
 $(STAMP): $(APT_STAMP) requirements.lock setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required, found " + sys.version' 
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=68" wheel
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps mediapipe==0.10.14
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
