@@ -125,7 +125,12 @@ def generate_keys(directory: Path, names: list[str]) -> list[tuple[Path, Path]]:
 
 
 class Publisher:
-    """A capture node's PUB socket. ``send`` never blocks: a frame the socket cannot take is dropped."""
+    """A capture node's PUB socket. ``send`` never blocks.
+
+    ZeroMQ's PUB drops messages silently once a peer's queue is at its high-water mark, so the
+    sender cannot count those drops; the receiver does, from gaps in the sequence numbers.
+    ``dropped`` only counts sends the socket refused outright (rare: e.g. during shutdown).
+    """
 
     def __init__(
         self,

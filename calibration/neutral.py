@@ -1,0 +1,201 @@
+"""The driver's neutral face: robust estimate, file format, and the online estimator.
+
+Person-independent ``mp478`` features are "canonical landmarks minus the driver's own neutral",
+so the neutral must be the driver's relaxed face, not their average expression. The estimate is a
+per-coordinate median over the *low-activity* frames of a short recording: frames whose mouth, eyes
+and brows sit far from the overall median (a blink, a word, a smile) are left out, and the median
+of what remains is robust to the few that slip through.
+
+This module is plain numpy over canonical shapes (478, 3) (interocular distance = 1); tracking and
+alignment happen in the caller, so calibration does not depend on the tracker.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SHAPE = (478, 3)
+FORMAT_VERSION = 1
+
+# Expression-bearing FaceMesh points: lips, eyelids, brows. Activity is measured on these only so
+# that head pose residue on the rigid points does not count as expression.
+ACTIVE_POINTS = np.array(sorted({
+    0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185,  # lips
+    267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415,
+    159, 145, 158, 153, 160, 144, 386, 374, 385, 380, 387, 373,  # eyelids
+    70, 63, 105, 66, 107, 300, 293, 334, 296, 336,  # brows
+    152, 148, 377,  # chin
+}), dtype=np.int64)
+
+
+class NeutralError(ValueError):
+    """A neutral face could not be estimated, read or written; the message says why."""
+
+
+@dataclass(frozen=True)
+class NeutralFace:
+    canonical: np.ndarray  # (478, 3) float32, canonical frame, interocular = 1
+    frames_seen: int  # face frames offered to the estimator
+    frames_used: int  # low-activity frames the median was taken over
+    method: str = "median-low-activity"
+    source: str = ""  # what it was estimated from (file name, camera index, "online")
+
+    def __post_init__(self):
+        arr = np.asarray(self.canonical, dtype=np.float32)
+        if arr.shape != SHAPE or not np.isfinite(arr).all():
+            raise NeutralError(f"neutral face must be a finite {SHAPE} array, got shape {arr.shape}")
+        object.__setattr__(self, "canonical", arr)
+
+    # -- file format: .npz without pickles, written atomically -----------------------------------
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    format_version=np.int64(FORMAT_VERSION),
+                    canonical=self.canonical,
+                    frames_seen=np.int64(self.frames_seen),
+                    frames_used=np.int64(self.frames_used),
+                    method=np.str_(self.method),
+                    source=np.str_(self.source),
+                    created_unix=np.float64(time.time()),
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "NeutralFace":
+        path = Path(path)
+        if not path.is_file():
+            raise NeutralError(f"neutral file {path} does not exist (make one with: headcast calibrate neutral)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                version = int(z["format_version"])
+                if version != FORMAT_VERSION:
+                    raise NeutralError(f"{path}: neutral format version {version}, this build reads {FORMAT_VERSION}")
+                return cls(
+                    canonical=z["canonical"],
+                    frames_seen=int(z["frames_seen"]),
+                    frames_used=int(z["frames_used"]),
+                    method=str(z["method"]),
+                    source=str(z["source"]),
+                )
+        except NeutralError:
+            raise
+        except Exception as exc:  # zip, key or dtype errors all mean the same thing to the user
+            raise NeutralError(f"{path} is not a readable neutral face file: {type(exc).__name__}: {exc}") from exc
+
+
+def activity(canonicals: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-frame RMS distance of the expression-bearing points from a reference shape (IOD units)."""
+    d = canonicals[:, ACTIVE_POINTS, :] - reference[ACTIVE_POINTS, :]
+    return np.sqrt((d ** 2).sum(-1).mean(-1))
+
+
+@dataclass(frozen=True)
+class NeutralEstimateConfig:
+    keep_fraction: float = 0.5  # the least active half of the frames makes the median
+    min_frames: int = 10
+    iterations: int = 2  # re-select low-activity frames against the refined median
+
+
+def estimate_neutral(canonicals: Sequence[np.ndarray] | np.ndarray, config: NeutralEstimateConfig = NeutralEstimateConfig(),
+                     source: str = "") -> NeutralFace:
+    arr = np.asarray(canonicals, dtype=np.float32)
+    if arr.size == 0:
+        arr = arr.reshape((0, *SHAPE))
+    if arr.ndim != 3 or arr.shape[1:] != SHAPE:
+        raise NeutralError(f"expected canonical shapes (N, 478, 3), got {arr.shape}")
+    arr = arr[np.isfinite(arr).all(axis=(1, 2))]
+    if len(arr) < config.min_frames:
+        raise NeutralError(
+            f"only {len(arr)} frames with a face; need at least {config.min_frames} "
+            "(record longer, face the camera, check the lighting)"
+        )
+    med = np.median(arr, axis=0)
+    keep = np.ones(len(arr), dtype=bool)
+    for _ in range(max(1, config.iterations)):
+        act = activity(arr, med)
+        keep = act <= np.quantile(act, config.keep_fraction)
+        med = np.median(arr[keep], axis=0)
+    return NeutralFace(med.astype(np.float32), frames_seen=len(arr), frames_used=int(keep.sum()), source=source)
+
+
+@dataclass(frozen=True)
+class OnlineNeutralConfig:
+    # ~1.2 s at 24 fps before the estimate may be trusted. Short on purpose: the longer the window,
+    # the likelier it holds the driver's first smile or words rather than a relaxed face.
+    min_frames: int = 30
+    max_frames: int = 150  # stop collecting after this many; freeze whatever we have
+    recompute_every: int = 10
+    converge_tol: float = 0.01  # RMS change (IOD units) between successive estimates that counts as settled
+    keep_fraction: float = 0.5
+
+
+class OnlineNeutralEstimator:
+    """Estimates the neutral from the first seconds of a live stream, then freezes it.
+
+    Freezing matters: a neutral that kept adapting would slowly absorb a held expression and the
+    avatar would relax while the driver still smiles.
+    """
+
+    def __init__(self, config: OnlineNeutralConfig = OnlineNeutralConfig(), source: str = "online"):
+        self.config = config
+        self.source = source
+        self._frames: list[np.ndarray] = []
+        self._estimate: NeutralFace | None = None
+        self._converged = False
+
+    @property
+    def converged(self) -> bool:
+        return self._converged
+
+    @property
+    def estimate(self) -> NeutralFace | None:
+        return self._estimate
+
+    @property
+    def frames_collected(self) -> int:
+        return len(self._frames)
+
+    def update(self, canonical: np.ndarray) -> NeutralFace | None:
+        """Adds one face frame; returns the current estimate (None until there is one)."""
+        if self._converged:
+            return self._estimate
+        canonical = np.asarray(canonical, dtype=np.float32)
+        if canonical.shape != SHAPE or not np.isfinite(canonical).all():
+            return self._estimate
+        self._frames.append(canonical)
+        n = len(self._frames)
+        cfg = self.config
+        if self._estimate is None:
+            self._estimate = NeutralFace(canonical, 1, 1, method="first-frame", source=self.source)
+        if n % cfg.recompute_every == 0 or n >= cfg.max_frames:
+            previous = self._estimate
+            est = estimate_neutral(self._frames, NeutralEstimateConfig(keep_fraction=cfg.keep_fraction, min_frames=1),
+                                   source=self.source)
+            self._estimate = est
+            change = float(np.sqrt(((est.canonical - previous.canonical) ** 2).sum(-1).mean()))
+            if (n >= cfg.min_frames and change < cfg.converge_tol) or n >= cfg.max_frames:
+                self._converged = True
+                self._frames.clear()  # frozen: free the window
+                log.debug("neutral face estimated online from %d of %d frames (last change %.4f IOD)",
+                         est.frames_used, est.frames_seen, change)
+        return self._estimate

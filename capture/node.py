@@ -1,0 +1,203 @@
+"""The capture node: frame source → face tracker → features → FeatureFrame → ZeroMQ publisher.
+
+Every source frame becomes exactly one message: frames without a face go out flagged FACE_LOST
+with zero features (the render node must know the face is gone, not guess from silence), and a
+final END_OF_STREAM frame tells the receiver the stream ended on purpose. Timestamps are taken on
+this host's monotonic clock: t_capture when the frame exists in memory, t_features when its
+features are ready, t_send just before the socket takes it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from calibration.neutral import NeutralFace, OnlineNeutralConfig, OnlineNeutralEstimator
+from inference.features.face_tracker import FaceTracker, TrackerConfig
+from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor, head_pose
+from streaming import protocol
+from streaming.protocol import FEATURE_SHAPES, FeatureFrame, FeatureKind, Flags, HeadPose
+from streaming.transport import CurveClient, CurveServer, Publisher
+
+from .recording import RecordingWriter
+from .sources import SourceConfig, open_source
+from .stats import CaptureStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    source: SourceConfig
+    endpoint: str
+    stream_id: str
+    bind: bool = False  # normally the render node binds and capture nodes connect
+    insecure: bool = False
+    curve_client: CurveClient | None = None
+    curve_server: CurveServer | None = None
+    feature: FeatureKind = FeatureKind.MP478
+    deca_checkpoint: Path | None = None
+    neutral_file: Path | None = None  # None: estimate the neutral online (mp478 only)
+    record_file: Path | None = None
+    feature_gain: float = FEATURE_GAIN
+    # PUB drops messages until the SUB's subscription has arrived; this grace period (overlapping
+    # the tracker's start-up) keeps the first frames from vanishing.
+    connect_grace_s: float = 0.3
+    online_neutral: OnlineNeutralConfig = field(default_factory=OnlineNeutralConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+
+class CaptureNode:
+    def __init__(self, config: CaptureConfig):
+        protocol.validate_stream_id(config.stream_id)
+        if config.feature not in (FeatureKind.MP478, FeatureKind.DECA2048):
+            raise ValueError(f"unsupported feature kind {config.feature!r}")
+        if config.feature is FeatureKind.DECA2048 and config.deca_checkpoint is None:
+            raise ValueError("feature kind deca2048 needs a DECA checkpoint (--deca-checkpoint deca_model.tar)")
+        self.config = config
+        self.stats = CaptureStats()
+        self._stop = threading.Event()
+        self._seq = 0
+
+    def stop(self) -> None:
+        """Asks a running ``run`` to finish after the current frame (thread-safe)."""
+        self._stop.set()
+
+    def run(self, on_progress: Callable[[CaptureStats], None] | None = None, progress_every_s: float = 5.0) -> CaptureStats:
+        """Streams until the source ends or ``stop`` is called; ``on_progress`` gets the running
+        statistics every ``progress_every_s`` (live sessions print them while they run)."""
+        cfg = self.config
+        # Everything that can fail on bad input (source, neutral file, checkpoint) fails before any
+        # socket exists, so a typo never leaves a half-started node behind.
+        source = open_source(cfg.source)
+        publisher = recorder = tracker = None
+        try:
+            neutral = NeutralFace.load(cfg.neutral_file) if cfg.neutral_file else None
+            deca = None
+            if cfg.feature is FeatureKind.DECA2048:
+                from inference.features.deca import DecaConfig, DecaExtractor  # torch only when asked for
+
+                deca = DecaExtractor(DecaConfig(Path(cfg.deca_checkpoint)))
+            extractor = Mp478Extractor(neutral.canonical if neutral else None, gain=cfg.feature_gain)
+            online = None
+            if neutral is None and cfg.feature is FeatureKind.MP478:
+                online = OnlineNeutralEstimator(cfg.online_neutral, source=source.description)
+                log.warning("no neutral file: estimating the driver's neutral face online from low-activity "
+                            "frames (frames flagged CALIBRATING until it settles; keep a relaxed face)")
+            t_open = time.monotonic()
+            publisher = Publisher(cfg.endpoint, bind=cfg.bind, curve_client=cfg.curve_client,
+                                  curve_server=cfg.curve_server, insecure=cfg.insecure)
+            recorder = RecordingWriter(cfg.record_file) if cfg.record_file else None
+            tracker = FaceTracker(cfg.tracker)
+            grace = cfg.connect_grace_s - (time.monotonic() - t_open)
+            if grace > 0:
+                time.sleep(grace)
+            log.info("capturing from %s → %s as stream %r (%s)", source.description, cfg.endpoint,
+                     cfg.stream_id, cfg.feature.label)
+            t_start = time.perf_counter()
+            next_report = t_start + progress_every_s
+            try:
+                for frame in source:
+                    self._process(frame, tracker, extractor, online, deca, publisher, recorder)
+                    if self._stop.is_set():
+                        break
+                    if on_progress is not None and time.perf_counter() >= next_report:
+                        self.stats.wall_s = time.perf_counter() - t_start
+                        self.stats.source_skipped = source.skipped
+                        on_progress(self.stats)
+                        next_report += progress_every_s
+            finally:
+                self.stats.wall_s = time.perf_counter() - t_start
+                self.stats.source_skipped = source.skipped
+                if publisher is not None:
+                    self._send_end_of_stream(publisher, recorder)
+        finally:
+            for closer in (tracker, recorder, publisher, source):
+                if closer is not None:
+                    try:
+                        closer.close()
+                    except Exception:  # closing must not hide the error that got us here
+                        log.exception("error while closing %s", type(closer).__name__)
+        return self.stats
+
+    # -- one frame -------------------------------------------------------------------------------
+    def _process(self, frame, tracker, extractor, online, deca, publisher, recorder) -> None:
+        cfg, st = self.config, self.stats
+        st.frames += 1
+        st.add("decode", frame.decode_ms)
+        t0 = time.perf_counter_ns()
+        obs = tracker.track(frame.image)
+        t1 = time.perf_counter_ns()
+        st.add("landmarks", (t1 - t0) / 1e6)
+        flags = Flags.NONE
+        shape = FEATURE_SHAPES[cfg.feature]
+        result = None
+        if obs is not None:
+            try:
+                result = extractor.extract(obs.landmarks_px)
+            except ValueError:  # degenerate landmarks (eyes on one point): no usable face
+                result = None
+                st.degenerate += 1
+        if obs is None or result is None:
+            st.face_lost += 1
+            feats = np.zeros(shape, dtype=np.float32)
+            pose, confidence, flags = HeadPose(), 0.0, Flags.FACE_LOST
+        else:
+            st.face_frames += 1
+            feats = result.features
+            if online is not None:
+                flags |= Flags.NEUTRAL_ESTIMATED
+                was_converged = online.converged
+                est = online.update(result.canonical)
+                if est is not None and not was_converged:
+                    extractor.neutral = est.canonical
+                    feats = extractor.features_from_canonical(result.canonical)
+                    if online.converged:
+                        log.warning("driver neutral estimated online from %d low-activity frames of %d; "
+                                    "features are relative to it from now on (use headcast calibrate neutral "
+                                    "for a deliberate one)", est.frames_used, est.frames_seen)
+                if not online.converged:
+                    flags |= Flags.CALIBRATING
+                    st.calibrating_frames += 1
+            if deca is not None:
+                feats = deca.extract(frame.image, obs.landmarks_px)
+            pose, confidence = head_pose(result.pose), 1.0
+        t2 = time.perf_counter_ns()
+        st.add("features", (t2 - t1) / 1e6)
+        out = FeatureFrame(
+            stream_id=cfg.stream_id, seq=self._seq, kind=cfg.feature, features=feats,
+            t_capture_ns=frame.t_capture_ns, t_features_ns=time.monotonic_ns(),
+            pose=pose, confidence=confidence, flags=flags,
+        )
+        t_send = self._send(out, publisher, recorder)
+        st.add("send", (time.perf_counter_ns() - t2) / 1e6)
+        st.capture_to_sent_ms.append((t_send - frame.t_capture_ns) / 1e6)
+
+    def _send(self, frame: FeatureFrame, publisher: Publisher, recorder: RecordingWriter | None) -> int:
+        t_send = time.monotonic_ns()
+        parts = protocol.encode(frame, t_send)
+        if publisher.send_parts(parts):
+            self.stats.sent += 1
+        else:
+            self.stats.send_dropped += 1
+        if recorder is not None:
+            recorder.write(t_send, parts)  # the exact bytes that went out, even if the peer dropped them
+        self._seq += 1
+        return t_send
+
+    def _send_end_of_stream(self, publisher: Publisher, recorder: RecordingWriter | None) -> None:
+        now = time.monotonic_ns()
+        eos = FeatureFrame(
+            stream_id=self.config.stream_id, seq=self._seq, kind=FeatureKind.NONE,
+            features=np.zeros((0, 0), dtype=np.float32), t_capture_ns=now, t_features_ns=now,
+            confidence=0.0, flags=Flags.END_OF_STREAM,
+        )
+        try:
+            self._send(eos, publisher, recorder)
+        except Exception:
+            log.exception("could not send the end-of-stream frame")
