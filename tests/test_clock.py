@@ -180,3 +180,32 @@ def test_clock_endpoint_convention():
     assert clock_endpoint_for("tcp://127.0.0.1:5555") == "tcp://127.0.0.1:5556"
     with pytest.raises(ValueError):
         clock_endpoint_for("ipc:///tmp/x")
+
+
+def test_calibrate_clock_cli_against_a_serving_peer(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ep = f"tcp://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "tools.cli", "calibrate", "clock", "--serve", ep, "--seconds", "20"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert "clock service" in server.stdout.readline()
+        out = tmp_path / "clock.json"
+        r = subprocess.run([sys.executable, "-m", "tools.cli", "calibrate", "clock", "--peer", ep, "--count", "60",
+                            "--json", str(out)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        m = json.loads(out.read_text())["mapping"]
+        assert abs(m["offset_ns"]) < 1_000_000  # same host: the true offset is zero
+        assert m["samples"] == 60
+    finally:
+        server.kill()
+        server.wait()
+    dead = subprocess.run([sys.executable, "-m", "tools.cli", "calibrate", "clock", "--peer", ep, "--count", "2"],
+                          capture_output=True, text=True, timeout=60)
+    assert dead.returncode == 2 and "no answer" in dead.stderr
