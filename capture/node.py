@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from calibration.clock_service import ClockClient
 from calibration.neutral import NeutralFace, OnlineNeutralConfig, OnlineNeutralEstimator
 from inference.features.face_tracker import FaceTracker, TrackerConfig
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor, head_pose
@@ -48,6 +49,9 @@ class CaptureConfig:
     # PUB drops messages until the SUB's subscription has arrived; this grace period (overlapping
     # the tracker's start-up) keeps the first frames from vanishing.
     connect_grace_s: float = 0.3
+    # Render node's clock service: the node keeps pinging it so the render side learns this host's
+    # clock offset and drift in-band (None: no clock calibration).
+    clock_endpoint: str | None = None
     online_neutral: OnlineNeutralConfig = field(default_factory=OnlineNeutralConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
@@ -75,7 +79,7 @@ class CaptureNode:
         # Everything that can fail on bad input (source, neutral file, checkpoint) fails before any
         # socket exists, so a typo never leaves a half-started node behind.
         source = open_source(cfg.source)
-        publisher = recorder = tracker = None
+        publisher = recorder = tracker = clock = None
         try:
             neutral = NeutralFace.load(cfg.neutral_file) if cfg.neutral_file else None
             deca = None
@@ -93,6 +97,9 @@ class CaptureNode:
             publisher = Publisher(cfg.endpoint, bind=cfg.bind, curve_client=cfg.curve_client,
                                   curve_server=cfg.curve_server, insecure=cfg.insecure)
             recorder = RecordingWriter(cfg.record_file) if cfg.record_file else None
+            if cfg.clock_endpoint:
+                clock = ClockClient(cfg.clock_endpoint, cfg.stream_id, curve_client=cfg.curve_client)
+                clock.start_background(period_s=0.25)
             tracker = FaceTracker(cfg.tracker)
             grace = cfg.connect_grace_s - (time.monotonic() - t_open)
             if grace > 0:
@@ -117,7 +124,7 @@ class CaptureNode:
                 if publisher is not None:
                     self._send_end_of_stream(publisher, recorder)
         finally:
-            for closer in (tracker, recorder, publisher, source):
+            for closer in (clock, tracker, recorder, publisher, source):
                 if closer is not None:
                     try:
                         closer.close()

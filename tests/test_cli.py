@@ -99,3 +99,26 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_capture_cli_into_listen_cli_with_clock_calibration(tmp_path):
+    """Two real processes, as on two machines: capture streams the sample clip to listen, and
+    pings listen's clock service so capture→receive latency is computed on mapped clocks."""
+    port = _free_port()
+    out = tmp_path / "listen.json"
+    listen = subprocess.Popen(HEADCAST + ["listen", "--bind", f"tcp://127.0.0.1:{port}", "--seconds", "12",
+                                          "--json", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        first = listen.stdout.readline()
+        assert "clock service on tcp://127.0.0.1:%d" % (port + 1) in first
+        clip = samples.sample_path("single_face.mp4")
+        cap = subprocess.run(HEADCAST + ["capture", "--source", str(clip), "--connect", f"tcp://127.0.0.1:{port}",
+                                         "--stream", "man", "--realtime", "--frames", "60"],
+                             capture_output=True, text=True, timeout=60)
+        assert cap.returncode == 0, cap.stderr[-2000:]
+        listen.wait(30)
+    finally:
+        listen.kill()
+    s = json.loads(out.read_text())["streams"]["man"]
+    assert s["received"] == 61 and s["dropped"] == 0 and s["end_of_stream"]  # 60 frames + end of stream
+    assert s["clock"] is not None and abs(s["clock"]["offset_ns"]) < 2_000_000  # same host: ~0

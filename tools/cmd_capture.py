@@ -15,6 +15,7 @@ from capture.stats import format_table
 from streaming.protocol import FeatureKind, validate_stream_id
 from streaming.transport import InsecureBindError
 from tools.errors import CliError
+from calibration.clock_service import clock_endpoint_for
 from tools.net_args import add_client_args, curve_client_from_args
 
 
@@ -37,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--stats-json", type=Path, metavar="FILE", help="write the timing summary as JSON")
     p.add_argument("--feature", choices=["mp478", "deca2048"], default="mp478", help="feature kind (default mp478)")
     p.add_argument("--deca-checkpoint", type=Path, metavar="PATH", help="deca_model.tar for --feature deca2048")
+    p.add_argument("--clock", default="auto", metavar="ENDPOINT|auto|off",
+                   help="render node's clock service for in-band clock calibration "
+                        "(auto: the --connect port + 1)")
     add_client_args(p)
     p.set_defaults(func=run)
 
@@ -56,7 +60,17 @@ def build_config(args) -> CaptureConfig:
     if args.bind and (args.server_key or args.client_key):
         raise CliError("CURVE keys apply to --connect; a binding capture node supports only loopback or --insecure")
     curve = curve_client_from_args(args) if args.connect else None
+    clock = None
+    if args.clock == "auto":
+        if args.connect and args.connect.startswith("tcp://"):
+            try:
+                clock = clock_endpoint_for(args.connect)
+            except ValueError:
+                clock = None
+    elif args.clock != "off":
+        clock = args.clock
     return CaptureConfig(
+        clock_endpoint=clock,
         source=SourceConfig(args.source, realtime=args.realtime, loop=args.loop, max_frames=args.frames),
         endpoint=args.connect or args.bind,
         stream_id=args.stream,

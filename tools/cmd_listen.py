@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import zmq
+
+from calibration.clock_service import ClockServer, clock_endpoint_for
 
 from tools.errors import CliError
 from tools.net_args import add_server_args, curve_server_from_args
@@ -22,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--values", type=int, default=6, metavar="N", help="feature values shown per stream")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between table refreshes")
     p.add_argument("--lost-after", type=float, default=1.0, help="seconds of silence before a stream is lost")
+    p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
+                   help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
     p.set_defaults(func=run)
 
 
@@ -36,7 +42,7 @@ def feature_summary(features: np.ndarray, n_values: int) -> dict:
     }
 
 
-def collect(receiver: Receiver, n_values: int) -> dict:
+def collect(receiver: Receiver, n_values: int, clock: ClockServer | None = None) -> dict:
     streams = {}
     for sid, st in receiver.snapshot().items():
         d = status_as_dict(st)
@@ -48,10 +54,14 @@ def collect(receiver: Receiver, n_values: int) -> dict:
             d["confidence"] = latest.confidence
             d["flags"] = latest.flags.name if latest.flags else ""
             d["capture_to_receive_ms"] = None
+            mapping = clock.mapping_for(sid) if clock else None
+            d["clock"] = mapping.as_dict() if mapping else None
             rec = receiver.latest_received(sid)
             if rec is not None and rec.frame.t_capture_ns:
-                # Same-host clocks only; across hosts this needs the clock calibration.
-                d["capture_to_receive_ms"] = (rec.t_receive_ns - rec.frame.t_capture_ns) / 1e6
+                # Capture-host time mapped onto this host's clock when the node reported a mapping;
+                # otherwise the raw difference, which is only meaningful on one host.
+                t_cap = mapping.to_remote(rec.frame.t_capture_ns) if mapping else rec.frame.t_capture_ns
+                d["capture_to_receive_ms"] = (rec.t_receive_ns - t_cap) / 1e6
         streams[sid] = d
     c = receiver.counters
     return {"streams": streams, "messages": c.messages, "malformed": c.malformed,
@@ -76,6 +86,21 @@ def format_table(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def start_clock_server(spec: str, bound_endpoint: str, curve, insecure: bool) -> ClockServer | None:
+    """The clock service capture nodes ping (feature port + 1 unless given); None when off.
+
+    A clock service that cannot start (port taken) is logged and skipped: streams still work,
+    only cross-host latency figures lose their calibration."""
+    if spec == "off":
+        return None
+    try:
+        endpoint = clock_endpoint_for(bound_endpoint) if spec == "auto" else spec
+        return ClockServer(endpoint, curve_server=curve, insecure=insecure)
+    except (ValueError, zmq.ZMQError) as exc:
+        logging.getLogger(__name__).warning("no clock service: %s", exc)
+        return None
+
+
 def run(args) -> int:
     curve = curve_server_from_args(args)
     cfg = ReceiverConfig(endpoint=args.bind, bind=True, curve_server=curve, insecure=args.insecure,
@@ -84,21 +109,25 @@ def run(args) -> int:
         receiver = Receiver(cfg).start()
     except Exception as exc:  # zmq.ZMQError on a port in use, bad endpoint, bad key file
         raise CliError(f"cannot listen on {args.bind}: {exc}") from exc
-    print(f"listening on {receiver.bound_endpoint}{' (CURVE)' if curve else ''}", flush=True)
+    clock = start_clock_server(args.clock_bind, receiver.bound_endpoint, curve, args.insecure)
+    print(f"listening on {receiver.bound_endpoint}{' (CURVE)' if curve else ''}"
+          f"{f', clock service on {clock.endpoint}' if clock else ''}", flush=True)
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     t_end = None if args.seconds is None else time.monotonic() + args.seconds
-    stats = collect(receiver, args.values)
+    stats = collect(receiver, args.values, clock)
     try:
         while t_end is None or time.monotonic() < t_end:
             time.sleep(args.interval if t_end is None else max(0.0, min(args.interval, t_end - time.monotonic())))
-            stats = collect(receiver, args.values)
+            stats = collect(receiver, args.values, clock)
             table = format_table(stats)
             print(("\x1b[H\x1b[J" if tty else "") + table + ("" if tty else "\n"), flush=True)
     except KeyboardInterrupt:
         pass
     finally:
-        stats = collect(receiver, args.values)
+        stats = collect(receiver, args.values, clock)
         receiver.stop()
+        if clock:
+            clock.close()
     if args.json:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(stats, indent=2))
