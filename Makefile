@@ -8,7 +8,7 @@ STAMP := $(VENV)/.headcast-installed
 APT_STAMP := $(VENV)/.apt-installed
 # Host packages: Mesa EGL (surfaceless GL for the headless renderer and tests), mmdebstrap for the
 # Debian 13 root that holds Monado on Debian 12 hosts.
-APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 libopengl0 ca-certificates
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 libopengl0 xvfb xauth ca-certificates
 
 .PHONY: all install demo test test-host test-xr xr-env clean
 

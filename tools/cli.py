@@ -22,6 +22,9 @@ SUBCOMMANDS = (
     "tools.cmd_calibrate",
     "tools.cmd_bench",
     "tools.cmd_demo",
+    "tools.cmd_render",
+    "tools.cmd_build_avatar",
+    "tools.cmd_avatar",
 )
 
 

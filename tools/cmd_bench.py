@@ -7,6 +7,8 @@ import importlib
 BENCHMARKS = (
     "tools.bench_capture",
     "tools.bench_transport",
+    "tools.bench_render",
+    "tools.bench_inference",
 )
 
 

@@ -1,0 +1,117 @@
+"""`headcast bench render`: what each avatar costs the render loop, per stage, against the empty scene.
+
+Every avatar gets a new texture and new weights every frame (the worst case: a live stream per
+avatar at the display rate), so upload cost is included. Stages are timed with a glFinish after
+each (`sync_timings`): on an asynchronous GL the CPU-side call times would otherwise hide GPU
+work in whichever call happens to wait. Ratios are p50 against the 0-avatar scene of the same run.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tools.bench_common import percentiles, write_json
+from tools.errors import CliError
+
+STAGES = ("sample", "upload", "draw_eye0", "draw_eye1", "submit", "frame")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("render", help="render loop cost per frame for 0/1/4/8 avatars (ratios vs empty scene)")
+    p.add_argument("--json", type=Path, required=True, metavar="FILE")
+    p.add_argument("--backend", default="headless", choices=["headless"])
+    p.add_argument("--avatars", default="0,1,4,8", help="avatar counts, comma-separated (0 is always added)")
+    p.add_argument("--frames", type=int, default=120, help="measured frames per count (after 10 warm-up)")
+    p.add_argument("--size", default="640x480", metavar="WxH", help="eye size (two eyes)")
+    p.add_argument("--texture", type=int, default=256, help="avatar texture size (square)")
+    p.add_argument("--textures-on", default="host", choices=["host", "cuda"],
+                   help="where the avatar textures live: numpy (host upload) or CUDA tensors (CUDA-GL interop)")
+    p.add_argument("--egl", default="surfaceless", choices=["surfaceless", "device"],
+                   help="EGL platform (device: NVIDIA headless, needed for CUDA-GL interop)")
+    p.set_defaults(func=run)
+
+
+class CyclingSource:
+    """A new texture and new weights every call, from a few prebuilt textures (no generation cost)."""
+
+    def __init__(self, texture_size: int, k: int, cuda: bool = False) -> None:
+        rng = np.random.default_rng(0)
+        self.textures = [rng.integers(0, 255, (texture_size, texture_size, 4), dtype=np.uint8) for _ in range(4)]
+        self.stream = None
+        if cuda:
+            import torch
+
+            self.textures = [torch.from_numpy(t).cuda().contiguous() for t in self.textures]
+            self.stream = torch.cuda.current_stream().cuda_stream
+        self.k = k
+        self.serial: dict[str, int] = {}
+
+    def latest(self, stream_id: str, t_display_ns: int):
+        from xr_runtime.avatar_state import AvatarFrameState
+
+        n = self.serial.get(stream_id, 0) + 1
+        self.serial[stream_id] = n
+        w = np.full(self.k, 0.5 + 0.5 * math.sin(n * 0.1), np.float32)
+        now = time.monotonic_ns()
+        return AvatarFrameState(self.textures[n % 4], w, t_state_ns=now, t_ready_ns=now, texture_serial=n,
+                                cuda_stream=self.stream)
+
+
+def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
+            egl: str = "surfaceless") -> dict:
+    from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
+    from xr_runtime.dev_source import dev_head_mesh
+    from xr_runtime.gl_context import GLContextConfig
+    from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig
+    from xr_runtime.scene import AvatarSlot, Scene, Transform
+    from xr_runtime.state_sampler import SamplerConfig
+
+    mesh = dev_head_mesh(rows=48, cols=40)  # ~1.9k vertices, 3.6k triangles: a light head mesh
+    slots = [AvatarSlot(Path(f"a{i}"), f"s{i}", Transform(((i % 4 - 1.5) * 0.25, 1.4 + 0.3 * (i // 4), -1.2)))
+             for i in range(count)]
+    neutral = np.full((texture_size, texture_size, 4), 128, np.uint8)
+    assets = [AvatarAssets(mesh, neutral) for _ in range(count)]
+    node = RenderNode(Scene(slots), assets, CyclingSource(texture_size, mesh.blendshape_count, cuda),
+                      RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), sync_timings=True))
+    backend = HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=True, paced=False,
+                                             gl=GLContextConfig(display=egl, cuda_device=0 if egl == "device" else None)))
+    node.run(backend, max_frames=frames + 10)
+    records = list(node.stats.records)[10:]
+    out = {"sample": percentiles([r.sample for r in records]), "upload": percentiles([r.upload for r in records]),
+           "draw_eye0": percentiles([r.draw_eyes[0] for r in records]),
+           "draw_eye1": percentiles([r.draw_eyes[1] for r in records]),
+           "submit": percentiles([r.submit for r in records]), "frame": percentiles([r.frame for r in records])}
+    uploads = node.summary()["uploads"]
+    out["uploads"] = {k: uploads[k] for k in ("host", "cuda", "cuda_to_host", "interop_disabled")}
+    out["gl_renderer"] = node.backend_stats.info.get("gl_renderer")
+    return out
+
+
+def run(args) -> int:
+    try:
+        counts = sorted({0} | {int(v) for v in args.avatars.split(",") if v.strip()})
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise CliError("--avatars takes integers like 0,1,4,8; --size looks like 640x480") from None
+    if any(c < 0 or c > 64 for c in counts):
+        raise CliError("avatar counts must lie in 0..64")
+    results = {c: measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl) for c in counts}
+    base = results[0]
+    ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
+              for c, r in results.items()}
+    header = f"{'avatars':>7} " + " ".join(f"{s + ' ms':>13}" for s in STAGES) + f" {'frame/empty':>11}"
+    last = results[counts[-1]]["uploads"]
+    lines = [f"render loop, {w}x{h} per eye, stereo, texture {args.texture}² on {args.textures_on}, p50 ms "
+             f"(glFinish per stage), GL: {base['gl_renderer']}; uploads at {counts[-1]} avatars: {last}", header]
+    for c, r in results.items():
+        lines.append(f"{c:>7} " + " ".join(f"{r[s]['p50']:>13.3f}" for s in STAGES) + f" {ratios[c]['frame']:>11.2f}")
+    print("\n".join(lines))
+    write_json(args.json, {"benchmark": "render", "backend": args.backend, "eye_size": [w, h], "stereo": True,
+                           "textures_on": args.textures_on, "egl": args.egl,
+                           "texture_size": args.texture, "frames": args.frames, "sync_timings": True,
+                           "results": {str(c): r for c, r in results.items()},
+                           "ratios_vs_empty_p50": {str(c): r for c, r in ratios.items()}})
+    return 0

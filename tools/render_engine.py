@@ -1,0 +1,106 @@
+"""The streaming engine (`inference/engine`) as the render node's avatar state source.
+
+A `WorkerStateSource` thread runs `engine.step(receiver)` — receiver frames → LSTM → decoder — and
+converts each `AvatarState` to the render node's `AvatarFrameState`:
+
+* texture (numpy or CUDA tensor) and weights as they are; a new texture serial every step that
+  produced a new texture (the engine caches unchanged windows and returns the same object);
+* `t_state_ns` = when the newest frame was received on this host (the engine's capture times are
+  on the capture host's clock; receive time is on ours), else the inference end time;
+* CUDA textures are views of the engine's static output buffer: the interop copy runs on the
+  engine's stream (`engine.backend.stream`), so it is ordered against the next graph replay;
+* presence = the engine's own faded presence (it already relaxes z to the neutral face);
+* pose: identity for now — the tracker's pose is the driver's head in *their camera's* frame and
+  needs a neutral-pose calibration before it can turn an avatar standing elsewhere.
+
+Lives in tools/ because it joins the two peers xr_runtime and inference.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from xr_runtime.avatar_state import AvatarFrameState, IDENTITY_POSE
+from xr_runtime.worker_source import WorkerStateSource
+
+
+def engine_state_source(engine, receiver, period_s: float = 1 / 60) -> WorkerStateSource:
+    serials: dict[str, tuple[int, object]] = {}
+
+    def step() -> dict[str, AvatarFrameState]:
+        out = {}
+        for sid, st in engine.step(receiver).items():
+            serial, last = serials.get(sid, (0, None))
+            if st.texture is not last:
+                serial += 1
+                serials[sid] = (serial, st.texture)
+            t_state = st.t_receive_ns if st.t_receive_ns > 0 else st.t_inference_end_ns
+            stream = None
+            if type(st.texture).__module__.startswith("torch") and st.texture.is_cuda:
+                # The CUDA backend decodes into static buffers on its one stream: copying on that
+                # stream orders the interop copy against the next replay (no torn textures).
+                engine_stream = getattr(engine.backend, "stream", None)
+                stream = getattr(engine_stream, "cuda_stream", None)
+            out[sid] = AvatarFrameState(st.texture, np.asarray(st.weights, np.float32), IDENTITY_POSE,
+                                        float(min(1.0, max(0.0, st.face_present))), t_state_ns=int(t_state),
+                                        t_ready_ns=time.monotonic_ns(), texture_serial=serial, cuda_stream=stream)
+        return out
+
+    source = WorkerStateSource(step, period_s=period_s, name="streaming-engine")
+    source.engine = engine  # for stats and debugging
+    return source
+
+
+def reference_engine_source(scene, receiver, texture_size: int = 128, device: str = "cpu"):
+    """Development: untrained reference avatars (real shapes, random weights) on every slot, so the
+    whole live path — socket, engine, upload, render — runs without avatar packages.
+    Returns (source, assets)."""
+    from inference.engine.engine import EngineConfig, StreamingEngine
+    from inference.engine.reference_avatar import reference_avatar
+    from xr_runtime.dev_source import dev_head_mesh
+    from xr_runtime.render_node import AvatarAssets
+
+    import torch
+
+    from inference.engine.model import to_rgba8
+
+    models = {slot.stream: reference_avatar(texture_size, seed=i) for i, slot in enumerate(scene.avatars)}
+    engine = StreamingEngine(models, EngineConfig(device=device, threads=1))
+    assets = []
+    for model in models.values():
+        with torch.no_grad():  # the idle look: the decoder's output for the avatar's neutral z
+            texture, weights = model.decoder(model.net.neutral_z[None])
+        assets.append(AvatarAssets(dev_head_mesh(blendshapes=int(weights.shape[-1])),
+                                   to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy()))
+    return engine_state_source(engine, receiver).start(), assets
+
+
+def package_engine_source(scene, receiver, device: str = "cpu"):
+    """The product path: every slot's package (mesh, decoder, animation network) on the streaming
+    engine. Raises ValueError naming the package when one carries no animation network.
+    Returns (source, assets); slots sharing a package share its loaded model."""
+    import torch
+
+    from inference.avatar_package import AvatarPackage
+    from inference.engine.engine import EngineConfig, StreamingEngine
+    from inference.engine.model import to_rgba8
+    from inference.engine.package_loader import load_avatar_model
+    from xr_runtime.avatar_mesh import AvatarMeshData
+    from xr_runtime.render_node import AvatarAssets
+
+    loaded: dict = {}
+    models, assets = {}, []
+    for slot in scene.avatars:
+        key = str(slot.package)
+        if key not in loaded:
+            model, _ = load_avatar_model(slot.package)
+            mesh = AvatarPackage.load(slot.package).mesh
+            with torch.no_grad():
+                texture, weights = model.decoder(model.net.neutral_z[None])
+            loaded[key] = (model, AvatarAssets(AvatarMeshData(mesh.positions, mesh.uvs, mesh.indices, mesh.blendshapes),
+                                               to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy()))
+        models[slot.stream] = loaded[key][0]
+        assets.append(loaded[key][1])
+    engine = StreamingEngine(models, EngineConfig(device=device, threads=1))
+    return engine_state_source(engine, receiver).start(), assets

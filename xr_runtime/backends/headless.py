@@ -1,0 +1,183 @@
+"""Offscreen rendering through surfaceless EGL: PNG frames or an MP4, for tests, evaluation and
+machines without a display or headset.
+
+The head is simulated and fixed (the scene's viewer pose). Stereo renders two eyes IPD apart and
+writes them side by side. Paced mode sleeps to a fixed period (like a display would) and predicts
+display time as the end of that period; unpaced mode renders as fast as possible and predicts
+"now" (there is no display to wait for).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from xr_runtime import math3d
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views
+from xr_runtime.gl_context import GLContextConfig, GLContextError, HeadlessGLContext
+from xr_runtime.gl_target import RenderTarget
+from xr_runtime.openxr_input import HandState
+
+from OpenGL import GL  # noqa: E402  (platform chosen by gl_context's import)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadlessConfig:
+    width: int = 640                 # per eye
+    height: int = 480
+    stereo: bool = False
+    vertical_fov_deg: float = 60.0
+    near: float = 0.05
+    far: float = 100.0
+    fps: float = 60.0                # pacing rate, and the MP4's frame rate
+    paced: bool = False
+    samples: int = 0                 # MSAA
+    head_position: tuple[float, float, float] = (0.0, 1.6, 0.0)
+    head_rotation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # wxyz
+    out: Path | None = None          # *.mp4 → video; anything else → directory of PNG frames
+    read_back: bool = False          # keep the last composed frame in `last_image` (tests)
+    gl: GLContextConfig = GLContextConfig()
+    # Scripted controllers (tests, evaluation): frame index → {hand name: HandState}.
+    hands_script: Callable[[int], Mapping[str, HandState]] | None = None
+
+
+class FrameWriter:
+    """PNG frames into a directory, or an MP4 (cv2.VideoWriter, mp4v) — chosen by the suffix."""
+
+    def __init__(self, out: Path, fps: float) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.out = Path(out)
+        self.video = None
+        self.frames = 0
+        self.fps = fps
+        if self.out.suffix.lower() != ".mp4":
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def write(self, rgba: np.ndarray) -> None:
+        bgr = self._cv2.cvtColor(rgba, self._cv2.COLOR_RGBA2BGR)
+        if self.out.suffix.lower() == ".mp4":
+            if self.video is None:
+                self.out.parent.mkdir(parents=True, exist_ok=True)
+                self.video = self._cv2.VideoWriter(str(self.out), self._cv2.VideoWriter_fourcc(*"mp4v"),
+                                                   self.fps, (bgr.shape[1], bgr.shape[0]))
+                if not self.video.isOpened():
+                    raise OSError(f"cannot open {self.out} for writing (mp4v)")
+            self.video.write(bgr)
+        else:
+            path = self.out / f"frame_{self.frames:05d}.png"
+            if not self._cv2.imwrite(str(path), bgr):
+                raise OSError(f"cannot write {path}")
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.release()
+            self.video = None
+
+
+class HeadlessBackend(Backend):
+    name = "headless"
+
+    def __init__(self, config: HeadlessConfig | None = None) -> None:
+        self.config = config or HeadlessConfig()
+        self._gl: HeadlessGLContext | None = None
+        self._targets: list[RenderTarget] = []
+        self._writer: FrameWriter | None = None
+        self.last_image: np.ndarray | None = None
+
+    def open(self) -> None:
+        c = self.config
+        try:
+            self._gl = HeadlessGLContext(c.gl)
+        except GLContextError:
+            if c.gl.display != "surfaceless":
+                raise
+            # NVIDIA's EGL has no surfaceless platform; its headless path is the device platform.
+            log.info("surfaceless EGL unavailable; trying the EGL device platform")
+            self._gl = HeadlessGLContext(replace(c.gl, display="device", cuda_device=0))
+        self._targets = [RenderTarget(c.width, c.height, samples=c.samples) for _ in range(2 if c.stereo else 1)]
+        if c.out is not None:
+            self._writer = FrameWriter(c.out, c.fps)
+        self.projection = math3d.projection_symmetric(c.vertical_fov_deg, c.width / c.height, c.near, c.far)
+
+    @property
+    def renderer_name(self) -> str:
+        return self._gl.renderer if self._gl else ""
+
+    def run(self, handler: FrameHandler, *, max_frames: int | None = None, seconds: float | None = None,
+            stop: threading.Event | None = None) -> BackendStats:
+        c = self.config
+        stats = BackendStats(self.name, info={"gl_renderer": self.renderer_name, "stereo": c.stereo,
+                                              "size": [c.width * len(self._targets), c.height]})
+        period_ns = int(1e9 / c.fps)
+        views = head_eye_views(c.head_position, c.head_rotation, c.stereo)
+        t0 = time.monotonic_ns()
+        next_deadline = t0 + period_ns
+        index = 0
+        while True:
+            if max_frames is not None and index >= max_frames:
+                stats.reason = "max frames"
+                break
+            if seconds is not None and time.monotonic_ns() - t0 >= seconds * 1e9:
+                stats.reason = "time"
+                break
+            if stop is not None and stop.is_set():
+                stats.reason = "stop requested"
+                break
+            wait_start = time.monotonic_ns()
+            if c.paced:
+                delay = next_deadline - period_ns - wait_start  # start of this period
+                if delay > 0:
+                    time.sleep(delay / 1e9)
+                display_ns = next_deadline
+                next_deadline += period_ns
+                if time.monotonic_ns() > next_deadline:  # fell behind: do not try to catch up
+                    next_deadline = time.monotonic_ns() + period_ns
+            else:
+                display_ns = time.monotonic_ns()
+            hands = c.hands_script(index) if c.hands_script is not None else {}
+            frame = BackendFrame(index, display_ns, period_ns, hands=hands,
+                                 wait_ms=(time.monotonic_ns() - wait_start) / 1e6)
+            handler.begin_frame(frame)
+            for (view, _), target, eye_index in zip(views, self._targets, range(len(views))):
+                handler.draw_eye(frame, EyeView(eye_index, view, self.projection, target))
+                stats.views += 1
+            t = time.perf_counter()
+            GL.glFinish()  # the offscreen analogue of submit: the frame is complete on the GPU
+            submit_ms = (time.perf_counter() - t) * 1e3
+            t = time.perf_counter()
+            if self._writer is not None or c.read_back:
+                image = np.hstack([target.read_rgba() for target in self._targets])
+                if c.read_back:
+                    self.last_image = image
+                if self._writer is not None:
+                    self._writer.write(image)
+            handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3))
+            index += 1
+            stats.frames += 1
+        stats.seconds = (time.monotonic_ns() - t0) / 1e9
+        if self._writer is not None:
+            stats.info["out"] = str(self._writer.out)
+            stats.info["frames_written"] = self._writer.frames
+        return stats
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._gl is not None:
+            self._gl.make_current()
+            for target in self._targets:
+                target.delete()
+            self._targets = []
+            self._gl.close()
+            self._gl = None

@@ -1,0 +1,132 @@
+"""The OpenXR backend: `OpenXRSession` (instance, EGL binding, swapchains, lifecycle) driving the
+render node's FrameHandler.
+
+Timing as seen from here: `OpenXRSession.run` calls `on_frame` after xrWaitFrame + xrBeginFrame,
+and xrEndFrame happens inside it after the last eye. So `wait_ms` is the time from the end of
+the previous frame's last eye to this frame's `on_frame` (image release + xrEndFrame + wait +
+begin); `submit_ms` is not separable here and reported as None. With a display, a mirror window
+shows the left eye (`mirror.py`). The predicted display time is the
+runtime's, converted to CLOCK_MONOTONIC with XR_KHR_convert_timespec_time; without that
+extension "now + one display period" stands in.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming
+
+log = logging.getLogger(__name__)
+
+
+class _AnyEvent:
+    """Set when any of the given events is (what OpenXRSession.run polls as its `stop`)."""
+
+    def __init__(self, *events) -> None:
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+
+class OpenXRBackend(Backend):
+    name = "openxr"
+
+    def __init__(self, config=None, mirror: bool | None = None) -> None:
+        """`mirror`: a desktop window showing the left eye; None = when a display exists."""
+        from xr_runtime.openxr_session import XrSessionConfig
+
+        self.config = config or XrSessionConfig()
+        self.session = None
+        if mirror is None:
+            mirror = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        self.want_mirror = mirror
+        self.mirror = None
+        self._stats: BackendStats | None = None
+
+    def open(self) -> None:
+        from xr_runtime.openxr_session import OpenXRSession
+
+        self.session = OpenXRSession(self.config)
+        self.session.make_current()
+        if self.want_mirror:
+            from xr_runtime.backends.mirror import MirrorUnavailable, MirrorWindow
+
+            mirror = MirrorWindow()
+            try:
+                mirror.open(restore=self.session.make_current)
+                self.mirror = mirror
+            except MirrorUnavailable as exc:  # the headset works without it
+                log.warning("no mirror window: %s", exc)
+                self.session.make_current()
+
+    def run(self, handler: FrameHandler, *, max_frames: int | None = None, seconds: float | None = None,
+            stop: threading.Event | None = None) -> BackendStats:
+        session = self.session
+        views = len(session.swapchains)
+        pending: dict[str, object] = {"frame": None, "eyes": 0}
+        last_end = [None]
+
+        def finish_pending():
+            frame = pending["frame"]
+            if frame is not None:
+                handler.end_frame(frame, SubmitTiming(None))
+                pending["frame"] = None
+                last_end[0] = time.perf_counter()
+
+        def on_frame(info) -> None:
+            finish_pending()  # a frame whose views could not be located ends here
+            now = time.perf_counter()
+            wait_ms = (now - last_end[0]) * 1e3 if last_end[0] is not None else 0.0
+            display = info.display_time_monotonic_ns
+            if display is None:
+                display = time.monotonic_ns() + info.predicted_display_period_ns
+            frame = BackendFrame(info.index, display, info.predicted_display_period_ns, info.should_render,
+                                 info.hands, wait_ms)
+            if info.should_render:
+                handler.begin_frame(frame)
+                pending["frame"], pending["eyes"] = frame, 0
+            else:
+                last_end[0] = now
+
+        closed = threading.Event()  # the user closed the mirror window
+
+        def draw_eye(info, eye) -> None:
+            frame = pending["frame"]
+            if frame is None:
+                return
+            handler.draw_eye(frame, EyeView(eye.index, eye.view, eye.projection, eye.target))
+            if self.mirror is not None and eye.index == 0:
+                self.mirror.capture(eye.target)  # before the image is released to the runtime
+            pending["eyes"] += 1
+            if pending["eyes"] == views:
+                if self.mirror is not None and not self.mirror.present(restore=session.make_current):
+                    closed.set()
+                finish_pending()
+
+        either = _AnyEvent(stop, closed)
+        t0 = time.monotonic()
+        xr_stats = session.run(draw_eye, max_frames=max_frames, stop=either, timeout_s=seconds, on_frame=on_frame)
+        finish_pending()
+        self._stats = BackendStats(self.name, frames=xr_stats.frames_rendered, views=xr_stats.views_rendered,
+                            seconds=time.monotonic() - t0,
+                            reason="lost" if xr_stats.lost else (xr_stats.reason or ("max frames" if max_frames else "")),
+                            info={"runtime": f"{session.runtime_name} {session.runtime_version}",
+                                  "states": list(xr_stats.states), "frames_waited": xr_stats.frames_waited,
+                                  "space": session.space_name, "depth_layer": session.depth_enabled,
+                                  "eye_size": [session.swapchains[0].width, session.swapchains[0].height]})
+        return self._stats
+
+    def close(self) -> None:
+        if self.mirror is not None and self.session is not None:
+            self.session.make_current()
+            self.mirror.close(restore=self.session.make_current)
+            self.mirror = None
+        if self.session is not None:
+            self.session.close()  # request exit → STOPPING → EXITING, then destroy
+            if self._stats is not None:
+                self._stats.info["states"] = list(self.session.stats.states)
+                self._stats.info["exited"] = self.session.stats.exited
+            self.session = None

@@ -1,0 +1,362 @@
+"""The render loop: scene + driven avatars, per eye, on any backend, never waiting on inference.
+
+    node = RenderNode(scene, assets, source)            # assets[i] belongs to scene.avatars[i]
+    stats = node.run(HeadlessBackend(cfg), max_frames=100)
+
+Per frame (`begin_frame`): poll `source.latest(stream, t_display)` for every slot — a call that
+returns at once with the newest state or None; a source that raises or returns garbage costs a
+counted, skipped state (`source_errors`, `bad_states`), never the frame. Each avatar's
+`AvatarSampler` turns the states into this display time's look (interpolation / bounded
+extrapolation, fade to an idle look when presence drops; see `state_sampler`). Controllers (or
+the desktop's simulated hand) move avatars through `grab`. New textures are uploaded once per
+frame (`texture_upload`: host or CUDA-GL interop with fallback). Then `draw_eye` per view and
+`end_frame` records the stage timings (`frame_stats`).
+
+Timings are CPU wall times of each stage. GL queues work asynchronously, so by default the GPU
+cost lands in whichever call waits for it (usually submit); `sync_timings=True` adds a glFinish
+after each stage so that upload and per-eye draw include their GPU work (benchmarks; it stalls
+the pipeline, so not for production).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xr_runtime.avatar_mesh import AvatarMeshData
+from xr_runtime.avatar_state import AvatarStateSource, BadState, check_state
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, SubmitTiming
+from xr_runtime.frame_stats import FrameRecord, FrameStats
+from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.grab import GrabConfig, GrabController
+from xr_runtime.placement import head_model_matrix, rigid_matrix, transform_from_rigid
+from xr_runtime.scene import Scene
+from xr_runtime.state_sampler import AvatarSampler, SampledLook, SamplerConfig
+from xr_runtime.texture_upload import TextureUploader
+
+select_egl_platform()
+
+from OpenGL import GL  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AvatarAssets:
+    """What the renderer needs of one slot's avatar, independent of where it came from."""
+
+    mesh: AvatarMeshData
+    neutral_texture: np.ndarray          # (H, W, 4) uint8: the idle look, and the texture size
+    neutral_weights: np.ndarray | None = None   # (K,), default zeros
+
+    def weights0(self) -> np.ndarray:
+        if self.neutral_weights is None:
+            return np.zeros(self.mesh.blendshape_count, dtype=np.float32)
+        return np.asarray(self.neutral_weights, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class RenderNodeConfig:
+    sampler: SamplerConfig = SamplerConfig()
+    grab: GrabConfig = GrabConfig()
+    allow_interop: bool = True
+    sync_timings: bool = False
+    scene_save_path: Path | None = None   # where `save_scene()` writes (default: nowhere)
+
+
+@dataclass
+class _Avatar:
+    index: int
+    stream: str
+    handle: object
+    placement: np.ndarray                # rigid model → world of the slot
+    scale: float
+    sampler: AvatarSampler
+    look: SampledLook | None = None
+    model: np.ndarray | None = None
+    states_ok: int = 0
+    live_frames: int = 0                 # frames shown fully live (fade ≈ 1)
+
+
+@dataclass
+class NodeCounters:
+    source_errors: int = 0
+    bad_states: int = 0
+    empty_polls: int = 0
+    placement_changes: int = 0
+    scene_saves: int = 0
+    errors_by_kind: dict = field(default_factory=dict)
+
+
+class RenderNode:
+    def __init__(self, scene: Scene, assets: list[AvatarAssets], source: AvatarStateSource,
+                 config: RenderNodeConfig | None = None) -> None:
+        if len(assets) != len(scene.avatars):
+            raise ValueError(f"{len(scene.avatars)} avatar slots but {len(assets)} assets")
+        self.scene = scene
+        self.assets = assets
+        self.source = source
+        self.config = config or RenderNodeConfig()
+        self.counters = NodeCounters()
+        self.stats = FrameStats()
+        self.grab = GrabController(self.config.grab)
+        self.renderer = None
+        self.uploader: TextureUploader | None = None
+        self.avatars: list[_Avatar] = []
+        self._logged: set[str] = set()
+        self._frame_start = 0.0
+        self._draw_eyes: list[float] = []
+        self._stage: dict[str, float] = {}
+        self._passthrough: dict[int, np.ndarray] = {}
+        self._draw_states: list = []
+        self.backend_stats = None
+        self._upload_counters = None
+        self._sessions: list = []             # BackendStats of each session of the last run
+
+    # ------------------------------------------------------------------------------ set-up
+
+    def setup_gl(self) -> None:
+        """Create the renderer and upload every avatar; the backend's GL context must be current."""
+        from xr_runtime.gltf_environment import make_scene_renderer
+
+        self.renderer = make_scene_renderer(self.scene.environment)
+        self.uploader = TextureUploader(self.renderer, self.config.allow_interop)
+        # After a lost session the GL objects are gone, but placements, samplers (state history,
+        # fade) and counters carry over to the new context.
+        previous = {a.index: a for a in self.avatars}
+        self.avatars = []
+        for index, (slot, asset) in enumerate(zip(self.scene.avatars, self.assets)):
+            handle = self.renderer.add_avatar(asset.mesh, texture_size=asset.neutral_texture.shape[:2])
+            old = previous.get(index)
+            if old is not None:
+                self.avatars.append(_Avatar(index, slot.stream, handle, old.placement, old.scale, old.sampler,
+                                            states_ok=old.states_ok, live_frames=old.live_frames))
+                continue
+            sampler = AvatarSampler(asset.neutral_texture, asset.weights0(), self.config.sampler)
+            t = slot.transform
+            self.avatars.append(_Avatar(index, slot.stream, handle, rigid_matrix(t.position, t.rotation),
+                                        t.scale, sampler))
+
+    def teardown_gl(self) -> None:
+        if self.uploader is not None:
+            self._upload_counters = self.uploader.counters
+            self.uploader.close()
+            self.uploader = None
+        if self.renderer is not None:
+            self.renderer.close()
+            self.renderer = None
+
+    def run(self, backend: Backend, *, max_frames: int | None = None, seconds: float | None = None,
+            stop: threading.Event | None = None, reconnects: int = 0, reconnect_wait_s: float = 1.0) -> dict:
+        """Render until max_frames / seconds / stop / the backend ends. A backend that reports its
+        session lost (an OpenXR runtime that died or restarted) is reopened up to `reconnects`
+        times, `reconnect_wait_s` apart; the frame and time limits span all sessions."""
+        t_end = None if seconds is None else time.monotonic() + seconds
+        self._sessions = []
+        attempts = 0
+        while True:
+            frames_done = sum(s.frames for s in self._sessions)
+            remaining_frames = None if max_frames is None else max_frames - frames_done
+            remaining_s = None if t_end is None else max(0.0, t_end - time.monotonic())
+            try:
+                result = self._run_session(backend, remaining_frames, remaining_s, stop)
+            except Exception as exc:
+                if attempts == 0 or attempts > reconnects:
+                    raise
+                log.warning("reopening the %s backend failed: %s", backend.name, exc)
+                result = None
+            if result is not None:
+                self._sessions.append(result)
+                if result.reason != "lost":
+                    break
+            finished = (remaining_frames is not None and remaining_frames <= (result.frames if result else 0)) or \
+                (t_end is not None and time.monotonic() >= t_end) or (stop is not None and stop.is_set())
+            if finished or attempts >= reconnects:
+                break
+            attempts += 1
+            log.warning("%s session lost; reopening (%d of %d) in %.1f s", backend.name, attempts, reconnects,
+                        reconnect_wait_s)
+            if stop is not None:
+                stop.wait(reconnect_wait_s)
+            else:
+                time.sleep(reconnect_wait_s)
+        self.backend_stats = self._merged_backend_stats()
+        return self.summary()
+
+    def _run_session(self, backend: Backend, max_frames, seconds, stop):
+        backend.open()
+        try:
+            self.setup_gl()
+            try:
+                return backend.run(self, max_frames=max_frames, seconds=seconds, stop=stop)
+            finally:
+                self.teardown_gl()
+        finally:
+            backend.close()
+
+    def _merged_backend_stats(self):
+        if not self._sessions:
+            return None
+        last = self._sessions[-1]
+        merged = BackendStats(last.backend, frames=sum(s.frames for s in self._sessions),
+                              views=sum(s.views for s in self._sessions),
+                              seconds=sum(s.seconds for s in self._sessions), reason=last.reason, info=dict(last.info))
+        merged.info["sessions"] = len(self._sessions)
+        merged.info["lost_sessions"] = sum(s.reason == "lost" for s in self._sessions)
+        return merged
+
+    # ------------------------------------------------------------------------------ frame
+
+    def _log_once(self, kind: str, message: str) -> None:
+        self.counters.errors_by_kind[kind] = self.counters.errors_by_kind.get(kind, 0) + 1
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.warning("%s (further ones only counted)", message)
+
+    def _poll(self, avatar: _Avatar, t_display_ns: int):
+        try:
+            state = self.source.latest(avatar.stream, t_display_ns)
+        except Exception as exc:  # a failing producer must not take the frame loop with it
+            self.counters.source_errors += 1
+            self._log_once(f"source:{type(exc).__name__}", f"avatar source raised for {avatar.stream}: {exc!r}")
+            return None
+        if state is None:
+            self.counters.empty_polls += 1
+            return None
+        try:
+            state = check_state(state, avatar.handle.blendshape_count)
+        except BadState as exc:
+            self.counters.bad_states += 1
+            self._log_once("bad_state", f"unusable state for {avatar.stream}: {exc}")
+            return None
+        avatar.states_ok += 1
+        return state
+
+    def _sync(self) -> None:
+        if self.config.sync_timings:
+            GL.glFinish()
+
+    def begin_frame(self, frame: BackendFrame) -> None:
+        self._frame_start = time.perf_counter()
+        self._draw_eyes = []
+        t_display = frame.display_time_ns
+        for avatar in self.avatars:
+            avatar.sampler.observe(self._poll(avatar, t_display), t_display)
+            avatar.look = avatar.sampler.sample(t_display)
+            avatar.live_frames += avatar.look.fade > 0.99
+        if frame.hands:
+            self._apply_grab(frame.hands)
+        for avatar in self.avatars:
+            avatar.model = head_model_matrix(avatar.placement, avatar.scale, avatar.look.pose)
+        t_sampled = time.perf_counter()
+        items = [(a.handle, a.look.texture, a.look.texture_key, a.look.cuda_stream) for a in self.avatars]
+        self._passthrough = self.uploader.upload(items)
+        self._sync()
+        t_uploaded = time.perf_counter()
+        self._stage = {"sample": (t_sampled - self._frame_start) * 1e3, "upload": (t_uploaded - t_sampled) * 1e3,
+                       "wait": frame.wait_ms}
+
+    def _apply_grab(self, hands) -> None:
+        placements = {str(a.index): a.placement for a in self.avatars}
+        moved = self.grab.update(hands, placements)
+        for key, matrix in moved.items():
+            avatar = self.avatars[int(key)]
+            if not np.allclose(avatar.placement, matrix, atol=1e-6):
+                avatar.placement = np.asarray(matrix, dtype=np.float32)
+                self.counters.placement_changes += 1
+
+    def draw_eye(self, frame: BackendFrame, eye: EyeView) -> None:
+        from xr_runtime.gl_renderer import AvatarDrawState
+
+        t = time.perf_counter()
+        states = []
+        for a in self.avatars:
+            texture = self._passthrough.pop(a.handle.id, None)  # first eye only
+            states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
+        self.renderer.draw(eye.view, eye.projection, states, eye.target)
+        self._sync()
+        self._draw_eyes.append((time.perf_counter() - t) * 1e3)
+
+    def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
+        frame_ms = (time.perf_counter() - self._frame_start) * 1e3 - timing.output_ms
+        self.stats.add(FrameRecord(self._stage.get("wait", 0.0), self._stage.get("sample", 0.0),
+                                   self._stage.get("upload", 0.0), self._draw_eyes, timing.submit_ms,
+                                   timing.output_ms, frame_ms), time.monotonic_ns())
+
+    # ------------------------------------------------------------------------------ scene
+
+    def pick_distance(self, origin, direction, radius: float = 0.3) -> float | None:
+        """Distance along a ray to the nearest avatar passing within `radius` of it (mouse grab)."""
+        best = None
+        for a in self.avatars:
+            p = np.asarray(a.placement[:3, 3], dtype=float) - np.asarray(origin, dtype=float)
+            t = float(np.dot(p, direction))
+            if t > 0 and np.linalg.norm(p - t * np.asarray(direction)) <= radius and (best is None or t < best):
+                best = t
+        return best
+
+    def placements(self) -> list:
+        return [transform_from_rigid(a.placement, a.scale) for a in self.avatars]
+
+    def save_scene(self, path: Path | None = None) -> Path:
+        """Write the scene with the current placements back, atomically (Scene.save)."""
+        path = Path(path or self.config.scene_save_path or "")
+        if not str(path):
+            raise ValueError("no path to save the scene to")
+        for slot, transform in zip(self.scene.avatars, self.placements()):
+            slot.transform = transform
+        self.scene.save(path)
+        self.counters.scene_saves += 1
+        log.info("scene saved to %s", path)
+        return path
+
+    # ------------------------------------------------------------------------------ reporting
+
+    def stream_states(self) -> dict[str, dict]:
+        out = {}
+        for a in self.avatars:
+            look = a.look
+            out[a.stream] = {"fade": round(look.fade, 3) if look else 0.0, "states_ok": a.states_ok,
+                             "distinct_states": a.sampler.states_seen, "live_frames": a.live_frames,
+                             "state": "live" if look and look.fade > 0.99 else
+                                      ("idle" if not look or look.fade < 0.01 else "fading")}
+        return out
+
+    def status_lines(self) -> list[str]:
+        """Text for the desktop overlay: fps, per-stage ms, stream states."""
+        m = self.stats.recent_means()
+        lines = [f"{self.stats.fps():5.1f} fps  frame {m.get('frame', 0):.2f} ms"]
+        if m:
+            lines.append(f"wait {m['wait']:.2f} sample {m['sample']:.2f} upload {m['upload']:.2f} "
+                         f"draw {m['draw']:.2f} submit {m['submit']:.2f} ms")
+        for stream, s in self.stream_states().items():
+            lines.append(f"{stream}: {s['state']} fade {s['fade']:.2f} states {s['distinct_states']}")
+        if self.counters.source_errors or self.counters.bad_states:
+            lines.append(f"source errors {self.counters.source_errors} bad states {self.counters.bad_states}")
+        return lines
+
+    def summary(self) -> dict:
+        c = self.counters
+        upload = self.uploader.counters if self.uploader else self._upload_counters
+        b = self.backend_stats
+        return {
+            "backend": b.backend if b else None,
+            "frames": b.frames if b else 0,
+            "views": b.views if b else 0,
+            "seconds": b.seconds if b else 0.0,
+            "fps": (b.frames / b.seconds) if b and b.seconds > 0 else 0.0,
+            "stop_reason": b.reason if b else "",
+            "backend_info": b.info if b else {},
+            "avatars": len(self.avatars),
+            "stages_ms": self.stats.summary(),
+            "counters": {"source_errors": c.source_errors, "bad_states": c.bad_states, "empty_polls": c.empty_polls,
+                         "placement_changes": c.placement_changes, "scene_saves": c.scene_saves,
+                         "errors_by_kind": dict(c.errors_by_kind)},
+            "uploads": upload.__dict__ if upload else {},
+            "streams": self.stream_states(),
+            "sync_timings": self.config.sync_timings,
+        }
