@@ -1,0 +1,334 @@
+"""The avatar package (DESIGN.md "Contracts"): a directory with avatar.json, weights.safetensors,
+mesh.glb and preview.png.
+
+Writing is atomic: everything goes into a hidden temporary directory beside the target, files and
+directory are fsynced, and only then is it renamed into place, so an interrupted export never
+leaves a package that looks valid. Loading checks the schema and version, every file's size and
+sha256 (the manifest lists them), the weights' names and shapes against the manifest's network
+config and the mesh against the blendshape count, and names the first thing that is wrong.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from inference.head_model.gltf_io import GltfError, MeshArrays, read_glb, write_glb
+from inference.head_model.vae import HeadVae, RuntimeDecoder, VaeConfig
+
+SCHEMA_ID = "headcast.avatar"
+SCHEMA_VERSION = 1
+MANIFEST = "avatar.json"
+WEIGHTS = "weights.safetensors"
+MESH = "mesh.glb"
+PREVIEW = "preview.png"
+PAYLOAD = (WEIGHTS, MESH, PREVIEW)
+
+_FILE_ENTRY = {"type": "object", "required": ["sha256", "bytes"],
+               "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                              "bytes": {"type": "integer", "minimum": 1}}}
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["schema", "schema_version", "name", "created_utc", "feature", "head_model", "animation",
+                 "provenance", "metrics", "files"],
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "schema_version": {"type": "integer"},
+        "name": {"type": "string", "minLength": 1},
+        "created_utc": {"type": "string"},
+        "feature": {"type": "object", "required": ["kind", "normalisation"],
+                    "properties": {"kind": {"enum": ["mp478", "deca2048"]}, "normalisation": {"type": "object"}}},
+        "head_model": {
+            "type": "object",
+            "required": ["z_dim", "texture_size", "texture_format", "n_blendshapes", "n_vertices", "n_triangles",
+                         "units", "canonical_unit_m", "vae"],
+            "properties": {
+                "z_dim": {"type": "integer", "minimum": 1},
+                "texture_size": {"type": "integer", "minimum": 8},
+                "texture_format": {"const": "RGBA8"},
+                "n_blendshapes": {"type": "integer", "minimum": 1},
+                "n_vertices": {"type": "integer", "minimum": 3},
+                "n_triangles": {"type": "integer", "minimum": 1},
+                "units": {"const": "m"},
+                "canonical_unit_m": {"type": "number", "exclusiveMinimum": 0},
+                "vae": {"type": "object", "required": ["texture_size", "n_weights", "z_dim", "hidden", "basis_size",
+                                                       "n_basis"]},
+            }},
+        "animation": {"type": "object", "required": ["included"], "properties": {"included": {"type": "boolean"}}},
+        "provenance": {"type": "object", "required": ["sources", "build_command", "libraries"],
+                       "properties": {"sources": {"type": "array", "minItems": 1, "items": {
+                           "type": "object", "required": ["name", "sha256"],
+                           "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}}}},
+        "metrics": {"type": "object"},
+        "files": {"type": "object", "required": list(PAYLOAD),
+                  "properties": {name: _FILE_ENTRY for name in PAYLOAD}},
+    },
+}
+
+
+class AvatarPackageError(ValueError):
+    """The package is missing, incomplete, tampered with or does not match its manifest."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    raw: dict
+
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def feature_kind(self) -> str:
+        return self.raw["feature"]["kind"]
+
+    @property
+    def vae(self) -> VaeConfig:
+        return VaeConfig.from_json(self.raw["head_model"]["vae"])
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.raw["head_model"]["z_dim"])
+
+    @property
+    def texture_size(self) -> int:
+        return int(self.raw["head_model"]["texture_size"])
+
+    @property
+    def n_blendshapes(self) -> int:
+        return int(self.raw["head_model"]["n_blendshapes"])
+
+    @property
+    def animation_included(self) -> bool:
+        return bool(self.raw["animation"]["included"])
+
+    @property
+    def metrics(self) -> dict:
+        return self.raw["metrics"]
+
+
+@dataclass
+class AvatarPackage:
+    path: Path
+    manifest: Manifest
+    mesh: MeshArrays
+    decoder: RuntimeDecoder  # z → (uint8 RGBA (S, S, 4), weights (K,))
+    vae: HeadVae  # full model (the encoder is what the animation-network training needs)
+    extra_tensors: dict  # "anim.*" tensors of the animation network, when the manifest declares it
+
+    @staticmethod
+    def load(path: str | Path) -> "AvatarPackage":
+        return load_package(Path(path))
+
+
+def _read_manifest(path: Path) -> dict:
+    import jsonschema
+
+    if not path.is_dir():
+        raise AvatarPackageError(f"{path}: no such avatar package directory")
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise AvatarPackageError(f"{path}: {MANIFEST} is missing (incomplete or interrupted export?)")
+    try:
+        raw = json.loads(mf.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AvatarPackageError(f"{mf}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise AvatarPackageError(f"{mf}: top level must be an object")
+    if raw.get("schema") == SCHEMA_ID and raw.get("schema_version") != SCHEMA_VERSION:
+        raise AvatarPackageError(f"{mf}: schema_version {raw.get('schema_version')!r} is not supported "
+                                 f"(this build reads version {SCHEMA_VERSION})")
+    try:
+        jsonschema.validate(raw, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise AvatarPackageError(f"{mf}: schema violation at {where}: {exc.message}") from exc
+    return raw
+
+
+def _check_files(path: Path, raw: dict) -> None:
+    for name in PAYLOAD:
+        entry = raw["files"][name]
+        f = path / name
+        if not f.is_file():
+            raise AvatarPackageError(f"{path}: {name} is missing")
+        size = f.stat().st_size
+        if size != entry["bytes"]:
+            what = "truncated" if size < entry["bytes"] else "larger than recorded"
+            raise AvatarPackageError(f"{path}: {name} is {what}: {size} bytes, manifest says {entry['bytes']}")
+        if sha256_file(f) != entry["sha256"]:
+            raise AvatarPackageError(f"{path}: {name} sha256 does not match the manifest (file was modified)")
+
+
+VAE_PREFIXES = ("encoder.", "decoder.")
+ANIMATION_PREFIX = "anim."  # the animation network's tensors (inference/animation/serialize.py)
+
+
+def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool) -> tuple[HeadVae, dict]:
+    """Returns (the VAE, the other tensors: the animation network's, when the manifest declares one)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AvatarPackageError(f"{path}: {WEIGHTS} is not a readable safetensors file ({exc})") from exc
+    vae = HeadVae(cfg)
+    expected = vae.state_dict()
+    others = {k: v for k, v in tensors.items() if not k.startswith(VAE_PREFIXES)}
+    tensors = {k: v for k, v in tensors.items() if k.startswith(VAE_PREFIXES)}
+    undeclared = sorted(k for k in others if not (animation_included and k.startswith(ANIMATION_PREFIX)))
+    if undeclared:
+        raise AvatarPackageError(f"{path}: {WEIGHTS} has tensors the manifest does not declare {undeclared[:4]}")
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing:
+        raise AvatarPackageError(f"{path}: {WEIGHTS} lacks tensors {missing[:4]}{'...' if len(missing) > 4 else ''}")
+    if extra:
+        raise AvatarPackageError(f"{path}: {WEIGHTS} has unexpected tensors {extra[:4]}")
+    for k, v in expected.items():
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise AvatarPackageError(f"{path}: {WEIGHTS}: {k} has shape {tuple(tensors[k].shape)}, the manifest's "
+                                     f"network config needs {tuple(v.shape)}")
+        if not torch.isfinite(tensors[k]).all():
+            raise AvatarPackageError(f"{path}: {WEIGHTS}: {k} holds non-finite values")
+    vae.load_state_dict({k: t.float() for k, t in tensors.items()})
+    return vae.eval(), others
+
+
+def load_package(path: Path) -> AvatarPackage:
+    raw = _read_manifest(path)
+    _check_files(path, raw)
+    manifest = Manifest(raw)
+    hm = raw["head_model"]
+    cfg = manifest.vae
+    if cfg.z_dim != hm["z_dim"] or cfg.texture_size != hm["texture_size"] or cfg.n_weights != hm["n_blendshapes"]:
+        raise AvatarPackageError(f"{path}: head_model sizes disagree with its vae config")
+    vae, extra_tensors = _load_weights(path, cfg, manifest.animation_included)
+    try:
+        mesh = read_glb(path / MESH)
+    except GltfError as exc:
+        raise AvatarPackageError(f"{path}: {exc}") from exc
+    if len(mesh.positions) != hm["n_vertices"] or len(mesh.indices) != hm["n_triangles"]:
+        raise AvatarPackageError(f"{path}: {MESH} has {len(mesh.positions)} vertices / {len(mesh.indices)} "
+                                 f"triangles, manifest says {hm['n_vertices']} / {hm['n_triangles']}")
+    if mesh.blendshapes.shape[0] != hm["n_blendshapes"]:
+        raise AvatarPackageError(f"{path}: {MESH} has {mesh.blendshapes.shape[0]} morph targets, manifest says "
+                                 f"{hm['n_blendshapes']} blendshapes")
+    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(vae.decoder), vae, extra_tensors)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def check_replaceable(out: Path) -> None:
+    """The export replaces ``out`` wholesale: refuse anything but an absent or empty directory or a
+    previous avatar package, so a mistyped --out never deletes unrelated files."""
+    if out.is_file() or out.is_symlink():
+        raise AvatarPackageError(f"{out}: exists and is not a directory; refusing to replace it")
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise AvatarPackageError(f"{out}: is a non-empty directory that is not an avatar package; "
+                                 "refusing to replace it (choose a new --out)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(out: Path) -> None:
+    """Temporary/old directories left by an export that was killed (its process is gone)."""
+    for kind in ("tmp", "old"):
+        for d in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = d.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def write_package(out: Path, manifest: dict, vae: HeadVae, mesh: MeshArrays, neutral_texture_rgb: np.ndarray,
+                  preview_png: bytes, before_commit: Callable[[Path], None] | None = None,
+                  extra_tensors: dict | None = None) -> Path:
+    """Atomically writes the package to ``out`` (replacing an existing one). ``extra_tensors`` are
+    merged into weights.safetensors (the animation network's ``anim.*``; the manifest's
+    ``animation.included`` must then be true). ``before_commit`` runs after all files are in the
+    temporary directory, just before the rename (tests use it to interrupt an export at its most
+    dangerous point)."""
+    from safetensors.torch import save_file
+
+    out = Path(out).absolute()
+    check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
+        for k, v in (extra_tensors or {}).items():
+            if k.startswith(VAE_PREFIXES) or not k.startswith(ANIMATION_PREFIX):
+                raise ValueError(f"extra tensor {k!r}: only {ANIMATION_PREFIX}* names may join the head model's")
+            if not manifest.get("animation", {}).get("included"):
+                raise ValueError("extra animation tensors need animation.included = true in the manifest")
+            tensors[k] = v.detach().cpu().contiguous()
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "headcast-avatar"})
+        write_glb(tmp / MESH, mesh, neutral_texture_rgb)
+        _write_file(tmp / PREVIEW, preview_png)
+        for name in (WEIGHTS, MESH):
+            os.chmod(tmp / name, 0o644)  # safetensors creates 0600 files; packages are shared artefacts
+            with open(tmp / name, "rb+") as f:
+                os.fsync(f.fileno())
+        manifest = dict(manifest)
+        manifest["files"] = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+                             for name in PAYLOAD}
+        import jsonschema
+
+        jsonschema.validate(manifest, MANIFEST_SCHEMA)  # never write a package we would refuse to load
+        _write_file(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False).encode())
+        _fsync_dir(tmp)
+        if before_commit is not None:
+            before_commit(tmp)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        _fsync_dir(out.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

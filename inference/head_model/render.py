@@ -1,0 +1,46 @@
+"""Software rendering of the textured head for previews (orthographic, z-buffered, numpy only)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from inference.head_model.raster import rasterize
+
+
+def yaw_pitch(yaw_deg: float, pitch_deg: float = 0.0) -> np.ndarray:
+    y, p = np.radians(yaw_deg), np.radians(pitch_deg)
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    return rx @ ry
+
+
+def render_textured(positions: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture_rgb: np.ndarray,
+                    size: int = 256, rotation: np.ndarray | None = None, shade: float = 0.25,
+                    background: int = 40) -> np.ndarray:
+    """Render (size, size, 3) uint8 RGB; positions in canonical units (x left of subject, y up, z to
+    the viewer); the head is framed to fill the image."""
+    p = positions @ (rotation if rotation is not None else np.eye(3)).T
+    centre = (p.min(0) + p.max(0)) / 2
+    extent = float((p.max(0) - p.min(0))[:2].max()) * 1.08
+    scale = size / extent
+    xy = np.stack([(p[:, 0] - centre[0]) * scale + size / 2, size / 2 - (p[:, 1] - centre[1]) * scale], axis=1)
+    r = rasterize(xy, faces, size, size, depth=-p[:, 2])
+    hit = r.tri_id >= 0
+    out = np.full((size, size, 3), background, np.uint8)
+    if not hit.any():
+        return out
+    tri = faces[r.tri_id[hit]]
+    b = r.bary[hit]
+    uv = (uvs[tri] * b[..., None]).sum(1)
+    th, tw = texture_rgb.shape[:2]
+    mapx = (uv[:, 0] * tw - 0.5).astype(np.float32).reshape(-1, 1)
+    mapy = (uv[:, 1] * th - 0.5).astype(np.float32).reshape(-1, 1)
+    col = cv2.remap(texture_rgb, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)
+    # A little Lambert shading so the geometry reads in the preview (the texture carries the light).
+    v = p[faces]
+    n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    light = np.clip(n[r.tri_id[hit]] @ np.array([0.3, 0.4, 0.866]), 0, 1)
+    col = col.astype(np.float32) * ((1 - shade) + shade * light[:, None])
+    out[hit] = np.clip(col, 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,287 @@
+"""Avatar package contract: loading, glTF round trip, decoder output, and every way a package can
+be damaged (each must fail with a message naming the problem)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pygltflib
+import pytest
+import torch
+
+from _avatar_quick import quick_build
+from inference.avatar_package import (
+    MANIFEST,
+    MESH,
+    PREVIEW,
+    WEIGHTS,
+    AvatarPackage,
+    AvatarPackageError,
+    write_package,
+)
+from tools import cli
+
+
+@pytest.fixture(scope="session")
+def package_dir(tmp_path_factory) -> Path:
+    return quick_build(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def copy(package_dir, tmp_path) -> Path:
+    dst = tmp_path / "pkg"
+    shutil.copytree(package_dir, dst)
+    return dst
+
+
+def test_load_gives_runtime_arrays_and_decoder(package_dir):
+    pkg = AvatarPackage.load(package_dir)
+    m = pkg.manifest
+    v, k = len(pkg.mesh.positions), m.n_blendshapes
+    assert pkg.mesh.positions.shape == (v, 3) and pkg.mesh.positions.dtype == np.float32
+    assert pkg.mesh.uvs.shape == (v, 2) and (pkg.mesh.uvs >= 0).all() and (pkg.mesh.uvs <= 1).all()
+    assert pkg.mesh.indices.dtype == np.uint32 and pkg.mesh.indices.shape[1] == 3
+    assert pkg.mesh.blendshapes.shape == (k, v, 3)
+    # A head is ~15-25 cm tall: the mesh is in metres.
+    height = np.ptp(pkg.mesh.positions[:, 1])
+    assert 0.15 < height < 0.4
+    tex, w = pkg.decoder(torch.zeros(m.z_dim))
+    assert tex.dtype == torch.uint8 and tuple(tex.shape) == (m.texture_size, m.texture_size, 4)
+    assert tex.is_contiguous() and int(tex[..., 3].min()) == 255
+    assert w.shape == (k,)
+    assert m.feature_kind == "mp478" and m.animation_included is False
+
+
+def test_decoded_texture_looks_like_the_neutral_face(package_dir):
+    """z = 0 decodes near the average face: compare with the glb's embedded neutral texture."""
+    import cv2
+
+    pkg = AvatarPackage.load(package_dir)
+    gltf = pygltflib.GLTF2().load_binary(str(package_dir / MESH))
+    view = gltf.bufferViews[gltf.images[0].bufferView]
+    png = gltf.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength]
+    neutral = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32)
+    tex, _ = pkg.decoder(torch.zeros(pkg.manifest.z_dim))
+    diff = np.abs(tex[..., :3].numpy().astype(np.float32) - neutral)
+    s = pkg.manifest.texture_size
+    face = diff[int(0.2 * s):int(0.6 * s), int(0.3 * s):int(0.7 * s)]  # centre of the face region
+    assert face.mean() < 25, f"decoded face differs from the neutral by {face.mean():.1f} levels"
+
+
+def test_glb_opens_in_pygltflib_with_matching_morph_targets(package_dir):
+    pkg = AvatarPackage.load(package_dir)
+    gltf = pygltflib.GLTF2().load_binary(str(package_dir / MESH))
+    assert gltf.asset.version == "2.0"
+    prim = gltf.meshes[0].primitives[0]
+    assert len(prim.targets) == pkg.manifest.n_blendshapes
+    assert gltf.accessors[prim.attributes.POSITION].count == len(pkg.mesh.positions)
+    assert gltf.accessors[prim.attributes.TEXCOORD_0].count == len(pkg.mesh.positions)
+    assert gltf.accessors[prim.indices].count == pkg.mesh.indices.size
+    assert gltf.materials and gltf.images  # the neutral texture is embedded for Blender/three.js
+
+
+def test_manifest_records_provenance_and_metrics(package_dir):
+    raw = json.loads((package_dir / MANIFEST).read_text())
+    src = raw["provenance"]["sources"][0]
+    assert src["sha256"] == "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f"
+    assert "build-avatar" in raw["provenance"]["build_command"]
+    assert "torch" in raw["provenance"]["libraries"]
+    for key in ("holdout_psnr_db", "holdout_ssim", "holdout_reprojection_px", "decode_ms_cpu_1thread"):
+        assert isinstance(raw["metrics"][key], (int, float))
+    assert raw["metrics"]["holdout_psnr_db"] > 18
+    assert raw["metrics"]["holdout_reprojection_px"] < 5
+    assert raw["build"]["rejected"]["hand_over_face"] > 0
+
+
+def test_avatar_info_json(package_dir, capsys):
+    assert cli.main(["avatar", "info", str(package_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["valid"] is True and info["decoder_parameters"] > 0 and info["decode_ms_this_machine"] > 0
+
+
+def _expect(path: Path, *words: str) -> None:
+    with pytest.raises(AvatarPackageError) as err:
+        AvatarPackage.load(path)
+    msg = str(err.value)
+    for w in words:
+        assert w in msg, msg
+
+
+def test_tampered_weights_are_named(copy):
+    data = bytearray((copy / WEIGHTS).read_bytes())
+    data[-10] ^= 0xFF
+    (copy / WEIGHTS).write_bytes(bytes(data))
+    _expect(copy, WEIGHTS, "sha256")
+
+
+def test_truncated_weights_are_named(copy):
+    data = (copy / WEIGHTS).read_bytes()
+    (copy / WEIGHTS).write_bytes(data[: len(data) // 2])
+    _expect(copy, WEIGHTS, "truncated")
+
+
+def test_truncated_mesh_is_named(copy):
+    data = (copy / MESH).read_bytes()
+    (copy / MESH).write_bytes(data[:100])
+    _expect(copy, MESH, "truncated")
+
+
+def test_missing_preview_is_named(copy):
+    (copy / PREVIEW).unlink()
+    _expect(copy, PREVIEW, "missing")
+
+
+def test_missing_manifest(copy):
+    (copy / MANIFEST).unlink()
+    _expect(copy, MANIFEST, "missing")
+
+
+def test_wrong_schema_version(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw["schema_version"] = 99
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, "schema_version 99", "not supported")
+
+
+def test_schema_violation_names_the_field(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    del raw["head_model"]["z_dim"]
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, "head_model", "z_dim")
+
+
+def test_mismatched_network_config_names_the_tensor(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw["head_model"]["vae"]["hidden"] += 8  # files still hash fine; their shapes no longer fit
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, WEIGHTS, "shape")
+
+
+def test_mismatched_blendshape_count(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw["head_model"]["n_blendshapes"] += 1
+    raw["head_model"]["vae"]["n_weights"] += 1
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, WEIGHTS, "shape")
+
+
+def test_corrupt_manifest_json(copy):
+    (copy / MANIFEST).write_text("{ not json")
+    _expect(copy, MANIFEST, "JSON")
+
+
+def test_not_a_directory(tmp_path):
+    _expect(tmp_path / "nothing-here", "no such avatar package")
+
+
+def test_info_on_damaged_package_exits_2_with_reason(copy, capsys):
+    (copy / WEIGHTS).write_bytes(b"\0" * 10)
+    assert cli.main(["avatar", "info", str(copy)]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _rewrite(pkg: AvatarPackage, out: Path, **kw) -> None:
+    import cv2
+
+    raw = dict(pkg.manifest.raw)
+    tex = np.zeros((8, 8, 3), np.uint8)
+    ok, png = cv2.imencode(".png", tex)
+    write_package(out, raw, pkg.vae, pkg.mesh, tex, png.tobytes(), **kw)
+
+
+def test_interrupted_export_leaves_no_package(package_dir, tmp_path):
+    pkg = AvatarPackage.load(package_dir)
+    out = tmp_path / "new"
+
+    def boom(_tmp: Path) -> None:
+        raise _Interrupted()
+
+    with pytest.raises(_Interrupted):
+        _rewrite(pkg, out, before_commit=boom)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is gone too
+    _expect(out, "no such avatar package")
+
+
+def test_interrupted_export_keeps_the_previous_package(package_dir, tmp_path):
+    pkg = AvatarPackage.load(package_dir)
+    out = tmp_path / "pkg"
+    shutil.copytree(package_dir, out)
+
+    def boom(_tmp: Path) -> None:
+        raise _Interrupted()
+
+    with pytest.raises(_Interrupted):
+        _rewrite(pkg, out, before_commit=boom)
+    AvatarPackage.load(out)  # still the complete old package
+
+
+def test_export_round_trip_replaces_atomically(package_dir, tmp_path):
+    pkg = AvatarPackage.load(package_dir)
+    out = tmp_path / "pkg"
+    shutil.copytree(package_dir, out)
+    _rewrite(pkg, out)
+    again = AvatarPackage.load(out)
+    assert again.manifest.z_dim == pkg.manifest.z_dim
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_export_killed_mid_write_leaves_no_package_and_is_cleaned_up(package_dir, tmp_path):
+    """SIGKILL during the export (no Python cleanup runs): the target does not exist, the hidden
+    temporary directory is ignored by loading and removed by the next export."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "pkg"
+    script = (
+        "import sys, time, cv2, numpy as np\n"
+        "from inference.avatar_package import AvatarPackage, write_package\n"
+        f"pkg = AvatarPackage.load({str(package_dir)!r})\n"
+        "ok, png = cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))\n"
+        "def hang(tmp):\n"
+        "    print('ready', flush=True); time.sleep(60)\n"
+        f"write_package(__import__('pathlib').Path({str(out)!r}), pkg.manifest.raw, pkg.vae, pkg.mesh,\n"
+        "              np.zeros((8, 8, 3), np.uint8), png.tobytes(), before_commit=hang)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert not out.exists() and len(leftovers) == 1 and leftovers[0].startswith(".pkg.tmp-")
+    _expect(out, "no such avatar package")
+    _rewrite(AvatarPackage.load(package_dir), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    AvatarPackage.load(out)
+
+
+def test_animation_tensors_travel_only_when_declared(package_dir, tmp_path):
+    pkg = AvatarPackage.load(package_dir)
+    raw = dict(pkg.manifest.raw)
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    tex = np.zeros((8, 8, 3), np.uint8)
+    anim = {"anim.net.w": torch.ones(3, 2)}
+    with pytest.raises(ValueError, match="animation.included"):
+        write_package(tmp_path / "a", raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
+    raw["animation"] = {"included": True, "format": 1}
+    write_package(tmp_path / "a", raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
+    again = AvatarPackage.load(tmp_path / "a")
+    assert torch.equal(again.extra_tensors["anim.net.w"], anim["anim.net.w"])
+    # The same weights file under a manifest without an animation network: undeclared tensors.
+    raw2 = json.loads((tmp_path / "a" / MANIFEST).read_text())
+    raw2["animation"] = {"included": False}
+    (tmp_path / "a" / MANIFEST).write_text(json.dumps(raw2))
+    _expect(tmp_path / "a", WEIGHTS, "does not declare")

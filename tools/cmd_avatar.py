@@ -1,0 +1,99 @@
+"""`headcast avatar info DIR`: validate an avatar package and summarise it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tools.errors import CliError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("avatar", help="inspect avatar packages")
+    asub = p.add_subparsers(dest="avatar_command", metavar="ACTION")
+    asub.required = True
+    info = asub.add_parser("info", help="validate a package and print its summary (parameters, decode ms)")
+    info.add_argument("dir", metavar="DIR")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=run_info)
+    default = asub.add_parser("default", help="print the default avatar's path, building it from the sample "
+                                              "clip on first use (cached in the user cache afterwards)")
+    default.add_argument("--quick", action="store_true", help="the fast low-resolution variant")
+    default.set_defaults(func=run_default)
+
+
+def default_avatar_dir(quick: bool = False) -> Path:
+    from tools.samples import cache_dir
+
+    return cache_dir() / "avatars" / ("default-woman-quick" if quick else "default-woman")
+
+
+def ensure_default_avatar(quick: bool = False, log=print) -> Path:
+    """The default avatar package (sample woman clip), built on first call; a valid existing package
+    is returned at once. Media of real people never enter the repository: both the clip and the
+    package live in the user cache."""
+    from inference.avatar_builder import AvatarBuilder, BuildConfig, BuildError
+    from inference.avatar_package import AvatarPackage, AvatarPackageError
+    from tools import samples
+
+    out = default_avatar_dir(quick)
+    try:
+        AvatarPackage.load(out)
+        return out
+    except AvatarPackageError:
+        pass
+    try:
+        video = samples.sample_path(samples.AVATAR_CLIP)
+    except samples.SampleError as exc:
+        raise CliError(str(exc)) from exc
+    work = out.parent / ".work" / out.name
+    log(f"building the default avatar {out} from {video.name} (first run only)")
+    cfg = BuildConfig.preset([str(video)], out, work, quick=quick,
+                             command=f"headcast avatar default{' --quick' if quick else ''}")
+    try:
+        AvatarBuilder(cfg, log=log).run()
+    except BuildError as exc:
+        raise CliError(str(exc)) from exc
+    return out
+
+
+def run_default(args) -> int:
+    print(ensure_default_avatar(quick=args.quick))
+    return 0
+
+
+def run_info(args) -> int:
+    from inference.avatar_package import AvatarPackage, AvatarPackageError
+
+    from inference.avatar_builder import decode_ms
+
+    try:
+        pkg = AvatarPackage.load(args.dir)
+    except AvatarPackageError as exc:
+        raise CliError(str(exc)) from exc
+    m = pkg.manifest.raw
+    params = sum(p.numel() for p in pkg.decoder.parameters())
+    ms = decode_ms(pkg.decoder, pkg.manifest.z_dim, threads=1)
+    ms2 = decode_ms(pkg.decoder, pkg.manifest.z_dim, threads=2)
+    summary = {
+        "path": str(pkg.path), "valid": True, "name": m["name"], "schema_version": m["schema_version"],
+        "feature_kind": m["feature"]["kind"], "z_dim": pkg.manifest.z_dim, "texture_size": pkg.manifest.texture_size,
+        "n_blendshapes": pkg.manifest.n_blendshapes, "vertices": int(len(pkg.mesh.positions)),
+        "triangles": int(len(pkg.mesh.indices)), "decoder_parameters": int(params),
+        "decode_ms_this_machine": round(ms, 3), "decode_ms_this_machine_2threads": round(ms2, 3), "animation_included": pkg.manifest.animation_included,
+        "metrics": m["metrics"], "sources": m["provenance"]["sources"], "created_utc": m["created_utc"],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    met = m["metrics"]
+    print(f"{pkg.path}: valid avatar package (schema v{m['schema_version']}), '{m['name']}'")
+    print(f"  features {summary['feature_kind']}; z {summary['z_dim']}; texture {summary['texture_size']}² RGBA8; "
+          f"{summary['n_blendshapes']} blendshapes; mesh {summary['vertices']} vertices, {summary['triangles']} triangles")
+    print(f"  decoder {params:,} parameters; decode {ms:.2f} ms on this machine (CPU, 1 thread; "
+          f"{ms2:.2f} ms with 2 threads; median of 50)")
+    print(f"  held-out PSNR {met.get('holdout_psnr_db')} dB, SSIM {met.get('holdout_ssim')}, "
+          f"reprojection {met.get('holdout_reprojection_px')} px")
+    print(f"  animation network: {'included' if summary['animation_included'] else 'not yet included (head model only)'}")
+    for s in summary["sources"]:
+        print(f"  source {s['name']} sha256 {s['sha256'][:16]}…")
+    return 0
