@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import zmq
 
-from calibration.clock_service import ClockServer, clock_endpoint_for
+from calibration.clock_service import ClockServer
 
 from tools.errors import CliError
-from tools.net_args import add_server_args, curve_server_from_args
+from tools.net_args import add_server_args, curve_server_from_args, start_clock_server
 from xr_runtime.receiver import Receiver, ReceiverConfig, status_as_dict
 
 
@@ -84,21 +82,6 @@ def format_table(stats: dict) -> str:
     if not stats["streams"]:
         lines.append("(no streams yet)")
     return "\n".join(lines)
-
-
-def start_clock_server(spec: str, bound_endpoint: str, curve, insecure: bool) -> ClockServer | None:
-    """The clock service capture nodes ping (feature port + 1 unless given); None when off.
-
-    A clock service that cannot start (port taken) is logged and skipped: streams still work,
-    only cross-host latency figures lose their calibration."""
-    if spec == "off":
-        return None
-    try:
-        endpoint = clock_endpoint_for(bound_endpoint) if spec == "auto" else spec
-        return ClockServer(endpoint, curve_server=curve, insecure=insecure)
-    except (ValueError, zmq.ZMQError) as exc:
-        logging.getLogger(__name__).warning("no clock service: %s", exc)
-        return None
 
 
 def run(args) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.errors import CliError
-from tools.net_args import add_server_args, curve_server_from_args
+from tools.net_args import add_server_args, curve_server_from_args, start_clock_server
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ def register(sub) -> None:
                         "that fade with their stream); 'reference' (development) = untrained reference avatars "
                         "through the real engine")
     p.add_argument("--device", default="cpu", help="streaming engine device with --engine (cpu, cuda)")
+    p.add_argument("--latency-trace", type=Path, metavar="FILE",
+                   help="write every displayed frame's stage timestamps (JSON columns, ns) for headcast bench latency")
+    p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
+                   help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
     p.set_defaults(func=run)
 
 
@@ -109,19 +113,19 @@ def build_source(scene, assets, receiver):
     return StaticAvatarStateSource(streams, receiver=receiver), None
 
 
-def _make_source(engine: str, scene, receiver, args):
+def _make_source(engine: str, scene, receiver, args, clock=None):
     """(source, assets, closer) for the chosen engine; 'auto' falls back to neutral faces."""
     if engine == "reference":
         from tools.render_engine import reference_engine_source
 
-        source, assets = reference_engine_source(scene, receiver, device=args.device)
+        source, assets = reference_engine_source(scene, receiver, device=args.device, clock=clock)
         return source, assets, source.stop
     if engine in ("package", "auto"):
         from inference.avatar_package import AvatarPackageError
         from tools.render_engine import package_engine_source
 
         try:
-            source, assets = package_engine_source(scene, receiver, device=args.device)
+            source, assets = package_engine_source(scene, receiver, device=args.device, clock=clock)
             print(f"engine: streaming engine on {args.device} with the packages' animation networks", flush=True)
             return source, assets, source.stop
         except AvatarPackageError as exc:
@@ -190,10 +194,13 @@ def run(args) -> int:
     except Exception as exc:  # zmq.ZMQError: port in use, bad endpoint
         raise CliError(f"cannot listen on {args.bind}: {exc}") from exc
     endpoint = receiver.bound_endpoint
+    clock = start_clock_server(args.clock_bind, endpoint, curve, args.insecure)
     try:
-        source, assets, closer = _make_source(engine, scene, receiver, args)
+        source, assets, closer = _make_source(engine, scene, receiver, args, clock)
     except BaseException:
         receiver.stop()
+        if clock:
+            clock.close()
         raise
     # Printed once the source is ready (building an engine takes seconds): from here on, streams count.
     print(f"listening on {endpoint}{' (CURVE)' if curve else ''}", flush=True)
@@ -221,6 +228,8 @@ def run(args) -> int:
             closer()
         counters = receiver.counters
         receiver.stop()
+        if clock:
+            clock.close()
     if args.save_placements and node.counters.placement_changes:
         node.save_scene(args.scene)
     stats["receiver"] = {"endpoint": endpoint, "messages": counters.messages, "malformed": counters.malformed}
@@ -231,6 +240,10 @@ def run(args) -> int:
           flush=True)
     if args.out is not None:
         print(f"wrote {args.out}", flush=True)
+    if args.latency_trace:
+        from tools.bench_common import write_json
+
+        write_json(args.latency_trace, {k: v.tolist() for k, v in node.latency.times().items()})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_name(args.json.name + ".tmp")

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
+import zmq
+
+from calibration.clock_service import ClockServer, clock_endpoint_for
 from streaming.transport import DEFAULT_ENDPOINT, CurveClient, CurveServer, InsecureBindError, check_bind_policy
 from tools.errors import CliError
 
@@ -52,3 +56,18 @@ def curve_client_from_args(args) -> CurveClient | None:
         if not path.exists():
             raise CliError(f"{path} does not exist")
     return CurveClient(args.client_key, args.server_key)
+
+
+def start_clock_server(spec: str, bound_endpoint: str, curve, insecure: bool) -> ClockServer | None:
+    """The clock service capture nodes ping (feature port + 1 unless given); None when off.
+
+    A clock service that cannot start (port taken) is logged and skipped: streams still work,
+    only cross-host latency figures lose their calibration."""
+    if spec == "off":
+        return None
+    try:
+        endpoint = clock_endpoint_for(bound_endpoint) if spec == "auto" else spec
+        return ClockServer(endpoint, curve_server=curve, insecure=insecure)
+    except (ValueError, zmq.ZMQError) as exc:
+        logging.getLogger(__name__).warning("no clock service: %s", exc)
+        return None

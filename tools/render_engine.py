@@ -22,10 +22,29 @@ import time
 import numpy as np
 
 from xr_runtime.avatar_state import AvatarFrameState, IDENTITY_POSE
+from xr_runtime.latency import LatencyTrace
 from xr_runtime.worker_source import WorkerStateSource
 
 
-def engine_state_source(engine, receiver, period_s: float = 1 / 60) -> WorkerStateSource:
+def latency_trace(st, receiver, clock=None) -> LatencyTrace | None:
+    """Stage times of the newest frame behind an engine state, on this host's clock.
+
+    The engine keeps capture and receive times; features-ready and send times come from the
+    receiver's copy of the same frame. Capture-host times are mapped with the stream's clock
+    calibration when its node reported one (same host: identity)."""
+    if st.seq < 0 or st.t_receive_ns <= 0:
+        return None
+    frame = next((r.frame for r in reversed(receiver.window_received(st.stream_id, 8)) if r.frame.seq == st.seq), None)
+    if frame is None:
+        return None
+    mapping = clock.mapping_for(st.stream_id) if clock is not None else None
+    conv = mapping.to_remote if mapping else (lambda t: t)
+    return LatencyTrace(st.stream_id, st.seq, conv(frame.t_capture_ns), conv(frame.t_features_ns),
+                        conv(frame.t_send_ns), st.t_receive_ns, st.t_inference_start_ns, st.t_inference_end_ns,
+                        clock_mapped=mapping is not None)
+
+
+def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None) -> WorkerStateSource:
     serials: dict[str, tuple[int, object]] = {}
 
     def step() -> dict[str, AvatarFrameState]:
@@ -44,7 +63,8 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60) -> WorkerSta
                 stream = getattr(engine_stream, "cuda_stream", None)
             out[sid] = AvatarFrameState(st.texture, np.asarray(st.weights, np.float32), IDENTITY_POSE,
                                         float(min(1.0, max(0.0, st.face_present))), t_state_ns=int(t_state),
-                                        t_ready_ns=time.monotonic_ns(), texture_serial=serial, cuda_stream=stream)
+                                        t_ready_ns=time.monotonic_ns(), texture_serial=serial, cuda_stream=stream,
+                                        trace=latency_trace(st, receiver, clock))
         return out
 
     source = WorkerStateSource(step, period_s=period_s, name="streaming-engine")
@@ -52,7 +72,7 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60) -> WorkerSta
     return source
 
 
-def reference_engine_source(scene, receiver, texture_size: int = 128, device: str = "cpu"):
+def reference_engine_source(scene, receiver, texture_size: int = 128, device: str = "cpu", clock=None):
     """Development: untrained reference avatars (real shapes, random weights) on every slot, so the
     whole live path — socket, engine, upload, render — runs without avatar packages.
     Returns (source, assets)."""
@@ -73,10 +93,10 @@ def reference_engine_source(scene, receiver, texture_size: int = 128, device: st
             texture, weights = model.decoder(model.net.neutral_z[None])
         assets.append(AvatarAssets(dev_head_mesh(blendshapes=int(weights.shape[-1])),
                                    to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy()))
-    return engine_state_source(engine, receiver).start(), assets
+    return engine_state_source(engine, receiver, clock=clock).start(), assets
 
 
-def package_engine_source(scene, receiver, device: str = "cpu"):
+def package_engine_source(scene, receiver, device: str = "cpu", clock=None):
     """The product path: every slot's package (mesh, decoder, animation network) on the streaming
     engine. Raises ValueError naming the package when one carries no animation network.
     Returns (source, assets); slots sharing a package share its loaded model."""

@@ -40,6 +40,7 @@ class AvatarFrameState:
     clock); `t_ready_ns`: when the worker finished it. Interpolation uses `t_state_ns`.
     `presence` in [0, 1]: 1 = face tracked and stream live; 0 = face lost or stream gone.
     `cuda_stream`: raw CUDA stream handle the texture was produced on (GPU textures only).
+    `trace`: stage timestamps of the captured frame behind this state (latency measurement).
     """
 
     texture: Any
@@ -50,6 +51,7 @@ class AvatarFrameState:
     t_ready_ns: int = 0
     texture_serial: int = 0
     cuda_stream: int | None = None
+    trace: Any = None  # xr_runtime.latency.LatencyTrace of the newest captured frame in this state
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ from xr_runtime.avatar_state import AvatarStateSource, BadState, check_state
 from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, SubmitTiming
 from xr_runtime.frame_stats import FrameRecord, FrameStats
 from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.latency import LatencyRecorder
 from xr_runtime.grab import GrabConfig, GrabController
 from xr_runtime.placement import head_model_matrix, rigid_matrix, transform_from_rigid
 from xr_runtime.scene import Scene
@@ -116,6 +117,9 @@ class RenderNode:
         self.backend_stats = None
         self._upload_counters = None
         self._sessions: list = []             # BackendStats of each session of the last run
+        self.latency = LatencyRecorder()
+        self._traces: list = []               # traces of the states polled this frame
+        self._t_upload_ns = 0
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -218,6 +222,12 @@ class RenderNode:
             log.warning("%s (further ones only counted)", message)
 
     def _poll(self, avatar: _Avatar, t_display_ns: int):
+        state = self._poll_checked(avatar, t_display_ns)
+        if state is not None and state.trace is not None:
+            self._traces.append(state.trace)
+        return state
+
+    def _poll_checked(self, avatar: _Avatar, t_display_ns: int):
         try:
             state = self.source.latest(avatar.stream, t_display_ns)
         except Exception as exc:  # a failing producer must not take the frame loop with it
@@ -243,6 +253,7 @@ class RenderNode:
     def begin_frame(self, frame: BackendFrame) -> None:
         self._frame_start = time.perf_counter()
         self._draw_eyes = []
+        self._traces = []
         t_display = frame.display_time_ns
         for avatar in self.avatars:
             avatar.sampler.observe(self._poll(avatar, t_display), t_display)
@@ -257,6 +268,7 @@ class RenderNode:
         self._passthrough = self.uploader.upload(items)
         self._sync()
         t_uploaded = time.perf_counter()
+        self._t_upload_ns = time.monotonic_ns()
         self._stage = {"sample": (t_sampled - self._frame_start) * 1e3, "upload": (t_uploaded - t_sampled) * 1e3,
                        "wait": frame.wait_ms}
 
@@ -282,6 +294,10 @@ class RenderNode:
         self._draw_eyes.append((time.perf_counter() - t) * 1e3)
 
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
+        t_submit = time.monotonic_ns()
+        for trace in self._traces:
+            self.latency.displayed(trace, self._t_upload_ns, t_submit, frame.display_time_ns)
+        self._traces = []
         frame_ms = (time.perf_counter() - self._frame_start) * 1e3 - timing.output_ms
         self.stats.add(FrameRecord(self._stage.get("wait", 0.0), self._stage.get("sample", 0.0),
                                    self._stage.get("upload", 0.0), self._draw_eyes, timing.submit_ms,
@@ -359,4 +375,5 @@ class RenderNode:
             "uploads": upload.__dict__ if upload else {},
             "streams": self.stream_states(),
             "sync_timings": self.config.sync_timings,
+            "latency": self.latency.report(),
         }

@@ -1,0 +1,103 @@
+"""Camera-to-photon latency, stage by stage, for every captured frame the render node displays.
+
+Each captured frame carries its capture, features-ready and send times (capture host clock, mapped
+onto this host's clock by the clock calibration); the render side adds receive, inference start
+and end, texture uploaded, frame submitted and the frame's predicted display time. A frame is
+recorded once, on the first rendered frame that shows it, so every stage adds up to the
+end-to-end figure. Creep is the slope of end-to-end latency over the session: a queue that grows
+shows up there long before it shows up in percentiles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# (name, from, to) — consecutive, so the stages sum to capture → display.
+STAGES = (
+    ("features", "capture", "features"),
+    ("send", "features", "send"),
+    ("network", "send", "receive"),
+    ("queue", "receive", "inference_start"),
+    ("inference", "inference_start", "inference_end"),
+    ("upload", "inference_end", "upload"),
+    ("submit", "upload", "submit"),
+    ("display", "submit", "display"),
+)
+
+
+@dataclass(frozen=True)
+class LatencyTrace:
+    """Times of one captured frame on the render host's monotonic clock (ns)."""
+
+    stream_id: str
+    seq: int
+    t_capture_ns: int
+    t_features_ns: int
+    t_send_ns: int
+    t_receive_ns: int
+    t_inference_start_ns: int
+    t_inference_end_ns: int
+    clock_mapped: bool  # False: capture-host times used raw (only right when both nodes share a host)
+
+
+def percentiles(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"n": int(a.size), "p50": float(p50), "p95": float(p95), "p99": float(p99),
+            "mean": float(a.mean()), "max": float(a.max())}
+
+
+class LatencyRecorder:
+    def __init__(self, max_records: int = 1_000_000):
+        self.max_records = max_records
+        self._rows: list[tuple] = []  # (stream, seq, capture, features, send, receive, inf0, inf1, upload, submit, display)
+        self._last_seq: dict[str, int] = {}
+        self.unmapped = 0
+
+    def displayed(self, trace: LatencyTrace, t_upload_ns: int, t_submit_ns: int, t_display_ns: int) -> bool:
+        """Records ``trace`` if this is the first frame showing it; returns whether it was recorded."""
+        if self._last_seq.get(trace.stream_id) == trace.seq or len(self._rows) >= self.max_records:
+            return False
+        self._last_seq[trace.stream_id] = trace.seq
+        self.unmapped += not trace.clock_mapped
+        self._rows.append((trace.stream_id, trace.seq, trace.t_capture_ns, trace.t_features_ns, trace.t_send_ns,
+                           trace.t_receive_ns, trace.t_inference_start_ns, trace.t_inference_end_ns,
+                           t_upload_ns, t_submit_ns, t_display_ns))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def times(self) -> dict[str, np.ndarray]:
+        """Column arrays (ns) for plotting: one entry per recorded frame."""
+        names = ("capture", "features", "send", "receive", "inference_start", "inference_end", "upload", "submit", "display")
+        if not self._rows:
+            return {n: np.zeros(0, np.int64) for n in names}
+        cols = np.array([r[2:] for r in self._rows], dtype=np.int64)
+        return {n: cols[:, i] for i, n in enumerate(names)}
+
+    def summary(self) -> dict:
+        t = self.times()
+        out = {name: percentiles((t[b] - t[a]) / 1e6) for name, a, b in STAGES}
+        e2e = (t["display"] - t["capture"]) / 1e6
+        out["end_to_end"] = percentiles(e2e)
+        out["capture_to_submit"] = percentiles((t["submit"] - t["capture"]) / 1e6)
+        return out
+
+    def creep_ms_per_min(self) -> float | None:
+        """Least-squares slope of end-to-end latency against display time (ms per minute)."""
+        t = self.times()
+        if len(t["display"]) < 10:
+            return None
+        minutes = (t["display"] - t["display"][0]) / 6e10
+        if minutes[-1] <= 0:
+            return None
+        e2e = (t["display"] - t["capture"]) / 1e6
+        return float(np.polyfit(minutes, e2e, 1)[0])
+
+    def report(self) -> dict:
+        return {"frames": len(self), "stages_ms": self.summary(), "creep_ms_per_min": self.creep_ms_per_min(),
+                "unmapped_clock_frames": self.unmapped}
