@@ -5,6 +5,7 @@ import importlib
 
 # One module per benchmark; each exposes register(bench_subparsers).
 BENCHMARKS = (
+    "tools.bench_latency",
     "tools.bench_capture",
     "tools.bench_transport",
     "tools.bench_render",

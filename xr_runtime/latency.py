@@ -79,25 +79,28 @@ class LatencyRecorder:
         cols = np.array([r[2:] for r in self._rows], dtype=np.int64)
         return {n: cols[:, i] for i, n in enumerate(names)}
 
-    def summary(self) -> dict:
-        t = self.times()
-        out = {name: percentiles((t[b] - t[a]) / 1e6) for name, a, b in STAGES}
-        e2e = (t["display"] - t["capture"]) / 1e6
-        out["end_to_end"] = percentiles(e2e)
-        out["capture_to_submit"] = percentiles((t["submit"] - t["capture"]) / 1e6)
-        return out
-
-    def creep_ms_per_min(self) -> float | None:
-        """Least-squares slope of end-to-end latency against display time (ms per minute)."""
-        t = self.times()
-        if len(t["display"]) < 10:
-            return None
-        minutes = (t["display"] - t["display"][0]) / 6e10
-        if minutes[-1] <= 0:
-            return None
-        e2e = (t["display"] - t["capture"]) / 1e6
-        return float(np.polyfit(minutes, e2e, 1)[0])
-
     def report(self) -> dict:
-        return {"frames": len(self), "stages_ms": self.summary(), "creep_ms_per_min": self.creep_ms_per_min(),
+        t = self.times()
+        return {"frames": len(self), "stages_ms": summarise(t), "creep_ms_per_min": creep_ms_per_min(t),
                 "unmapped_clock_frames": self.unmapped}
+
+
+def stage_ms(times: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-stage durations (ms) of every recorded frame, plus end to end."""
+    out = {name: (times[b] - times[a]) / 1e6 for name, a, b in STAGES}
+    out["end_to_end"] = (times["display"] - times["capture"]) / 1e6
+    return out
+
+
+def summarise(times: dict[str, np.ndarray]) -> dict:
+    return {name: percentiles(v) for name, v in stage_ms(times).items()}
+
+
+def creep_ms_per_min(times: dict[str, np.ndarray]) -> float | None:
+    """Least-squares slope of end-to-end latency against display time (ms per minute)."""
+    if len(times["display"]) < 10:
+        return None
+    minutes = (times["display"] - times["display"][0]) / 6e10
+    if minutes[-1] <= 0:
+        return None
+    return float(np.polyfit(minutes, (times["display"] - times["capture"]) / 1e6, 1)[0])
