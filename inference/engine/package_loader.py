@@ -1,0 +1,37 @@
+"""Avatar package directory → :class:`AvatarModel` for the engine.
+
+The decoder is the package's VAE decoder (``inference/head_model/vae.py`` ``Decoder``: z → (texture
+(B, 3, S, S), weights (B, K)), the engine's decoder interface). The animation network comes from
+the package's ``animation`` manifest block and its ``anim.*`` tensors in weights.safetensors
+(inference/animation/serialize.py). A package built before the animation step existed has neither;
+``allow_untrained`` then substitutes an untrained network of the default shape (benchmarks only).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .model import AvatarModel
+
+
+def load_avatar_model(path: str | Path, allow_untrained: bool = False, seed: int = 0) -> tuple[AvatarModel, str]:
+    """Returns (model, note): the note says where the animation network came from."""
+    from inference.avatar_package import AvatarPackage
+
+    path = Path(path)
+    pkg = AvatarPackage.load(path)
+    decoder = pkg.vae.decoder.eval()
+    anim = pkg.manifest.raw.get("animation", {})
+    if anim.get("included") and "config" in anim:
+        from safetensors.torch import load_file
+
+        from inference.animation.serialize import load_animation
+
+        net, norm = load_animation(load_file(str(path / "weights.safetensors")), anim)
+        return AvatarModel(net, norm, decoder, name=pkg.manifest.name), "package animation network"
+    if not allow_untrained:
+        raise ValueError(f"{path}: the package carries no animation network (built before that step?)")
+    from .reference_avatar import reference_avatar
+
+    feature_dim = 1434 if pkg.manifest.feature_kind == "mp478" else 2048
+    model = reference_avatar(feature_dim=feature_dim, z_dim=pkg.manifest.z_dim, seed=seed, decoder=decoder)
+    return model, "package decoder; no animation network in the package: untrained stand-in of default shape"

@@ -1,0 +1,122 @@
+"""Per-stream state of the streaming engine: the feature window, presence fading, timestamps.
+
+The window is a ring of the last T *good* feature frames (face-lost frames are not pushed: their
+features are meaningless). When a stream starts, or resumes after a gap longer than
+``reset_after_s``, the window is filled with copies of the first frame — exactly what the training
+windows do at a clip's start — so the network never sees stale expressions from before the gap.
+
+Presence ``p`` ∈ [0, 1] makes face-lost and stream-lost look alive instead of frozen:
+
+    z_out = z_neutral + p · (z_src − z_neutral)
+
+While tracking, ``z_src`` is the network's output and p rises towards 1 with ``fade_in_s``; when
+the face or the stream is lost, ``z_src`` holds the last tracked output and p decays towards 0 with
+time constant ``fade_out_s``, so the avatar relaxes exponentially to its neutral (idle) face. When
+tracking is back it resumes from wherever the fade had got to. While tracking with p = 1 nothing
+is filtered: the output is the network's output for the newest frame, no added lag.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streaming.protocol import FeatureFrame, HeadPose
+
+TRACKING = "tracking"
+FACE_LOST = "face_lost"
+STREAM_LOST = "stream_lost"
+WAITING = "waiting"  # no good frame yet
+
+
+@dataclass(frozen=True)
+class FadeConfig:
+    fade_out_s: float = 0.35  # time constant of the relaxation to neutral after a loss
+    fade_in_s: float = 0.08  # time constant of coming back (short: the expression matters)
+    hold_s: float = 0.15  # silence (no frame at all) after which a stream counts as lost here
+    reset_after_s: float = 0.5  # a gap longer than this refills the window with the next frame
+
+
+@dataclass(frozen=True)
+class AvatarState:
+    """What the renderer needs for one avatar at one step."""
+
+    stream_id: str
+    texture: Any  # (H, W, 4) uint8: numpy on the CPU path, a CUDA tensor on the GPU path
+    weights: np.ndarray  # (K,) float32 blendshape weights
+    z: np.ndarray  # (Z,) float32 latent actually decoded (after fading)
+    pose: HeadPose
+    face_present: float  # presence p in [0, 1]: 1 tracking, decays to 0 when lost
+    status: str  # tracking | face_lost | stream_lost | waiting
+    seq: int  # sequence number of the newest frame in the window (-1 before any)
+    t_capture_ns: int  # capture time of that frame (capture host clock)
+    t_receive_ns: int  # when the render node received it (render host monotonic clock)
+    t_inference_start_ns: int
+    t_inference_end_ns: int
+
+
+class StreamState:
+    def __init__(self, stream_id: str, window: int, feature_dim: int, fade: FadeConfig):
+        self.stream_id = stream_id
+        self.fade = fade
+        self.window = np.zeros((window, feature_dim), np.float32)  # oldest first
+        self.filled = False
+        self.version = 0  # bumps whenever the window changes
+        self.presence = 0.0
+        self.face_lost = False
+        self.ended = False
+        self.last_receive_ns = -1  # newest frame consumed (any kind)
+        self.last_good = None  # (seq, t_capture, t_receive, pose) of the newest pushed frame
+        self.last_step_ns: int | None = None
+        self.pose = HeadPose()
+
+    # -- input -------------------------------------------------------------------------------
+    def consume(self, frame: FeatureFrame, t_receive_ns: int) -> None:
+        self.last_receive_ns = max(self.last_receive_ns, t_receive_ns)
+        if frame.end_of_stream:
+            self.ended = True
+            return
+        self.ended = False
+        if frame.face_lost:
+            self.face_lost = True
+            return
+        feats = np.asarray(frame.features, dtype=np.float32).reshape(-1)
+        if feats.shape[0] != self.window.shape[1] or not np.isfinite(feats).all():
+            self.face_lost = True  # wrong kind or corrupt: treat like no face rather than crash
+            return
+        self.face_lost = False
+        gap = self.last_good is None or (frame.t_capture_ns - self.last_good[1]) > self.fade.reset_after_s * 1e9 \
+            or frame.t_capture_ns < self.last_good[1]  # publisher restarted
+        if gap or not self.filled:
+            self.window[:] = feats
+            self.filled = True
+        else:
+            self.window[:-1] = self.window[1:]
+            self.window[-1] = feats
+        self.version += 1
+        self.pose = frame.pose
+        self.last_good = (frame.seq, frame.t_capture_ns, t_receive_ns)
+
+    # -- per step ------------------------------------------------------------------------------
+    def status(self, now_ns: int, source_lost: bool = False) -> str:
+        if not self.filled:
+            return WAITING
+        silent = now_ns - self.last_receive_ns > self.fade.hold_s * 1e9
+        if source_lost or self.ended or silent:
+            return STREAM_LOST
+        return FACE_LOST if self.face_lost else TRACKING
+
+    def update_presence(self, status: str, now_ns: int) -> float:
+        dt = 0.0 if self.last_step_ns is None else max(0.0, (now_ns - self.last_step_ns) / 1e9)
+        self.last_step_ns = now_ns
+        if status == TRACKING:
+            self.presence = 1.0 - (1.0 - self.presence) * math.exp(-dt / self.fade.fade_in_s)
+            if 1.0 - self.presence < 1e-4:
+                self.presence = 1.0
+        else:
+            self.presence *= math.exp(-dt / self.fade.fade_out_s)
+            if self.presence < 1e-4:
+                self.presence = 0.0
+        return self.presence
