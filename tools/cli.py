@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     "tools.cmd_replay",
     "tools.cmd_calibrate",
     "tools.cmd_bench",
+    "tools.cmd_eval",
     "tools.cmd_demo",
     "tools.cmd_render",
     "tools.cmd_build_avatar",

@@ -1,0 +1,64 @@
+"""`headcast eval ...`: measurements of the whole method, run as commands (JSON out)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tools.bench_common import write_json
+from tools.errors import CliError
+
+# Targets from the issue: self-reenactment on held-out frames, and cross-identity transfer.
+SELF_TARGETS = {"mouth_open": 0.9, "eye_open_left": 0.8, "eye_open_right": 0.8}
+CROSS_TARGETS = {"mouth_open": 0.8, "smile_width": 0.8}
+MAX_LAG = 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluations (expression transfer)")
+    esub = p.add_subparsers(dest="evaluation", metavar="WHAT")
+    esub.required = True
+    t = esub.add_parser("transfer", help="driver video → avatar: does the expression arrive?")
+    t.add_argument("--avatar", type=Path, required=True, metavar="DIR")
+    t.add_argument("--driver", type=Path, required=True, metavar="VIDEO")
+    t.add_argument("--json", type=Path, required=True, metavar="FILE")
+    t.add_argument("--video", type=Path, metavar="OUT.mp4", help="driver and avatar side by side")
+    rng = t.add_mutually_exclusive_group()
+    rng.add_argument("--holdout", action="store_true",
+                     help="score only the avatar's held-out slice (self-reenactment on its own training clip)")
+    rng.add_argument("--frames", metavar="START:END", help="score only these driver frames")
+    t.add_argument("--size", type=int, default=384, help="rendered avatar image size (default 384)")
+    t.set_defaults(func=run_transfer)
+
+
+def run_transfer(args) -> int:
+    from tools.eval_transfer import EvalConfig, evaluate, holdout_range
+
+    start, end = 0, None
+    if args.holdout:
+        try:
+            start, end = holdout_range(args.avatar)
+        except (OSError, KeyError, ValueError) as exc:
+            raise CliError(f"{args.avatar}: no held-out range in the manifest ({exc})") from exc
+    elif args.frames:
+        try:
+            a, b = args.frames.split(":")
+            start, end = int(a or 0), (int(b) if b else None)
+        except ValueError as exc:
+            raise CliError("--frames takes START:END") from exc
+    result = evaluate(EvalConfig(args.avatar, args.driver, start, end, args.size, video=args.video))
+    targets = SELF_TARGETS if args.holdout else CROSS_TARGETS
+    met = {}
+    print(f"{'signal':<16}{'r':>7}{'nMAE':>7}{'lag':>5}   (frames {result['frames'][0]}..{result['frames'][1]}, "
+          f"{result['scored_frames']} scored)")
+    for name, s in result["signals"].items():
+        goal = targets.get(name)
+        ok = None if goal is None else (s["pearson_r"] >= goal and abs(s["lag_frames"]) <= MAX_LAG)
+        if ok is not None:
+            met[name] = ok
+        mark = "" if ok is None else (f"  target r≥{goal}, |lag|≤{MAX_LAG}: " + ("MET" if ok else "NOT MET"))
+        print(f"{name:<16}{s['pearson_r']:>7.3f}{s['nmae']:>7.3f}{s['lag_frames']:>5d}{mark}")
+    print(f"avatar face found in {result['avatar_face_found_fraction'] * 100:.1f}% of frames; jitter on still "
+          f"segments: avatar {result['jitter_still_avatar']:.4f}, driver {result['jitter_still_driver']:.4f}")
+    result["targets"] = {"pearson_r": targets, "max_lag_frames": MAX_LAG, "met": met}
+    write_json(args.json, {"evaluation": "transfer", **result})
+    print(f"wrote {args.json}")
+    return 0

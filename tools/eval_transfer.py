@@ -1,0 +1,226 @@
+"""`headcast eval transfer`: does the driver's expression arrive on the avatar?
+
+driver video → the capture node's tracker and features → the streaming engine (the avatar's
+animation network and decoder) → the runtime's renderer, headless and frontal → the *same* face
+tracker on the rendered avatar → the same expression signals for driver and avatar → agreement
+per signal (Pearson r, normalised MAE, lag), jitter where the driver holds still, and the share
+of avatar frames in which a face was found. `--video` writes driver and avatar side by side.
+
+Lives in tools/ because it joins the inference side (engine) and the runtime (renderer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tools.errors import CliError
+
+SIGNALS = ("mouth_open", "jaw_open", "smile_width", "eye_open_right", "eye_open_left", "brow_raise")
+STREAM = "eval"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    avatar: Path
+    driver: Path
+    start: int = 0  # first scored driver frame
+    end: int | None = None  # one past the last scored frame
+    size: int = 384  # rendered avatar image (square)
+    max_lag: int = 8
+    video: Path | None = None
+
+
+@dataclass
+class DriverTrack:
+    landmarks: list  # per frame (478, 3) px or None
+    frames_bgr: list  # kept only when a video is written
+    fps: float
+
+
+def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
+    import cv2
+
+    from capture.sources import SourceConfig, SourceError, open_source
+    from inference.features.face_tracker import FaceTracker
+
+    try:
+        source = open_source(SourceConfig(str(path)))
+    except SourceError as exc:
+        raise CliError(str(exc)) from exc
+    marks, frames = [], []
+    with source, FaceTracker() as tracker:
+        for frame in source:
+            obs = tracker.track(frame.image)
+            marks.append(None if obs is None else obs.landmarks_px)
+            if keep_frames:
+                frames.append(frame.image)
+        fps = source.fps or float(cv2.CAP_PROP_FPS)
+    return DriverTrack(marks, frames, fps if fps and fps > 1 else 30.0)
+
+
+def driver_features(track: DriverTrack):
+    """Features exactly as the capture node makes them, against the driver's own neutral face
+    (estimated robustly from the whole clip: offline, we can use every frame)."""
+    from calibration.neutral import NeutralError, estimate_neutral
+    from inference.features.mp478 import Mp478Extractor
+
+    ex = Mp478Extractor()
+    canon0 = [ex.canonical(m)[0] for m in track.landmarks if m is not None]
+    try:
+        neutral = estimate_neutral(canon0, source="eval driver")
+    except NeutralError as exc:
+        raise CliError(f"driver clip: {exc}") from exc
+    ex.neutral = neutral.canonical
+    feats, canons, poses = [], [], []
+    for m in track.landmarks:
+        if m is None:
+            feats.append(None)
+            canons.append(None)
+            poses.append(None)
+            continue
+        r = ex.extract(m)
+        feats.append(r.features)
+        canons.append(r.canonical)
+        poses.append(r.pose)
+    return feats, canons, neutral.canonical
+
+
+class FrontalAvatarRenderer:
+    """The runtime's renderer on a headless EGL context, camera straight in front of the face."""
+
+    def __init__(self, mesh, size: int):
+        from xr_runtime import math3d
+        from xr_runtime.gl_context import HeadlessGLContext
+        from xr_runtime.gl_renderer import Renderer, SceneStyle
+        from xr_runtime.gl_target import RenderTarget
+
+        self.ctx = HeadlessGLContext()
+        self.renderer = Renderer(SceneStyle(sky_horizon=(0.18, 0.18, 0.2), show_sky=False, show_room=False))
+        self.target = RenderTarget(size, size)
+        self.handle = None
+        self.mesh = mesh
+        lo, hi = mesh.positions.min(0), mesh.positions.max(0)
+        face = mesh.positions[mesh.positions[:, 2] > np.median(mesh.positions[:, 2])]
+        centre = np.array([(lo[0] + hi[0]) / 2, face[:, 1].mean(), 0.0])
+        height = float(hi[1] - lo[1])
+        fov = 30.0
+        dist = 0.62 * height / np.tan(np.radians(fov / 2))
+        self.view = math3d.look_at((centre[0], centre[1], hi[2] + dist), (centre[0], centre[1], 0.0))
+        self.proj = math3d.projection_symmetric(fov, 1.0, 0.01, 10.0)
+
+    def render(self, texture: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        from xr_runtime.gl_renderer import AvatarDrawState
+
+        if self.handle is None:
+            self.handle = self.renderer.add_avatar(self.mesh, texture_size=texture.shape[:2])
+        state = AvatarDrawState(self.handle, np.eye(4, dtype=np.float32), weights, texture)
+        self.renderer.draw(self.view, self.proj, [state], self.target)
+        rgba = self.target.read_rgba()
+        return np.ascontiguousarray(rgba[:, :, 2::-1])  # BGR for the tracker and OpenCV
+
+    def close(self) -> None:
+        self.target.delete()
+        self.renderer.close()
+        self.ctx.close()
+
+
+def signals_of(canonical: np.ndarray | None) -> np.ndarray:
+    from inference.features.expression_signals import compute_signals
+
+    if canonical is None:
+        return np.full(len(SIGNALS), np.nan)
+    s = compute_signals(canonical)
+    return np.array([getattr(s, n) for n in SIGNALS])
+
+
+def evaluate(cfg: EvalConfig, progress=None) -> dict:
+    import cv2
+
+    from inference.avatar_package import AvatarPackage, AvatarPackageError
+    from inference.engine.engine import EngineConfig, StreamingEngine
+    from inference.engine.package_loader import load_avatar_model
+    from inference.evaluation.transfer_metrics import agreement, jitter, still_mask
+    from inference.features.alignment import to_canonical
+    from inference.features.face_tracker import FaceTracker
+    from streaming.protocol import FeatureFrame, FeatureKind, Flags
+    from xr_runtime.avatar_mesh import AvatarMeshData
+
+    try:
+        pkg = AvatarPackage.load(cfg.avatar)
+        model, note = load_avatar_model(cfg.avatar)
+    except (AvatarPackageError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    track = track_driver(cfg.driver, keep_frames=cfg.video is not None)
+    n = len(track.landmarks)
+    end = n if cfg.end is None else min(cfg.end, n)
+    if not (0 <= cfg.start < end):
+        raise CliError(f"frame range {cfg.start}..{end} is empty (driver has {n} frames)")
+    feats, driver_canon, _ = driver_features(track)
+    engine = StreamingEngine({STREAM: model}, EngineConfig(device="cpu", threads=1))
+    m = pkg.mesh
+    renderer = FrontalAvatarRenderer(AvatarMeshData(m.positions, m.uvs, m.indices, m.blendshapes), cfg.size)
+    writer = None
+    period = int(1e9 / track.fps)
+    d_sig, a_sig, found = [], [], []
+    # Warm the window up on the frames before the scored range, as a live stream would have.
+    first = max(0, cfg.start - model.window)
+    try:
+        with FaceTracker() as avatar_tracker:
+            for i in range(first, end):
+                t = (i + 1) * period
+                f = feats[i]
+                frame = FeatureFrame(STREAM, i, FeatureKind.MP478,
+                                     np.zeros((478, 3), np.float32) if f is None else f, t, t,
+                                     flags=Flags.FACE_LOST if f is None else Flags.NONE)
+                state = engine.step({STREAM: [frame]}, now_ns=t)[STREAM]
+                image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32))
+                if i < cfg.start:
+                    continue
+                obs = avatar_tracker.track(image)
+                found.append(obs is not None)
+                a_sig.append(signals_of(None if obs is None else to_canonical(obs.landmarks_px)[0]))
+                d_sig.append(signals_of(driver_canon[i]))
+                if cfg.video is not None:
+                    drv = track.frames_bgr[i]
+                    scale = cfg.size / drv.shape[0]
+                    drv = cv2.resize(drv, (int(drv.shape[1] * scale), cfg.size))
+                    side = np.concatenate([drv, image], axis=1)
+                    if writer is None:
+                        cfg.video.parent.mkdir(parents=True, exist_ok=True)
+                        writer = cv2.VideoWriter(str(cfg.video), cv2.VideoWriter_fourcc(*"mp4v"), track.fps,
+                                                 (side.shape[1], side.shape[0]))
+                    writer.write(side)
+                if progress:
+                    progress(i - cfg.start + 1, end - cfg.start)
+    finally:
+        renderer.close()
+        if writer is not None:
+            writer.release()
+    d = np.array(d_sig)
+    a = np.array(a_sig)
+    both = np.isfinite(d).all(1) & np.isfinite(a).all(1)
+    if both.sum() < 8:
+        raise CliError(f"only {int(both.sum())} frames with a face in both driver and avatar: nothing to compare")
+    signals = {name: agreement(name, d[both, k], a[both, k], cfg.max_lag).as_dict() for k, name in enumerate(SIGNALS)}
+    still = still_mask(d[both])
+    return {
+        "avatar": str(cfg.avatar), "driver": str(cfg.driver), "frames": [cfg.start, end],
+        "scored_frames": int(both.sum()), "animation": note,
+        "avatar_face_found_fraction": float(np.mean(found)),
+        "driver_face_found_fraction": float(np.isfinite(d).all(1).mean()),
+        "signals": signals,
+        "jitter_still_avatar": jitter(a[both], still),
+        "jitter_still_driver": jitter(d[both], still),
+        "video": str(cfg.video) if cfg.video else None,
+    }
+
+
+def holdout_range(avatar: Path) -> tuple[int, int]:
+    """The builder's held-out slice of the training clip (manifest: 'video0:frame398'..)."""
+    import json
+
+    raw = json.loads((Path(avatar) / "avatar.json").read_text())
+    lo, hi = raw["build"]["holdout_frame_range"]
+    return int(lo.split("frame")[-1]), int(hi.split("frame")[-1]) + 1
