@@ -11,7 +11,7 @@ import zmq.auth
 
 from capture.node import CaptureConfig, CaptureNode
 from capture.sources import SourceConfig
-from inference.features.alignment import quaternion_to_rotation
+from geometry.rotations import quaternion_to_rotation
 from streaming.protocol import FeatureKind, Flags
 from streaming.transport import CurveServer
 from tools import cli

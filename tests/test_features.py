@@ -17,7 +17,7 @@ from calibration.neutral import (
     estimate_neutral,
 )
 from capture.sources import SourceConfig, open_source
-from inference.features.alignment import quaternion_to_rotation
+from geometry.rotations import quaternion_to_rotation
 from inference.features.expression_signals import compute_signals, signal_deltas
 from inference.features.face_tracker import FaceTracker
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor, head_pose

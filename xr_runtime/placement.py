@@ -5,9 +5,10 @@ matrices; the slot's scale is applied separately when drawing.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
+
+from geometry.rotations import rotation_to_quaternion
 
 from xr_runtime import math3d
 from xr_runtime.avatar_state import HeadPose
@@ -26,26 +27,8 @@ def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: HeadPose) 
 
 
 def matrix_to_quaternion_wxyz(m: np.ndarray) -> tuple[float, float, float, float]:
-    """Unit quaternion of the rotation part of a rigid matrix (Shepperd's method, w ≥ 0)."""
-    r = np.asarray(m, dtype=np.float64)[:3, :3]
-    trace = r[0, 0] + r[1, 1] + r[2, 2]
-    if trace > 0:
-        s = math.sqrt(trace + 1.0) * 2
-        q = (0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s)
-    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-        s = math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2]) * 2
-        q = ((r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s)
-    elif r[1, 1] > r[2, 2]:
-        s = math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2]) * 2
-        q = ((r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s)
-    else:
-        s = math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
-        q = ((r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s)
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    return tuple(float(v) for v in q)
+    """Unit quaternion of the rotation part of a rigid matrix (w ≥ 0)."""
+    return rotation_to_quaternion(np.asarray(m, dtype=np.float64)[:3, :3])
 
 
 def transform_from_rigid(m: np.ndarray, scale: float) -> Transform:

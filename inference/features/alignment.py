@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geometry.rotations import rotation_to_quaternion
+
 # FaceMesh indices that stay put under expressions.
 STABLE_POINTS = np.array([
     10, 151, 9, 8, 168, 6, 197, 195, 5, 4,  # midline: forehead, nose bridge, nose
@@ -105,37 +107,3 @@ def to_canonical(landmarks_px: np.ndarray, reference: np.ndarray | None = None) 
             pose.scale * inv.scale,
         )
     return canon.astype(np.float32), pose
-
-
-def rotation_to_quaternion(r: np.ndarray) -> tuple[float, float, float, float]:
-    """Rotation matrix → unit quaternion (w, x, y, z), w ≥ 0."""
-    r = np.asarray(r, dtype=np.float64)
-    tr = np.trace(r)
-    if tr > 0:
-        s = np.sqrt(tr + 1.0) * 2
-        q = ((0.25 * s), (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s)
-    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-        s = np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2]) * 2
-        q = ((r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s)
-    elif r[1, 1] > r[2, 2]:
-        s = np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2]) * 2
-        q = ((r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s)
-    else:
-        s = np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
-        q = ((r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s)
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    return tuple(float(v) for v in q)  # type: ignore[return-value]
-
-
-def quaternion_to_rotation(q) -> np.ndarray:
-    w, x, y, z = (float(v) for v in q)
-    n = np.sqrt(w * w + x * x + y * y + z * z)
-    w, x, y, z = w / n, x / n, y / n, z / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])

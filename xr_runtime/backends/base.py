@@ -13,6 +13,7 @@ this host's monotonic clock (`time.monotonic_ns()`), what avatar states are samp
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
@@ -108,3 +109,14 @@ def head_eye_views(position, rotation_wxyz, stereo: bool) -> list[tuple[np.ndarr
         eye = head @ math3d.translation(dx, 0.0, 0.0)
         views.append((np.linalg.inv(eye.astype(np.float64)).astype(np.float32), dx))
     return views
+
+
+def stop_reason(index: int, max_frames: int | None, t0_ns: int, seconds: float | None, stop) -> str | None:
+    """Why a frame loop should end now (frames, time, a stop request), or None to go on."""
+    if max_frames is not None and index >= max_frames:
+        return "max frames"
+    if seconds is not None and time.monotonic_ns() - t0_ns >= seconds * 1e9:
+        return "time"
+    if stop is not None and stop.is_set():
+        return "stop requested"
+    return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xr_runtime import math3d
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views, stop_reason
 from xr_runtime.backends.sim_head import MouseHand, SimulatedHead
 from xr_runtime.gl_platform import select_egl_platform, use_platform
 
@@ -165,14 +165,9 @@ class DesktopBackend(Backend):
         last_t = time.perf_counter()
         index = 0
         while True:
-            if max_frames is not None and index >= max_frames:
-                stats.reason = "max frames"
-                break
-            if seconds is not None and time.monotonic_ns() - t0 >= seconds * 1e9:
-                stats.reason = "time"
-                break
-            if stop is not None and stop.is_set():
-                stats.reason = "stop requested"
+            reason = stop_reason(index, max_frames, t0, seconds, stop)
+            if reason is not None:
+                stats.reason = reason
                 break
             glfw.poll_events()
             if glfw.window_should_close(self.window):

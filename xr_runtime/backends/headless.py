@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from xr_runtime import math3d
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views, stop_reason
 from xr_runtime.gl_context import GLContextConfig, GLContextError, HeadlessGLContext
 from xr_runtime.gl_target import RenderTarget
 from xr_runtime.openxr_input import HandState
@@ -124,14 +124,9 @@ class HeadlessBackend(Backend):
         next_deadline = t0 + period_ns
         index = 0
         while True:
-            if max_frames is not None and index >= max_frames:
-                stats.reason = "max frames"
-                break
-            if seconds is not None and time.monotonic_ns() - t0 >= seconds * 1e9:
-                stats.reason = "time"
-                break
-            if stop is not None and stop.is_set():
-                stats.reason = "stop requested"
+            reason = stop_reason(index, max_frames, t0, seconds, stop)
+            if reason is not None:
+                stats.reason = reason
                 break
             wait_start = time.monotonic_ns()
             if c.paced:
