@@ -6,11 +6,11 @@ Each subcommand module exposes ``register(subparsers)`` which adds its parser an
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from tools.errors import CliError
+from tools.registry import register_all
 
 # Subcommand modules, in the order `headcast --help` lists them.
 SUBCOMMANDS = (
@@ -37,14 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # not built in this checkout; tests/test_cli.py insists all are present
-        mod.register(sub)
+    register_all(sub, SUBCOMMANDS)
     return parser
 
 

@@ -1,7 +1,7 @@
 """`headcast bench ...`: benchmarks are commands that print a table and write JSON."""
 from __future__ import annotations
 
-import importlib
+from tools.registry import register_all
 
 # One module per benchmark; each exposes register(bench_subparsers).
 BENCHMARKS = (
@@ -17,11 +17,4 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run a benchmark (prints a table, writes JSON)")
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCHMARK")
     bench_sub.required = True
-    for name in BENCHMARKS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # benchmark not built yet
-        mod.register(bench_sub)
+    register_all(bench_sub, BENCHMARKS)

@@ -1,7 +1,6 @@
 """`headcast calibrate ...`: per-driver and per-setup calibrations (neutral face; clock later)."""
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 from calibration.neutral import NeutralError, NeutralEstimateConfig, estimate_neutral
 from capture.sources import SourceConfig, SourceError, open_source
 from tools.errors import CliError
+from tools.registry import register_all
 
 
 
@@ -24,14 +24,7 @@ def register(sub) -> None:
     cal_sub = p.add_subparsers(dest="calibration", metavar="WHAT")
     cal_sub.required = True
     _register_neutral(cal_sub)
-    for name in OTHER_CALIBRATIONS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # not built yet
-        mod.register(cal_sub)
+    register_all(cal_sub, OTHER_CALIBRATIONS)
 
 
 def _register_neutral(cal_sub) -> None:
