@@ -8,6 +8,9 @@ Stages (each cached in the work directory, see build_cache.py):
   textures  visibility-aware unwrap of every kept frame, neutral texture
   vae       VAE training (checkpointed, resumes mid-training)
   evaluate  held-out PSNR / SSIM / reprojection error, decode timing
+  animation mp478 features of every tracked frame (the capture node's code path, relative to the
+            target's own neutral estimated like calibration/neutral.py) → LSTM + residual encoder
+            trained against the VAE encoder's z (inference/animation)
   export    preview.png and the atomic package write
 """
 from __future__ import annotations
@@ -25,7 +28,11 @@ from safetensors.numpy import load_file as load_np, save_file as save_np
 from safetensors.torch import load_file as load_pt, save_file as save_pt
 from tqdm import tqdm
 
-from inference.avatar_manifest import build_manifest, export_mesh
+from calibration.neutral import NeutralEstimateConfig, estimate_neutral
+from inference.animation import AnimationConfig, animation_manifest, animation_tensors, train_animation
+from inference.avatar_manifest import build_manifest, export_mesh, feature_normalisation
+from inference.features.alignment import STABLE_POINTS, to_canonical, umeyama
+from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor
 from inference.avatar_package import write_package
 from inference.build_cache import StageCache, atomic_write_text, stage_key
 from inference.head_model.blendshapes import BasisConfig, Blendshapes, fit_blendshapes
@@ -42,12 +49,33 @@ from inference.head_model.vae import HeadVae, RuntimeDecoder, VaeConfig
 from inference.head_model.train_vae import TrainConfig, TrainData, train_vae
 from inference.head_model.video_io import VideoError, iter_frames, probe
 
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"  # recorded in the manifest (5: packages carry the animation network)
+# Part of every stage key: bump it when an existing stage's algorithm changes, so a build never
+# reuses stale stages. Adding the animation stage (v5) changed no earlier stage: their caches stay valid.
+STAGE_VERSION = "4"
+# The target's neutral (animation stage): calibration's estimator; a build may have only 8 kept frames.
+NEUTRAL_ESTIMATE = NeutralEstimateConfig(min_frames=3)
 
 
 def _key(name: str, config, upstream: list[str]) -> str:
-    # The builder version is part of every key: a build with changed algorithms never reuses stale stages.
-    return stage_key(name, {"builder_version": BUILDER_VERSION, "config": config}, upstream)
+    return stage_key(name, {"builder_version": STAGE_VERSION, "config": config}, upstream)
+
+
+def _json_safe(x):
+    """Metrics for avatar.json: non-finite floats (an undefined correlation) become null."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _round(v, nd: int = 4):
+    return None if v is None or not np.isfinite(v) else round(float(v), nd)
 
 
 class BuildError(RuntimeError):
@@ -76,6 +104,7 @@ class BuildConfig:
     basis: BasisConfig = field(default_factory=BasisConfig)
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    animation: AnimationConfig = field(default_factory=AnimationConfig)  # LSTM + residual encoder
     command: str = ""  # the command line, recorded in the manifest's provenance
 
     @staticmethod
@@ -88,7 +117,7 @@ class BuildConfig:
                               z_dim=16, hidden=128, n_basis=32, track=TrackConfig(frame_step=2),
                               closure=ClosureConfig(rings=8),
                               train=TrainConfig(steps=150, batch=16, adversarial=False, checkpoint_seconds=1.0),
-                              command=command)
+                              animation=AnimationConfig.quick(), command=command)
         else:
             cfg = BuildConfig(tuple(videos), str(out), str(work), res=res or 256, device=device, command=command,
                               train=TrainConfig(steps=800, batch=12))
@@ -382,6 +411,76 @@ class AvatarBuilder:
 
         self.metrics = self.cache.run("evaluate", key, run)
 
+    def _target_neutral(self, px: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """The target's own neutral face, estimated exactly as ``headcast calibrate neutral`` does
+        for a driver (calibration/neutral.py: low-activity median of geometric-frame canonicals,
+        realigned to that estimate on the stable points and estimated again). At runtime the
+        capture node subtracts the *driver's* neutral from the driver's face; the training pairs
+        must mean the same thing, "this face minus its own relaxed face". (The builder's mesh
+        neutral — closed mouth, open eyes — is a different estimate with another purpose.)"""
+        canon = [to_canonical(px[g])[0] for g in np.flatnonzero(keep)]
+        first = estimate_neutral(canon, NEUTRAL_ESTIMATE, source="build-avatar")
+        realigned = [umeyama(c[STABLE_POINTS], first.canonical[STABLE_POINTS]).apply(c) for c in canon]
+        return estimate_neutral(realigned, NEUTRAL_ESTIMATE, source="build-avatar").canonical
+
+    def _animation_data(self) -> dict:
+        """Training arrays over ALL tracked frames (time order, every video): mp478 features by the
+        capture node's extractor (``Mp478Extractor.extract``: Umeyama alignment to the neutral,
+        then gain × (canonical − neutral)), z = the VAE encoder mean of kept frames (NaN elsewhere)."""
+        t = self._load_track(len(self.cfg.videos))
+        keep = self.sel["keep"].astype(bool)
+        n = len(keep)
+        neutral = self._target_neutral(t["px"], keep)
+        extractor = Mp478Extractor(neutral, gain=FEATURE_GAIN)
+        feats = np.full((n, 478 * 3), np.nan, np.float32)
+        for g in np.flatnonzero(t["found"]):
+            try:
+                feats[g] = extractor.extract(t["px"][g]).features.reshape(-1)
+            except ValueError:  # degenerate landmarks: the capture node sends FACE_LOST for these
+                pass
+        data, _ = self._train_data()
+        z = np.full((n, self.vae.cfg.z_dim), np.nan, np.float32)
+        with torch.no_grad():
+            for i in range(0, len(self.kept), 64):
+                r = torch.arange(i, min(i + 64, len(self.kept)))
+                mu, _ = self.vae.encoder(data.textures[r].float() / 255, data.weights[r])
+                z[self.kept[r.numpy()]] = mu.numpy()
+        holdout = np.zeros(n, bool)
+        holdout[self.sel["holdout"]] = True
+        return {"features": feats, "z": z, "valid": keep & np.isfinite(feats).all(1), "holdout": holdout,
+                "segments": t["video"].astype(np.int64), "neutral": neutral}
+
+    def _animation(self) -> None:
+        cfg = self.cfg
+        key = _key("animation", {"anim": cfg.animation.to_dict(), "gain": FEATURE_GAIN,
+                                 "neutral": asdict(NEUTRAL_ESTIMATE)},
+                   [self.keys["vae"], self.keys["select"], self.keys["track"]])
+        self.keys["animation"] = key
+
+        def run(d: Path) -> dict:
+            arrays = self._animation_data()
+            # For `python -m inference.animation.ablate --npz` on real data (plain arrays, no pickles).
+            np.savez(d / "animation_data.npz", **arrays)
+            with _tqdm(cfg.animation.steps, "animation", unit="step") as bar:
+                try:
+                    net, norm, metrics = train_animation(
+                        arrays["features"], arrays["z"], arrays["valid"], cfg.animation, segments=arrays["segments"],
+                        holdout=arrays["holdout"], decoder=self.vae.decoder, progress=lambda *_: bar.update(1))
+                except ValueError as exc:  # too few usable frames outside the held-out slice
+                    raise BuildError(f"animation network: {exc}") from exc
+            block = {"included": True, **animation_manifest(net, norm, "mp478", _json_safe(metrics))}
+            save_pt(animation_tensors(net, norm), str(d / "animation.safetensors"))
+            atomic_write_text(d / "animation.json", json.dumps(block, indent=1))
+            ho = metrics.get("holdout") or {}
+            return {"train_frames": metrics["frames"]["train"], "holdout_frames": metrics["frames"]["holdout"],
+                    "holdout_z_r2": _round(ho.get("z_r2")), "holdout_weights_r2": _round(ho.get("weights_r2")),
+                    "train_seconds": metrics["seconds"]}
+
+        self.animation_info = self.cache.run("animation", key, run)
+        d = self.work / "animation"
+        block = json.loads((d / "animation.json").read_text())
+        self.animation = (block, load_pt(str(d / "animation.safetensors")))
+
     def _load_track_px(self, global_rows: np.ndarray) -> np.ndarray:
         if not hasattr(self, "_px"):
             self._px = self._load_track(len(self.cfg.videos))["px"]
@@ -402,7 +501,9 @@ class AvatarBuilder:
             name=out.name, vae=self.vae.cfg, mesh=self.mesh, explained_variance=self.basis_info["explained_variance"],
             train_config=cfg.train, animation=self.animation[0] if self.animation else None, sources=sources,
             command=cfg.command, builder_version=BUILDER_VERSION, device=cfg.device, quick=cfg.quick,
-            build=build, metrics=self.metrics)
+            build=build, metrics=self.metrics,
+            feature_normalisation=feature_normalisation(FEATURE_GAIN, self.animation[0]["normalisation"]["mode"])
+            if self.animation else None)
         write_package(out, manifest, self.vae, export_mesh(self.mesh, self.blendshapes), self.neutral_tex,
                       png.tobytes(), extra_tensors=self.animation[1] if self.animation else None)
         return manifest
@@ -453,7 +554,7 @@ class AvatarBuilder:
                                                                   "res": cfg.res, "quick": cfg.quick}, indent=1))
         steps = [("track", lambda: self._track(sources)), ("select", lambda: self._select(len(sources))),
                  ("mesh", self._mesh), ("basis", self._basis), ("textures", lambda: self._textures(sources)),
-                 ("vae", self._vae), ("evaluate", self._evaluate)]
+                 ("vae", self._vae), ("evaluate", self._evaluate), ("animation", self._animation)]
         for name, fn in steps:
             fn()
             r = self.cache.records[-1]

@@ -16,6 +16,22 @@ from inference.head_model.vae import VaeConfig
 
 CANONICAL_UNIT_M = 0.063  # canonical unit = distance between the eye centres, ~63 mm for adults
 
+def feature_normalisation(gain: float, norm_mode: str) -> dict:
+    """How the ``mp478`` features the animation network expects are made (capture node) and
+    normalised (package tensors ``anim.norm.*``)."""
+    return {
+        "status": "trained",
+        "method": "canonical similarity alignment (Umeyama on stable points to the neutral), "
+                  "subtraction of the driver's own neutral face, interocular distance = 1, times gain",
+        "gain": gain,
+        "neutral": "driver: its own neutral (headcast calibrate neutral, or estimated online by the capture "
+                   "node); training: the target's own neutral, estimated the same way "
+                   "(calibration/neutral.py estimate_neutral over the kept frames, realigned, re-estimated)",
+        "scale": {"mode": norm_mode, "tensors": ["anim.norm.mean", "anim.norm.std"],
+                  "apply": "(features.reshape(-1) - mean) / std"},
+    }
+
+
 HEAD_MODEL_ONLY = {
     "included": False, "lstm": None,
     "note": "LSTM + residual expression encoder are trained by a later issue; this package holds the head model only",
@@ -42,13 +58,14 @@ def library_versions() -> dict:
 
 def build_manifest(*, name: str, vae: VaeConfig, mesh: HeadMesh, explained_variance: float, train_config,
                    animation: dict | None, sources: list[dict], command: str, builder_version: str,
-                   device: str, quick: bool, build: dict, metrics: dict) -> dict:
+                   device: str, quick: bool, build: dict, metrics: dict,
+                   feature_normalisation: dict | None = None) -> dict:
     """Everything but the per-file checksums, which the package writer adds."""
     return {
         "schema": "headcast.avatar", "schema_version": 1,
         "name": name,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "feature": {"kind": "mp478", "normalisation": {
+        "feature": {"kind": "mp478", "normalisation": feature_normalisation or {
             "status": "placeholder",
             "method": "canonical similarity alignment, driver-neutral subtraction, scale by interocular",
             "note": "set by the animation-network build step; not yet included"}},

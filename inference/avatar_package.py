@@ -6,6 +6,12 @@ directory are fsynced, and only then is it renamed into place, so an interrupted
 leaves a package that looks valid. Loading checks the schema and version, every file's size and
 sha256 (the manifest lists them), the weights' names and shapes against the manifest's network
 config and the mesh against the blendshape count, and names the first thing that is wrong.
+
+A package whose manifest declares an animation network (``animation.included``; the block written
+by inference/animation/serialize.py ``animation_manifest``) carries its ``anim.*`` tensors in the
+same weights file; they are validated strictly against that block (every tensor present, none
+extra, shapes, finite values, feature kind and z size matching the head model) and exposed as
+``AvatarPackage.animation`` = (AnimationNet, FeatureNormalisation).
 """
 from __future__ import annotations
 
@@ -31,6 +37,28 @@ MESH = "mesh.glb"
 PREVIEW = "preview.png"
 PAYLOAD = (WEIGHTS, MESH, PREVIEW)
 
+_INT1 = {"type": "integer", "minimum": 1}
+# The animation block (inference/animation/serialize.py animation_manifest): required in full once
+# a package declares an animation network; a head-model-only package just says included = false.
+_ANIMATION = {
+    "type": "object", "required": ["included"],
+    "properties": {"included": {"type": "boolean"}},
+    "if": {"properties": {"included": {"const": True}}},
+    "then": {
+        "required": ["format", "feature_kind", "feature_dim", "z_dim", "window", "config", "normalisation",
+                     "parameters", "metrics"],
+        "properties": {
+            "format": {"type": "integer"},
+            "feature_kind": {"enum": ["mp478", "deca2048"]},
+            "feature_dim": _INT1, "z_dim": _INT1, "window": _INT1, "parameters": _INT1,
+            "config": {"type": "object", "required": ["arch", "window", "hidden", "layers", "pca_dim", "input_proj"],
+                       "properties": {"arch": {"enum": ["lstm", "mlp"]}, "window": _INT1, "hidden": _INT1,
+                                      "layers": _INT1}},
+            "normalisation": {"type": "object", "required": ["mode", "dim"],
+                              "properties": {"mode": {"enum": ["zero_centred", "per_dim"]}, "dim": _INT1}},
+            "metrics": {"type": "object"},
+        }},
+}
 _FILE_ENTRY = {"type": "object", "required": ["sha256", "bytes"],
                "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                               "bytes": {"type": "integer", "minimum": 1}}}
@@ -61,7 +89,7 @@ MANIFEST_SCHEMA = {
                 "vae": {"type": "object", "required": ["texture_size", "n_weights", "z_dim", "hidden", "basis_size",
                                                        "n_basis"]},
             }},
-        "animation": {"type": "object", "required": ["included"], "properties": {"included": {"type": "boolean"}}},
+        "animation": _ANIMATION,
         "provenance": {"type": "object", "required": ["sources", "build_command", "libraries"],
                        "properties": {"sources": {"type": "array", "minItems": 1, "items": {
                            "type": "object", "required": ["name", "sha256"],
@@ -130,6 +158,9 @@ class AvatarPackage:
     decoder: RuntimeDecoder  # z → (uint8 RGBA (S, S, 4), weights (K,))
     vae: HeadVae  # full model (the encoder is what the animation-network training needs)
     extra_tensors: dict  # "anim.*" tensors of the animation network, when the manifest declares it
+    # (AnimationNet, FeatureNormalisation) built from those tensors and the manifest's animation
+    # block, validated; None for a head-model-only package (animation.included = false).
+    animation: tuple | None = None
 
     @staticmethod
     def load(path: str | Path) -> "AvatarPackage":
@@ -211,6 +242,35 @@ def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool) -> tuple
     return vae.eval(), others
 
 
+def check_animation(block: dict, tensors: dict, feature_kind: str, z_dim: int) -> tuple:
+    """Validates the ``anim.*`` tensors against the manifest's animation block, strictly: every
+    tensor the declared network needs, with its shape and finite values, and no other ``anim.*``
+    name. Returns (AnimationNet, FeatureNormalisation); raises ValueError naming the problem."""
+    from inference.animation.serialize import animation_tensors, load_animation
+
+    if block.get("feature_kind") != feature_kind:
+        raise ValueError(f"animation network was trained on {block.get('feature_kind')!r} features, "
+                         f"the package's feature kind is {feature_kind!r}")
+    if block.get("z_dim") != z_dim:
+        raise ValueError(f"animation network outputs z of size {block.get('z_dim')}, the head model's is {z_dim}")
+    if block.get("window") != block.get("config", {}).get("window"):
+        raise ValueError(f"animation window {block.get('window')} disagrees with its config "
+                         f"({block.get('config', {}).get('window')})")
+    dim = block.get("feature_dim")
+    for k in ("anim.norm.mean", "anim.norm.std"):  # named here: the normalisation's own check is anonymous
+        if k in tensors and tuple(tensors[k].shape) != (dim,):
+            raise ValueError(f"animation tensor {k}: shape {tuple(tensors[k].shape)}, expected ({dim},)")
+    net, norm = load_animation(tensors, block)
+    expected = animation_tensors(net, norm)
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise ValueError(f"unexpected animation tensors {extra[:4]}")
+    for k, v in expected.items():  # the normalisation statistics: load_animation checks values, not shapes
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise ValueError(f"animation tensor {k}: shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
+    return net, norm
+
+
 def load_package(path: Path) -> AvatarPackage:
     raw = _read_manifest(path)
     _check_files(path, raw)
@@ -220,6 +280,12 @@ def load_package(path: Path) -> AvatarPackage:
     if cfg.z_dim != hm["z_dim"] or cfg.texture_size != hm["texture_size"] or cfg.n_weights != hm["n_blendshapes"]:
         raise AvatarPackageError(f"{path}: head_model sizes disagree with its vae config")
     vae, extra_tensors = _load_weights(path, cfg, manifest.animation_included)
+    animation = None
+    if manifest.animation_included:
+        try:
+            animation = check_animation(raw["animation"], extra_tensors, manifest.feature_kind, manifest.z_dim)
+        except ValueError as exc:
+            raise AvatarPackageError(f"{path}: {WEIGHTS} / animation network: {exc}") from exc
     try:
         mesh = read_glb(path / MESH)
     except GltfError as exc:
@@ -230,7 +296,7 @@ def load_package(path: Path) -> AvatarPackage:
     if mesh.blendshapes.shape[0] != hm["n_blendshapes"]:
         raise AvatarPackageError(f"{path}: {MESH} has {mesh.blendshapes.shape[0]} morph targets, manifest says "
                                  f"{hm['n_blendshapes']} blendshapes")
-    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(vae.decoder), vae, extra_tensors)
+    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(vae.decoder), vae, extra_tensors, animation)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -303,6 +369,9 @@ def write_package(out: Path, manifest: dict, vae: HeadVae, mesh: MeshArrays, neu
             if not manifest.get("animation", {}).get("included"):
                 raise ValueError("extra animation tensors need animation.included = true in the manifest")
             tensors[k] = v.detach().cpu().contiguous()
+        if manifest.get("animation", {}).get("included"):
+            anim = {k: v for k, v in tensors.items() if k.startswith(ANIMATION_PREFIX)}
+            check_animation(manifest["animation"], anim, manifest["feature"]["kind"], manifest["head_model"]["z_dim"])
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "headcast-avatar"})
         write_glb(tmp / MESH, mesh, neutral_texture_rgb)
         _write_file(tmp / PREVIEW, preview_png)

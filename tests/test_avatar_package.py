@@ -51,7 +51,10 @@ def test_load_gives_runtime_arrays_and_decoder(package_dir):
     assert tex.dtype == torch.uint8 and tuple(tex.shape) == (m.texture_size, m.texture_size, 4)
     assert tex.is_contiguous() and int(tex[..., 3].min()) == 255
     assert w.shape == (k,)
-    assert m.feature_kind == "mp478" and m.animation_included is False
+    assert m.feature_kind == "mp478" and m.animation_included is True
+    net, norm = pkg.animation  # the trained animation network, validated against the manifest
+    assert net.feature_dim == 478 * 3 and net.z_dim == m.z_dim and net.window == 8 and norm.dim == 478 * 3
+    assert set(pkg.extra_tensors) >= {"anim.norm.mean", "anim.norm.std", "anim.net.head.weight"}
 
 
 def test_decoded_texture_looks_like_the_neutral_face(package_dir):
@@ -99,6 +102,12 @@ def test_avatar_info_json(package_dir, capsys):
     assert cli.main(["avatar", "info", str(package_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["valid"] is True and info["decoder_parameters"] > 0 and info["decode_ms_this_machine"] > 0
+    a = info["animation"]
+    assert (a["arch"], a["window"], a["layers"], a["hidden"]) == ("lstm", 8, 1, 128)
+    assert a["parameters"] > 10_000 and set(a["holdout"]) >= {"z_r2", "weights_r2", "z_corr"}
+    assert cli.main(["avatar", "info", str(package_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "animation network: lstm T=8, 1 layer(s) × 128" in text and "held-out z R²" in text
 
 
 def _expect(path: Path, *words: str) -> None:
@@ -192,7 +201,7 @@ def _rewrite(pkg: AvatarPackage, out: Path, **kw) -> None:
     raw = dict(pkg.manifest.raw)
     tex = np.zeros((8, 8, 3), np.uint8)
     ok, png = cv2.imencode(".png", tex)
-    write_package(out, raw, pkg.vae, pkg.mesh, tex, png.tobytes(), **kw)
+    write_package(out, raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=pkg.extra_tensors, **kw)
 
 
 def test_interrupted_export_leaves_no_package(package_dir, tmp_path):
@@ -249,7 +258,8 @@ def test_export_killed_mid_write_leaves_no_package_and_is_cleaned_up(package_dir
         "def hang(tmp):\n"
         "    print('ready', flush=True); time.sleep(60)\n"
         f"write_package(__import__('pathlib').Path({str(out)!r}), pkg.manifest.raw, pkg.vae, pkg.mesh,\n"
-        "              np.zeros((8, 8, 3), np.uint8), png.tobytes(), before_commit=hang)\n"
+        "              np.zeros((8, 8, 3), np.uint8), png.tobytes(), before_commit=hang,\n"
+        "              extra_tensors=pkg.extra_tensors)\n"
     )
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=repo, stdout=subprocess.PIPE, text=True)
@@ -268,20 +278,87 @@ def test_export_killed_mid_write_leaves_no_package_and_is_cleaned_up(package_dir
 
 def test_animation_tensors_travel_only_when_declared(package_dir, tmp_path):
     pkg = AvatarPackage.load(package_dir)
-    raw = dict(pkg.manifest.raw)
+    raw = json.loads((package_dir / MANIFEST).read_text())
     import cv2
 
     ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
     tex = np.zeros((8, 8, 3), np.uint8)
-    anim = {"anim.net.w": torch.ones(3, 2)}
+    anim = dict(pkg.extra_tensors)
+    head_only = dict(raw, animation={"included": False})
     with pytest.raises(ValueError, match="animation.included"):
-        write_package(tmp_path / "a", raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
-    raw["animation"] = {"included": True, "format": 1}
+        write_package(tmp_path / "a", head_only, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
+    # The writer refuses tensors that do not fit the declared network (never writes what it cannot load).
+    bad = dict(anim, **{"anim.net.head.weight": anim["anim.net.head.weight"][:, :-1]})
+    with pytest.raises(ValueError, match="anim.net.head.weight"):
+        write_package(tmp_path / "b", raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=bad)
+    assert not (tmp_path / "b").exists()
     write_package(tmp_path / "a", raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
     again = AvatarPackage.load(tmp_path / "a")
-    assert torch.equal(again.extra_tensors["anim.net.w"], anim["anim.net.w"])
+    assert again.extra_tensors.keys() == anim.keys()
+    assert all(torch.equal(again.extra_tensors[k], v) for k, v in anim.items())
     # The same weights file under a manifest without an animation network: undeclared tensors.
     raw2 = json.loads((tmp_path / "a" / MANIFEST).read_text())
     raw2["animation"] = {"included": False}
     (tmp_path / "a" / MANIFEST).write_text(json.dumps(raw2))
     _expect(tmp_path / "a", WEIGHTS, "does not declare")
+
+
+def _rewrite_weights(pkg_dir: Path, mutate) -> None:
+    """Changes weights.safetensors and re-records its size and sha256, so only the animation
+    network's own validation can catch the change (not the tamper check)."""
+    from safetensors.torch import load_file, save_file
+
+    from inference.avatar_package import sha256_file
+
+    tensors = load_file(str(pkg_dir / WEIGHTS))
+    mutate(tensors)
+    save_file(tensors, str(pkg_dir / WEIGHTS))
+    raw = json.loads((pkg_dir / MANIFEST).read_text())
+    raw["files"][WEIGHTS] = {"sha256": sha256_file(pkg_dir / WEIGHTS), "bytes": (pkg_dir / WEIGHTS).stat().st_size}
+    (pkg_dir / MANIFEST).write_text(json.dumps(raw))
+
+
+def test_missing_animation_tensor_is_named(copy):
+    _rewrite_weights(copy, lambda t: t.pop("anim.net.head.weight"))
+    _expect(copy, "animation", "missing", "head.weight")
+
+
+def test_unexpected_animation_tensor_is_named(copy):
+    _rewrite_weights(copy, lambda t: t.update({"anim.net.extra_layer": torch.zeros(3)}))
+    _expect(copy, "animation", "unexpected", "extra_layer")
+    _rewrite_weights(copy, lambda t: (t.pop("anim.net.extra_layer"), t.update({"anim.spare": torch.zeros(2)})))
+    _expect(copy, "animation", "unexpected", "anim.spare")
+
+
+def test_misshaped_animation_tensors_are_named(copy):
+    _rewrite_weights(copy, lambda t: t.update({"anim.norm.std": t["anim.norm.std"][:-3].clone()}))
+    _expect(copy, "animation", "anim.norm.std", "shape")
+
+
+def test_non_finite_animation_weights_are_named(copy):
+    def poison(t):
+        t["anim.net.head.bias"] = t["anim.net.head.bias"].clone()
+        t["anim.net.head.bias"][0] = float("nan")
+    _rewrite_weights(copy, poison)
+    _expect(copy, "animation", "head.bias", "non-finite")
+
+
+def test_animation_block_mismatching_its_tensors_is_named(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw["animation"]["config"]["hidden"] += 8  # the files still hash fine; the LSTM no longer fits
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, "animation", "shape")
+
+
+def test_animation_block_for_another_latent_size_is_refused(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw["animation"]["z_dim"] += 1
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, "animation", "z of size")
+
+
+def test_incomplete_animation_block_is_a_schema_violation(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    del raw["animation"]["config"]
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, "schema violation", "animation", "config")

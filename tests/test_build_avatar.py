@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,9 +34,80 @@ def test_quick_build_produces_a_valid_package(package_dir):
     # The woman clip has a long hand-over-face passage; it must be rejected, the rest kept.
     assert b["rejected"]["hand_over_face"] >= 30
     assert b["kept"] >= 100
-    assert set(b["stages"]) == {"track", "select", "mesh", "basis", "textures", "vae", "evaluate"}
+    assert set(b["stages"]) == {"track", "select", "mesh", "basis", "textures", "vae", "evaluate", "animation"}
     assert 3 <= pkg.manifest.n_blendshapes <= 48
     assert (package_dir / "preview.png").stat().st_size > 10_000
+
+
+def test_quick_build_trains_the_animation_network(package_dir, tmp_path_factory):
+    from inference.features.mp478 import FEATURE_GAIN
+
+    pkg = AvatarPackage.load(package_dir)
+    raw = pkg.manifest.raw
+    a = raw["animation"]
+    assert a["included"] is True and a["feature_kind"] == "mp478" and a["feature_dim"] == 478 * 3
+    assert a["z_dim"] == pkg.manifest.z_dim and a["window"] == 8 and a["config"]["steps"] == 250  # quick preset
+    norm = raw["feature"]["normalisation"]
+    assert norm["status"] == "trained" and norm["gain"] == FEATURE_GAIN and norm["scale"]["mode"] == "zero_centred"
+    m = a["metrics"]
+    # Every tracked frame enters (time order, windows); kept frames minus the held-out slice train.
+    assert m["frames"]["total"] == raw["build"]["frames"] and m["frames"]["valid"] == raw["build"]["kept"]
+    assert m["frames"]["holdout"] == raw["metrics"]["holdout_frames"]
+    assert m["frames"]["train"] == raw["build"]["train_frames"]
+    # The held-out slice lies beside trained frames of the same expression: the network must beat
+    # a constant (mean) avatar clearly there, in latents and in decoded geometry.
+    assert m["holdout"]["z_r2"] > 0.3 and m["holdout"]["weights_r2"] > 0.3
+    # The training arrays are left in the work directory for the ablation harness (real data).
+    work = tmp_path_factory.getbasetemp() / "quick-avatar.work"
+    with np.load(work / "animation" / "animation_data.npz", allow_pickle=False) as d:
+        n = raw["build"]["frames"]
+        assert d["features"].shape == (n, 478 * 3) and d["z"].shape == (n, pkg.manifest.z_dim)
+        assert int(d["valid"].sum()) == raw["build"]["kept"] and int(d["holdout"].sum()) == m["frames"]["holdout"]
+        assert np.isnan(d["z"][~d["valid"]]).all() and np.isfinite(d["z"][d["valid"]]).all()
+        assert not (d["holdout"] & ~d["valid"]).any() and (d["segments"] == 0).all()
+        # features are "face minus the target's own neutral": her calmest frames sit near zero,
+        # her strongest expressions several times further out (measured 0.04 / 0.12 / 0.33 RMS).
+        rms = np.sqrt((d["features"][d["valid"]] ** 2).mean(1))
+        assert rms.min() < 0.5 * np.median(rms) and rms.max() > 2 * np.median(rms)
+
+
+def test_engine_drives_the_built_avatar_from_another_persons_capture(package_dir):
+    """The man's clip through the real capture node (online neutral) → ZeroMQ → receiver → the
+    streaming engine with the woman's package: her avatar's texture and geometry follow his face."""
+    from capture.node import CaptureConfig, CaptureNode
+    from capture.sources import SourceConfig
+    from inference.engine.engine import EngineConfig, StreamingEngine
+    from inference.engine.package_loader import load_avatar_model
+    from streaming.protocol import Flags
+    from xr_runtime.receiver import Receiver, ReceiverConfig
+
+    model, note = load_avatar_model(package_dir)  # no allow_untrained: the package carries its network
+    assert note == "package animation network"
+    with Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*", history=128)) as rx:
+        CaptureNode(CaptureConfig(SourceConfig(str(sample_path("single_face.mp4"))), rx.bound_endpoint, "man")).run()
+        assert rx.wait_for(lambda r: "man" in r.snapshot() and r.snapshot()["man"].end_of_stream, 5)
+        frames = [f for f in rx.window("man", 128) if not f.flags & Flags.END_OF_STREAM]
+    assert len(frames) == 72 and not any(f.face_lost for f in frames)
+    engine = StreamingEngine({"man": model}, EngineConfig(device="cpu"))
+    textures, weights = [], []
+    for i, f in enumerate(frames):
+        st = engine.step({"man": [f]}, now_ns=10**12 + i * 33_333_333)["man"]
+        assert st.status == "tracking" and st.seq == f.seq
+        assert st.texture.dtype == np.uint8 and st.texture.shape == (pkg_size := model.decoder.cfg.texture_size, pkg_size, 4)
+        textures.append(st.texture[..., :3].astype(np.float32))
+        weights.append(np.asarray(st.weights, np.float32))
+    tex, w = np.stack(textures), np.stack(weights)
+    # He starts calm (features ≈ 0 once the online neutral has its first estimate, frames 9-16) and
+    # smiles from frame ~17 to the end: the avatar must change with him — far more between his calm
+    # and smiling stretches than within either (measured on this build: 4.9 vs 0.6 / 0.7 grey
+    # levels per texel; weights 1.4 vs 0.12).
+    calm, smile = slice(9, 17), slice(22, 68)
+    between = np.abs(tex[smile].mean(0) - tex[calm].mean(0)).mean()
+    within_calm = np.abs(tex[calm] - tex[calm].mean(0)).mean()
+    within_smile = np.abs(tex[smile] - tex[smile].mean(0)).mean()
+    assert between > 2.0 and between > 3 * max(within_calm, within_smile), (between, within_calm, within_smile)
+    assert np.abs(w[smile].mean(0) - w[calm].mean(0)).max() > 4 * w[calm].std(0).mean()
+    assert len({t.tobytes() for t in textures}) > 30  # a live texture, not a frozen face
 
 
 def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
@@ -44,7 +116,7 @@ def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
                    "--work", str(base / "quick-avatar.work")])
     assert rc == 0
     out = capsys.readouterr().out
-    for stage in ("track", "select", "mesh", "basis", "textures", "vae", "evaluate"):
+    for stage in ("track", "select", "mesh", "basis", "textures", "vae", "evaluate", "animation"):
         assert f"{stage:<9} cached" in out, out
     AvatarPackage.load(package_dir)
 
@@ -142,6 +214,35 @@ def test_default_avatar_is_reused_when_present(package_dir, tmp_path, monkeypatc
     t0 = time.monotonic()
     assert ensure_default_avatar(quick=True, log=logged.append) == target
     assert logged == [] and time.monotonic() - t0 < 10
+
+
+def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_path_factory, tmp_path, monkeypatch):
+    """A cached default package from before the animation stage (head model only) is rebuilt in
+    place, not returned; the work directory's finished stages make that a re-export here."""
+    import shutil
+
+    from inference.avatar_package import MANIFEST, write_package
+    from tools import samples
+    from tools.cmd_avatar import default_avatar_dir, ensure_default_avatar
+
+    clip = sample_path(samples.AVATAR_CLIP)  # resolved in the real cache, before redirecting it
+    monkeypatch.setenv("HEADCAST_CACHE", str(tmp_path))
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / samples.AVATAR_CLIP).symlink_to(clip)
+    target = default_avatar_dir(quick=True)
+    shutil.copytree(tmp_path_factory.getbasetemp() / "quick-avatar.work", target.parent / ".work" / target.name)
+    old = AvatarPackage.load(package_dir)
+    raw = json.loads((package_dir / MANIFEST).read_text())
+    raw["animation"] = {"included": False, "lstm": None}
+    write_package(target, raw, old.vae, old.mesh, np.zeros((8, 8, 3), np.uint8),
+                  (package_dir / "preview.png").read_bytes())
+    assert AvatarPackage.load(target).animation is None
+    logged = []
+    assert ensure_default_avatar(quick=True, log=logged.append) == target
+    assert any("no animation network" in line for line in logged), logged
+    pkg = AvatarPackage.load(target)
+    assert pkg.animation is not None and pkg.manifest.raw["provenance"]["build_command"] == "headcast avatar default --quick"
+    assert sorted(p.name for p in target.parent.iterdir()) == [".work", target.name]  # no leftover temporaries
 
 
 @pytest.mark.slow

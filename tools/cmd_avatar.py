@@ -29,16 +29,20 @@ def default_avatar_dir(quick: bool = False) -> Path:
 
 def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     """The default avatar package (sample woman clip), built on first call; a valid existing package
-    is returned at once. Media of real people never enter the repository: both the clip and the
-    package live in the user cache."""
+    with an animation network is returned at once. A cached package without one (built before the
+    builder trained it) is rebuilt in place: the export replaces it atomically, and the work
+    directory's finished stages are reused. Media of real people never enter the repository: both
+    the clip and the package live in the user cache."""
     from inference.avatar_builder import AvatarBuilder, BuildConfig, BuildError
     from inference.avatar_package import AvatarPackage, AvatarPackageError
     from tools import samples
 
     out = default_avatar_dir(quick)
+    reason = "first run only"
     try:
-        AvatarPackage.load(out)
-        return out
+        if AvatarPackage.load(out).animation is not None:
+            return out
+        reason = "the cached package has no animation network (built by an older version)"
     except AvatarPackageError:
         pass
     try:
@@ -46,7 +50,7 @@ def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     except samples.SampleError as exc:
         raise CliError(str(exc)) from exc
     work = out.parent / ".work" / out.name
-    log(f"building the default avatar {out} from {video.name} (first run only)")
+    log(f"building the default avatar {out} from {video.name} ({reason})")
     cfg = BuildConfig.preset([str(video)], out, work, quick=quick,
                              command=f"headcast avatar default{' --quick' if quick else ''}")
     try:
@@ -59,6 +63,23 @@ def ensure_default_avatar(quick: bool = False, log=print) -> Path:
 def run_default(args) -> int:
     print(ensure_default_avatar(quick=args.quick))
     return 0
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _animation_summary(block: dict) -> dict | None:
+    """The animation block's essentials: window T, layers, width, held-out metrics."""
+    if not block.get("included"):
+        return None
+    cfg, met = block["config"], block.get("metrics") or {}
+    res = cfg.get("residual") or {}
+    return {"arch": cfg["arch"], "window": block["window"], "layers": cfg["layers"], "hidden": cfg["hidden"],
+            "residual_code_dim": res.get("code_dim", 0) if res.get("enabled", False) else 0,
+            "feature_kind": block["feature_kind"], "feature_dim": block["feature_dim"],
+            "parameters": block["parameters"], "holdout": met.get("holdout"), "frames": met.get("frames"),
+            "train_seconds": met.get("seconds")}
 
 
 def run_info(args) -> int:
@@ -81,6 +102,7 @@ def run_info(args) -> int:
         "triangles": int(len(pkg.mesh.indices)), "decoder_parameters": int(params),
         "decode_ms_this_machine": round(ms, 3), "decode_ms_this_machine_2threads": round(ms2, 3), "animation_included": pkg.manifest.animation_included,
         "metrics": m["metrics"], "sources": m["provenance"]["sources"], "created_utc": m["created_utc"],
+        "animation": _animation_summary(m["animation"]),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -93,7 +115,15 @@ def run_info(args) -> int:
           f"{ms2:.2f} ms with 2 threads; median of 50)")
     print(f"  held-out PSNR {met.get('holdout_psnr_db')} dB, SSIM {met.get('holdout_ssim')}, "
           f"reprojection {met.get('holdout_reprojection_px')} px")
-    print(f"  animation network: {'included' if summary['animation_included'] else 'not yet included (head model only)'}")
+    a = summary["animation"]
+    if a is None:
+        print("  animation network: not included (head model only)")
+    else:
+        ho = a["holdout"] or {}
+        print(f"  animation network: {a['arch']} T={a['window']}, {a['layers']} layer(s) × {a['hidden']}, "
+              f"residual code {a['residual_code_dim']}, {a['parameters']:,} parameters, features {a['feature_kind']} "
+              f"({a['feature_dim']}); held-out z R² {_fmt(ho.get('z_r2'))}, weights R² {_fmt(ho.get('weights_r2'))}, "
+              f"z r {_fmt(ho.get('z_corr'))}")
     for s in summary["sources"]:
         print(f"  source {s['name']} sha256 {s['sha256'][:16]}…")
     return 0

@@ -20,13 +20,8 @@ def load_avatar_model(path: str | Path, allow_untrained: bool = False, seed: int
     path = Path(path)
     pkg = AvatarPackage.load(path)
     decoder = pkg.vae.decoder.eval()
-    anim = pkg.manifest.raw.get("animation", {})
-    if anim.get("included") and "config" in anim:
-        from safetensors.torch import load_file
-
-        from inference.animation.serialize import load_animation
-
-        net, norm = load_animation(load_file(str(path / "weights.safetensors")), anim)
+    if pkg.animation is not None:  # validated by the package loader against the manifest's block
+        net, norm = pkg.animation
         return AvatarModel(net, norm, decoder, name=pkg.manifest.name), "package animation network"
     if not allow_untrained:
         raise ValueError(f"{path}: the package carries no animation network (built before that step?)")

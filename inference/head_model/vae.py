@@ -95,6 +95,14 @@ class Decoder(nn.Module):
             delta = F.interpolate(delta, size=(self.cfg.texture_size,) * 2, mode="bilinear", align_corners=False)
         return self.mean + delta, lin[:, :k] + self.to_weights(h)
 
+    def decode_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """The blendshape weights of ``forward`` alone (B, K), without the texture path (its basis
+        product and upsampling are almost all of the decoder's cost): what the animation network's
+        geometry loss needs, every training step."""
+        k = self.cfg.n_weights
+        lin_w = F.linear(z, self.linear.weight[:k], self.linear.bias[:k])
+        return lin_w + self.to_weights(self.mlp(z))
+
 
 def init_pca_paths(encoder: Encoder, decoder: Decoder) -> None:
     """Start the VAE as a truncated PCA: z = (weights, first z-K texture coefficients), decoded back
