@@ -75,7 +75,8 @@ def run(args) -> int:
     result = run_session(SessionConfig(avatar=avatar, source=source, out_dir=args.out, seconds=args.seconds,
                                        backend=args.backend, device=args.device, realtime=is_file, loop=is_file,
                                        video=False, latency_trace=True, echo=False))
-    times = {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(result.latency_trace.read_text()).items()}
+    raw = json.loads(result.latency_trace.read_text())
+    times = {k: np.asarray(v, dtype=np.int64) for k, v in raw.items() if isinstance(v, list)}
     n = len(times["display"])
     if n == 0:
         raise CliError("no driven frame reached the display: does the avatar carry an animation network?\n"

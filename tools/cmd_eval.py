@@ -26,6 +26,8 @@ def register(sub) -> None:
                      help="score only the avatar's held-out slice (self-reenactment on its own training clip)")
     rng.add_argument("--frames", metavar="START:END", help="score only these driver frames")
     t.add_argument("--size", type=int, default=384, help="rendered avatar image size (default 384)")
+    t.add_argument("--neutral", type=Path, metavar="FILE",
+                   help="driver neutral (headcast calibrate neutral); default: estimated online like the capture node")
     t.set_defaults(func=run_transfer)
 
 
@@ -44,7 +46,8 @@ def run_transfer(args) -> int:
             start, end = int(a or 0), (int(b) if b else None)
         except ValueError as exc:
             raise CliError("--frames takes START:END") from exc
-    result = evaluate(EvalConfig(args.avatar, args.driver, start, end, args.size, video=args.video))
+    result = evaluate(EvalConfig(args.avatar, args.driver, start, end, args.size, video=args.video,
+                                 neutral=args.neutral))
     targets = SELF_TARGETS if args.holdout else CROSS_TARGETS
     met = {}
     print(f"{'signal':<16}{'r':>7}{'nMAE':>7}{'lag':>5}   (frames {result['frames'][0]}..{result['frames'][1]}, "

@@ -30,6 +30,7 @@ class EvalConfig:
     size: int = 384  # rendered avatar image (square)
     max_lag: int = 8
     video: Path | None = None
+    neutral: Path | None = None  # driver neutral file (headcast calibrate neutral); None: online estimate
 
 
 @dataclass
@@ -60,31 +61,39 @@ def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
     return DriverTrack(marks, frames, fps if fps and fps > 1 else 30.0)
 
 
-def driver_features(track: DriverTrack):
-    """Features exactly as the capture node makes them, against the driver's own neutral face
-    (estimated robustly from the whole clip: offline, we can use every frame)."""
-    from calibration.neutral import NeutralError, estimate_neutral
+def driver_features(track: DriverTrack, neutral_file: Path | None = None):
+    """Features exactly as the capture node makes them: against a neutral file when given, else
+    the neutral its online estimator settles on from the clip's first seconds (frozen after)."""
+    from calibration.neutral import NeutralError, NeutralFace, OnlineNeutralEstimator
     from inference.features.mp478 import Mp478Extractor
 
     ex = Mp478Extractor()
-    canon0 = [ex.canonical(m)[0] for m in track.landmarks if m is not None]
-    try:
-        neutral = estimate_neutral(canon0, source="eval driver")
-    except NeutralError as exc:
-        raise CliError(f"driver clip: {exc}") from exc
-    ex.neutral = neutral.canonical
-    feats, canons, poses = [], [], []
+    if neutral_file is not None:
+        try:
+            neutral = NeutralFace.load(neutral_file).canonical
+        except NeutralError as exc:
+            raise CliError(str(exc)) from exc
+    else:
+        online = OnlineNeutralEstimator(source="eval driver")
+        for m in track.landmarks:
+            if m is not None:
+                online.update(ex.canonical(m)[0])
+                if online.converged:
+                    break
+        if online.estimate is None:
+            raise CliError("driver clip: no face found in any frame")
+        neutral = online.estimate.canonical
+    ex.neutral = neutral
+    feats, canons = [], []
     for m in track.landmarks:
         if m is None:
             feats.append(None)
             canons.append(None)
-            poses.append(None)
             continue
         r = ex.extract(m)
         feats.append(r.features)
         canons.append(r.canonical)
-        poses.append(r.pose)
-    return feats, canons, neutral.canonical
+    return feats, canons, neutral
 
 
 class FrontalAvatarRenderer:
@@ -157,7 +166,7 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
     end = n if cfg.end is None else min(cfg.end, n)
     if not (0 <= cfg.start < end):
         raise CliError(f"frame range {cfg.start}..{end} is empty (driver has {n} frames)")
-    feats, driver_canon, _ = driver_features(track)
+    feats, driver_canon, _ = driver_features(track, cfg.neutral)
     engine = StreamingEngine({STREAM: model}, EngineConfig(device="cpu", threads=1))
     m = pkg.mesh
     renderer = FrontalAvatarRenderer(AvatarMeshData(m.positions, m.uvs, m.indices, m.blendshapes), cfg.size)
