@@ -37,3 +37,14 @@ def test_growing_queue_shows_as_creep():
         tr = trace(i, t0, extra)
         rec.displayed(tr, t0 + 13 * ms + extra, t0 + 20 * ms + extra, t0 + 40 * ms + extra)
     assert abs(creep_ms_per_min(rec.times()) - 60.0) < 1.0  # 1 ms/s = 60 ms/min
+
+
+def test_recent_means_feed_the_overlay():
+    rec = LatencyRecorder()
+    ms = 1_000_000
+    for i in range(300):
+        t0 = i * 33 * ms
+        rec.displayed(trace(i, t0), t0 + 13 * ms, t0 + 20 * ms, t0 + 40 * ms)
+    recent = rec.recent_ms(120)
+    assert recent["end_to_end"] == 40.0 and recent["inference"] == 4.0 and recent["queue"] == 2.0
+    assert LatencyRecorder().recent_ms() == {}

@@ -24,6 +24,7 @@ STAGES = (
     ("submit", "upload", "submit"),
     ("display", "submit", "display"),
 )
+COLUMNS = ("capture", "features", "send", "receive", "inference_start", "inference_end", "upload", "submit", "display")
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,22 @@ class LatencyRecorder:
 
     def times(self) -> dict[str, np.ndarray]:
         """Column arrays (ns) for plotting: one entry per recorded frame."""
-        names = ("capture", "features", "send", "receive", "inference_start", "inference_end", "upload", "submit", "display")
+        names = COLUMNS
         if not self._rows:
             return {n: np.zeros(0, np.int64) for n in names}
         cols = np.array([r[2:] for r in self._rows], dtype=np.int64)
         return {n: cols[:, i] for i, n in enumerate(names)}
+
+    def recent_ms(self, n: int = 120) -> dict[str, float]:
+        """Mean per stage (and end to end) over the last ``n`` recorded frames: the live overlay."""
+        rows = self._rows[-n:]
+        if not rows:
+            return {}
+        cols = np.array([r[2:] for r in rows], dtype=np.float64)
+        idx = {name: i for i, name in enumerate(COLUMNS)}
+        out = {name: float((cols[:, idx[b]] - cols[:, idx[a]]).mean() / 1e6) for name, a, b in STAGES}
+        out["end_to_end"] = float((cols[:, idx["display"]] - cols[:, idx["capture"]]).mean() / 1e6)
+        return out
 
     def report(self) -> dict:
         t = self.times()

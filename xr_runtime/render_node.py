@@ -349,6 +349,11 @@ class RenderNode:
         if m:
             lines.append(f"wait {m['wait']:.2f} sample {m['sample']:.2f} upload {m['upload']:.2f} "
                          f"draw {m['draw']:.2f} submit {m['submit']:.2f} ms")
+        lat = self.latency.recent_ms()
+        if lat:
+            lines.append(f"camera->display {lat['end_to_end']:.1f} ms: features {lat['features']:.1f} "
+                         f"net {lat['network']:.1f} queue {lat['queue']:.1f} infer {lat['inference']:.1f} "
+                         f"upload {lat['upload']:.1f} submit {lat['submit']:.1f} display {lat['display']:.1f}")
         for stream, s in self.stream_states().items():
             lines.append(f"{stream}: {s['state']} fade {s['fade']:.2f} states {s['distinct_states']}")
         if self.counters.source_errors or self.counters.bad_states:
