@@ -10,6 +10,7 @@ if [ $status -eq 5 ]; then echo "pytest collected no host tests" >&2; exit 1; fi
 [ $status -ne 0 ] && exit $status
 if [ -x scripts/monado_env.sh ]; then
   bash scripts/monado_env.sh ensure || exit 1
+  $PY scripts/prepare_xr_assets.py .xr-assets || exit 1
   bash scripts/monado_env.sh run $PY -m pytest -q -m xr tests "$@"; status=$?
   if [ $status -eq 5 ]; then echo "pytest collected no XR tests" >&2; exit 1; fi
 fi

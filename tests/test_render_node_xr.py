@@ -145,6 +145,69 @@ def test_openxr_avatar_driven_live_over_a_socket_changes_on_the_swapchain():
     assert sum(c > 8 for c in changes) >= len(changes) // 2, changes
 
 
+def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
+    """A real avatar package (quick build of the sample woman) driven by a *recording* of the sample
+    man's capture stream (neutral → smile), replayed in real time over a real socket into the
+    receiver → animation network → decoder → OpenXR swapchain. The avatar's mouth region must look
+    different while he smiles than while he is neutral, by far more than it flickers within each."""
+    import threading
+
+    from capture.replay import ReplayConfig, replay
+    from tools.render_engine import package_engine_source
+    from xr_runtime.receiver import Receiver, ReceiverConfig
+
+    assets_dir = Path(os.environ.get("HEADCAST_XR_ASSETS", Path(__file__).resolve().parents[1] / ".xr-assets"))
+    package, recording = assets_dir / "quick-avatar", assets_dir / "man.hcrec"
+    if not (package / "avatar.json").is_file() or not recording.is_file():
+        pytest.skip(f"no XR test assets in {assets_dir}: run `python scripts/prepare_xr_assets.py` (make test does)")
+    receiver = Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*")).start()
+    scene = Scene([AvatarSlot(package, "man", Transform((0, 1.6, -0.6)))])
+    source, assets = package_engine_source(scene, receiver)
+    mesh = assets[0].mesh
+    motion = np.linalg.norm(mesh.blendshapes, axis=2).sum(0)  # how much each vertex moves with expressions
+    front = mesh.positions[:, 2] > np.median(mesh.positions[:, 2])
+    lower = mesh.positions[:, 1] < np.median(mesh.positions[front, 1])
+    mouth = mesh.positions[int(np.argmax(np.where(front & lower, motion, -1)))]
+    stop = threading.Event()
+    player = threading.Thread(target=replay, args=(ReplayConfig(recording, receiver.bound_endpoint, realtime=True),
+                                                   stop), daemon=True)
+    crops: dict[str, list] = {"neutral": [], "smile": []}
+
+    class MouthWatcher(CheckingNode):
+        def draw_eye(self, frame, eye):
+            if frame.index == 3 and eye.index == 0 and not player.is_alive():
+                player.start()
+            super().draw_eye(frame, eye)
+            if self._traces:
+                self.shown_seq = self._traces[-1].seq  # the newest captured frame behind this image
+            if eye.index != 0 or getattr(self, "shown_seq", None) is None:
+                return
+            seq = self.shown_seq
+            # He is neutral until frame ~17 and smiles from ~25 on; the first 8 frames fill the window.
+            phase = "neutral" if 8 <= seq <= 16 else ("smile" if 32 <= seq <= 62 else None)
+            if phase:
+                x, y = math3d.project_point(eye.projection @ eye.view @ self.avatars[0].model, mouth,
+                                            eye.width, eye.height)
+                image = eye.target.read_rgba()
+                crops[phase].append(image[int(y) - 12:int(y) + 12, int(x) - 16:int(x) + 16, :3].astype(float))
+
+    try:
+        node = MouthWatcher(scene, assets, source, RenderNodeConfig(sampler=SamplerConfig(fade_s=0.1)))
+        node.check_quadrants = False
+        stats = node.run(OpenXRBackend(), max_frames=70, seconds=40)
+    finally:
+        stop.set()
+        source.stop()
+        receiver.stop()
+    assert "FOCUSED" in stats["backend_info"]["states"] and stats["frames"] >= 60
+    assert len(crops["neutral"]) >= 3 and len(crops["smile"]) >= 3, {k: len(v) for k, v in crops.items()}
+    neutral, smile = np.mean(crops["neutral"], axis=0), np.mean(crops["smile"], axis=0)
+    between = float(np.abs(neutral - smile).mean())
+    within = max(float(np.abs(c - neutral).mean()) for c in crops["neutral"])
+    print(f"mouth region: neutral↔smile {between:.1f} grey levels, within neutral {within:.1f}")
+    assert between > 3.0 and between > 2 * within, (between, within)
+
+
 from test_openxr_session import private_monado  # noqa: E402,F401  (a killable second Monado)
 
 
