@@ -110,7 +110,7 @@ class BuildConfig:
     @staticmethod
     def preset(videos, out, work, res: int | None = None, quick: bool = False, device: str = "cpu",
                adversarial: bool | None = None, steps: int | None = None, command: str = "",
-               threads: int = 1) -> "BuildConfig":
+               threads: int = 1, animation_steps: int | None = None) -> "BuildConfig":
         if quick:
             # First contact and tests: half the frames, a tiny texture, a short training run.
             cfg = BuildConfig(tuple(videos), str(out), str(work), res=res or 64, quick=True, device=device,
@@ -126,7 +126,8 @@ class BuildConfig:
             train = replace(train, adversarial=adversarial)
         if steps is not None:
             train = replace(train, steps=steps)
-        return replace(cfg, train=train, threads=threads)
+        animation = cfg.animation if animation_steps is None else replace(cfg.animation, steps=animation_steps)
+        return replace(cfg, train=train, threads=threads, animation=animation)
 
     @property
     def basis_size(self) -> int:

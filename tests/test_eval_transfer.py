@@ -52,4 +52,4 @@ def test_no_face_driver_is_a_clear_error(quick_avatar, tmp_path, capsys):
 
 
 QUICK_FACE_FOUND = 0.9
-QUICK_SMILE_R = 0.5
+QUICK_SMILE_R = 0.8  # the quick build measured 0.95 (lag 0)

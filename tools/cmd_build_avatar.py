@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--work", metavar="DIR", help="work directory for stage caches (default: DIR.work beside --out)")
     p.add_argument("--steps", type=int, default=None, help="VAE training steps (default 800, --quick 150)")
+    p.add_argument("--animation-steps", type=int, default=None,
+                   help="animation network training steps (default 250)")
     p.add_argument("--threads", type=int, default=1, choices=(1, 2),
                    help="CPU threads for torch (default 1: robust on a shared 2-core machine)")
     adv = p.add_mutually_exclusive_group()
@@ -34,7 +36,8 @@ def _command_line(args) -> str:
     for v in args.video:
         parts += ["--video", v]
     parts += ["--out", args.out]
-    for flag, value in (("--res", args.res), ("--device", args.device), ("--work", args.work), ("--steps", args.steps)):
+    for flag, value in (("--res", args.res), ("--device", args.device), ("--work", args.work), ("--steps", args.steps),
+                        ("--animation-steps", args.animation_steps)):
         if value is not None:
             parts += [flag, str(value)]
     if args.quick:
@@ -60,6 +63,7 @@ def run(args) -> int:
     command = _command_line(args)
     cfg = BuildConfig.preset(args.video, out, work, res=args.res, quick=args.quick, device=args.device,
                              adversarial=args.adversarial, steps=args.steps, command=command,
+                             animation_steps=args.animation_steps,
                              threads=args.threads)
     print(f"building avatar {out} from {', '.join(args.video)} (work dir {work}{', quick' if args.quick else ''})")
     try:
