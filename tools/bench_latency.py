@@ -16,7 +16,7 @@ from tools import samples
 from tools.bench_common import write_json
 from tools.errors import CliError
 from tools.local_session import SessionConfig, run_session
-from xr_runtime.latency import creep_ms_per_min, stage_ms, summarise
+from xr_runtime.latency import COLUMNS, creep_ms_per_min, stage_ms, summarise
 
 TARGETS = {"end_to_end_p50_ms": 60.0, "end_to_end_p99_ms": 100.0, "creep_ms_per_min": 0.5}
 
@@ -25,6 +25,8 @@ def register(sub) -> None:
     p = sub.add_parser("latency", help="camera-to-photon latency per stage, end to end, and creep over time")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the run (default 60)")
     p.add_argument("--source", help="video file or camera index (default: the sample driver clip, real-time)")
+    p.add_argument("--attach", metavar="ENDPOINT",
+                   help="measure a running render node instead (its --latency-bind endpoint) for --seconds")
     p.add_argument("--avatar", type=Path, help="avatar package (default: the default avatar)")
     p.add_argument("--backend", default="headless", choices=["auto", "openxr", "desktop", "headless"])
     p.add_argument("--device", default="cpu")
@@ -60,7 +62,46 @@ def plot(times: dict[str, np.ndarray], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def attach(endpoint: str, seconds: float) -> dict[str, np.ndarray]:
+    """Collects a live render node's latency records for ``seconds``."""
+    import time
+
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.maxmsgsize = 64 << 20
+    sock.connect(endpoint)
+    cols: dict[str, list] = {}
+    deadline = time.monotonic() + seconds
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not sock.poll(int(remaining * 1000) + 1):
+                continue
+            try:
+                msg = json.loads(sock.recv())
+                for name in COLUMNS:
+                    cols.setdefault(name, []).extend(int(v) for v in msg[name])
+            except (ValueError, KeyError, TypeError):
+                continue  # not a latency message: ignore, keep listening
+    finally:
+        sock.close(0)
+        ctx.term()
+    return {name: np.asarray(cols.get(name, []), dtype=np.int64) for name in COLUMNS}
+
+
 def run(args) -> int:
+    if args.attach:
+        times = attach(args.attach, args.seconds)
+        if len(times["display"]) == 0:
+            raise CliError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
+                           "running there with --latency-bind, and is an avatar being driven?")
+        return report(args, times, {"attached": args.attach}, {}, None)
+    return run_local(args)
+
+
+def run_local(args) -> int:
     from tools.cmd_avatar import ensure_default_avatar
 
     if args.source is None:
@@ -81,16 +122,21 @@ def run(args) -> int:
     if n == 0:
         raise CliError("no driven frame reached the display: does the avatar carry an animation network?\n"
                        + "\n".join(result.render_log[-10:]))
+    return report(args, times, {"source": source, "avatar": str(avatar)}, result.render_stats, result.capture_stats)
+
+
+def report(args, times: dict[str, np.ndarray], what: dict, render_stats: dict, capture_stats) -> int:
+    n = len(times["display"])
     stages = summarise(times)
     creep = creep_ms_per_min(times)
     minutes = (times["display"] - times["display"][0]) / 6e10
-    render_stats = result.render_stats
     print(f"{'stage':<12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for name, p in stages.items():
         print(f"{name:<12}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    where = (f"; render {render_stats.get('fps', 0):.1f} fps on {render_stats.get('backend_choice', {}).get('name')}"
+             if render_stats else f"; attached to {what.get('attached')}")
     print(f"{n} displayed capture frames over {minutes[-1]:.2f} min; creep "
-          f"{'n/a' if creep is None else f'{creep:+.3f} ms/min'}; render {render_stats.get('fps', 0):.1f} fps "
-          f"on {render_stats.get('backend_choice', {}).get('name')}")
+          f"{'n/a' if creep is None else f'{creep:+.3f} ms/min'}{where}")
     verdicts = {
         "end_to_end_p50_ms": stages["end_to_end"]["p50"] <= TARGETS["end_to_end_p50_ms"],
         "end_to_end_p99_ms": stages["end_to_end"]["p99"] <= TARGETS["end_to_end_p99_ms"],
@@ -99,11 +145,11 @@ def run(args) -> int:
     for k, ok in verdicts.items():
         print(f"target {k} ≤ {TARGETS[k]}: {'MET' if ok else 'NOT MET'}")
     write_json(args.json, {
-        "benchmark": "latency", "seconds": args.seconds, "source": source, "avatar": str(avatar),
+        "benchmark": "latency", "seconds": args.seconds, **what,
         "backend": render_stats.get("backend_choice"), "device": args.device, "frames": n,
         "stages_ms": stages, "creep_ms_per_min": creep, "targets": TARGETS, "met": verdicts,
         "render_fps": render_stats.get("fps"), "render_stages_ms": render_stats.get("stages_ms"),
-        "capture": result.capture_stats, "unmapped_clock_frames": render_stats.get("latency", {}).get("unmapped_clock_frames"),
+        "capture": capture_stats, "unmapped_clock_frames": render_stats.get("latency", {}).get("unmapped_clock_frames"),
     })
     if args.plot:
         plot(times, args.plot, f"headcast bench latency: {n} frames, {args.seconds:.0f} s, {args.device}")

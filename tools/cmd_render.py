@@ -59,6 +59,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="streaming engine device with --engine (cpu, cuda)")
     p.add_argument("--latency-trace", type=Path, metavar="FILE",
                    help="write every displayed frame's stage timestamps (JSON columns, ns) for headcast bench latency")
+    p.add_argument("--latency-bind", metavar="ENDPOINT",
+                   help="publish latency records live here for `headcast bench latency --attach` (loopback unless --insecure)")
     p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
                    help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
     p.set_defaults(func=run)
@@ -212,8 +214,14 @@ def run(args) -> int:
     node = RenderNode(scene, assets, source,
                       RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s),
                                        scene_save_path=args.scene if args.save_placements else None))
+    publisher = None
     try:
         backend = make_backend(choice.name, args, scene)
+        if args.latency_bind:
+            from xr_runtime.latency_publisher import LatencyPublisher
+
+            publisher = LatencyPublisher(node.latency, args.latency_bind, insecure=args.insecure)
+            print(f"latency records on {publisher.endpoint}", flush=True)
         with stop_event_on_signals() as stop:
             try:
                 stats = node.run(backend, max_frames=args.frames, seconds=args.seconds, stop=stop,
@@ -224,6 +232,9 @@ def run(args) -> int:
                     raise CliError(f"{choice.name} backend unavailable: {exc}") from exc
                 raise
     finally:
+        if publisher is not None:
+            publisher.publish_new()
+            publisher.close()
         if closer is not None:
             closer()
         counters = receiver.counters

@@ -72,6 +72,10 @@ class LatencyRecorder:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def rows_since(self, start: int) -> list[tuple]:
+        """Stage times (COLUMNS order, ns) of the frames recorded from index ``start`` on."""
+        return [r[2:] for r in self._rows[start:]]
+
     def times(self) -> dict[str, np.ndarray]:
         """Column arrays (ns) for plotting: one entry per recorded frame."""
         names = COLUMNS
