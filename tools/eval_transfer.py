@@ -10,12 +10,15 @@ Lives in tools/ because it joins the inference side (engine) and the runtime (re
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tools.errors import CliError
+
+log = logging.getLogger(__name__)
 
 SIGNALS = ("mouth_open", "jaw_open", "smile_width", "eye_open_right", "eye_open_left", "brow_raise")
 STREAM = "eval"
@@ -52,11 +55,17 @@ def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
         raise CliError(str(exc)) from exc
     marks, frames = [], []
     with source, FaceTracker() as tracker:
-        for frame in source:
-            obs = tracker.track(frame.image)
-            marks.append(None if obs is None else obs.landmarks_px)
-            if keep_frames:
-                frames.append(frame.image)
+        try:
+            for frame in source:
+                obs = tracker.track(frame.image)
+                marks.append(None if obs is None else obs.landmarks_px)
+                if keep_frames:
+                    frames.append(frame.image)
+        except SourceError as exc:
+            if not marks:
+                raise CliError(str(exc)) from exc
+            # A clip that ends a few frames early is still worth evaluating on what did decode.
+            log.warning("%s; evaluating the %d frames that decoded", exc, len(marks))
         fps = source.fps or float(cv2.CAP_PROP_FPS)
     return DriverTrack(marks, frames, fps if fps and fps > 1 else 30.0)
 
