@@ -183,8 +183,9 @@ def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
             if eye.index != 0 or getattr(self, "shown_seq", None) is None:
                 return
             seq = self.shown_seq
-            # He is neutral until frame ~17 and smiles from ~25 on; the first 8 frames fill the window.
-            phase = "neutral" if 8 <= seq <= 16 else ("smile" if 32 <= seq <= 62 else None)
+            # He is neutral until frame ~17 and smiles from ~25 on; the first 8 frames fill the window
+            # and the avatar fades in from idle, so the neutral phase starts at 10.
+            phase = "neutral" if 10 <= seq <= 16 else ("smile" if 32 <= seq <= 62 else None)
             if phase:
                 x, y = math3d.project_point(eye.projection @ eye.view @ self.avatars[0].model, mouth,
                                             eye.width, eye.height)
@@ -203,8 +204,11 @@ def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
     assert len(crops["neutral"]) >= 3 and len(crops["smile"]) >= 3, {k: len(v) for k, v in crops.items()}
     neutral, smile = np.mean(crops["neutral"], axis=0), np.mean(crops["smile"], axis=0)
     between = float(np.abs(neutral - smile).mean())
-    within = max(float(np.abs(c - neutral).mean()) for c in crops["neutral"])
-    print(f"mouth region: neutral↔smile {between:.1f} grey levels, within neutral {within:.1f}")
+    # Typical frame-to-frame flicker within each phase (median: one frame caught mid-update must
+    # not decide the test either way).
+    within = float(np.median([np.abs(c - m).mean() for c, m in
+                              [(c, neutral) for c in crops["neutral"]] + [(c, smile) for c in crops["smile"]]]))
+    print(f"mouth region: neutral↔smile {between:.1f} grey levels, typical flicker {within:.1f}")
     assert between > 3.0 and between > 2 * within, (between, within)
 
 
