@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-gl_context = pytest.importorskip("xr_runtime.gl_context")
+pytest.importorskip("xr_runtime.gl_context")
 pygltflib = pytest.importorskip("pygltflib")
 cv2 = pytest.importorskip("cv2")
 
@@ -20,12 +20,7 @@ from xr_runtime.scene import Scene  # noqa: E402
 W, H = 160, 120
 
 
-@pytest.fixture(scope="module", autouse=True)
-def egl_available():
-    try:
-        gl_context.HeadlessGLContext().close()
-    except gl_context.GLContextError as error:
-        pytest.skip(f"no headless EGL OpenGL here: {error}")
+pytestmark = pytest.mark.usefixtures("egl_available")
 
 
 def _quad(half_w, half_h):

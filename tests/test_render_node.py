@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-gl_context = pytest.importorskip("xr_runtime.gl_context")
+pytest.importorskip("xr_runtime.gl_context")
 cv2 = pytest.importorskip("cv2")
 
 from xr_runtime import math3d  # noqa: E402
@@ -28,12 +28,7 @@ NEUTRAL = (30, 30, 200)
 LEFT_POS, RIGHT_POS = (-0.12, 1.6, -0.6), (0.12, 1.6, -0.6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def egl_available():
-    try:
-        gl_context.HeadlessGLContext().close()
-    except gl_context.GLContextError as error:
-        pytest.skip(f"no headless EGL OpenGL here: {error}")
+pytestmark = pytest.mark.usefixtures("egl_available")
 
 
 def two_avatar_scene(tmp_path: Path) -> Scene:
