@@ -22,14 +22,17 @@ STATE="$REPO/.monado-root"          # git-ignored
 ROOT="$STATE/trixie"                # the finished root; only ever appears complete (rename)
 STAMP_FILE=".headcast-monado-stamp"
 MIRROR="${MONADO_ENV_MIRROR:-http://deb.debian.org/debian}"
-# Packages of the runtime itself (libopengl0: PyOpenGL's EGL platform loads libOpenGL). On the
-# chroot path python3-venv also brings the shared libraries (libssl, libffi, libsqlite3, ...) that
-# the host's pyenv Python links against.
+# Packages of the runtime itself (libopengl0: PyOpenGL's EGL platform loads libOpenGL). xvfb and
+# xauth give the GLX binding tests an X server (GLFW window + GLX context on llvmpipe); GLFW loads
+# libX11 only, the other X libraries (randr, cursor, xinerama, xi) it probes for are optional but
+# quieten its start-up. On the chroot path python3-venv also brings the shared libraries (libssl,
+# libffi, libsqlite3, ...) that the host's pyenv Python links against.
 NATIVE_PACKAGES=(monado-service libopenxr1-monado mesa-vulkan-drivers libgl1-mesa-dri libegl1
-                 libegl-mesa0 libglx-mesa0 libgl1 libopengl0)
+                 libegl-mesa0 libglx-mesa0 libgl1 libopengl0 xvfb xauth libxrandr2 libxcursor1
+                 libxinerama1 libxi6)
 ROOT_PACKAGES=("${NATIVE_PACKAGES[@]}" python3-venv ca-certificates)
 # Changing the package list or the suite invalidates an existing root.
-STAMP="v1 trixie ${ROOT_PACKAGES[*]}"
+STAMP="v2 trixie ${ROOT_PACKAGES[*]}"
 RUNTIME_JSON=/usr/share/openxr/1/openxr_monado.json
 
 log() { echo "monado_env: $*" >&2; }

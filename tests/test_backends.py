@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import subprocess
-import time
 
 import numpy as np
 import pytest
+from _xvfb import xvfb  # noqa: F401  (fixture: a private X server)
 
 from xr_runtime.backends.select import active_runtime_manifest, choose_backend
 from xr_runtime.backends.sim_head import MouseHand, SimulatedHead
@@ -77,27 +75,6 @@ def test_mouse_hand_grabs_the_avatar_under_the_cursor():
 
 
 # ---------------------------------------------------------------------------------- desktop window
-
-@pytest.fixture
-def xvfb(monkeypatch):
-    if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (apt-get install xvfb xauth)")
-    number = 90 + os.getpid() % 100
-    while os.path.exists(f"/tmp/.X11-unix/X{number}") or os.path.exists(f"/tmp/.X{number}-lock"):
-        number += 1
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not os.path.exists(f"/tmp/.X11-unix/X{number}"):
-        assert server.poll() is None, "Xvfb exited at start"
-        assert time.monotonic() < deadline, "Xvfb did not come up"
-        time.sleep(0.05)
-    monkeypatch.setenv("DISPLAY", f":{number}")
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    yield f":{number}"
-    server.terminate()
-    server.wait(5)
-
 
 def test_desktop_backend_shows_avatars_side_by_side_with_a_status_overlay(xvfb, tmp_path):
     from xr_runtime import math3d

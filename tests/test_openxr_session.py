@@ -100,6 +100,11 @@ def test_session_focuses_renders_stereo_and_shows_the_avatar(xr_session):
     renderer.close()
 
     assert xr_session.runtime_name.startswith("Monado")
+    # No X display in the Monado environment: "auto" took the surfaceless EGL binding.
+    assert xr_session.graphics_kind == "egl" and "XR_MNDX_egl_enable" in xr_session.extensions
+    # MSAA automatic: off on llvmpipe (measured ~5x slower there, docs/BENCHMARKS.md).
+    assert xr_session.msaa.samples == 0 and "software" in xr_session.msaa.reason
+    assert all(sc.samples == 0 for sc in xr_session.swapchains)
     assert "FOCUSED" in stats.states
     assert stats.states[:2] == ["IDLE", "READY"]
     assert stats.frames_rendered >= 30, stats
@@ -192,6 +197,30 @@ def test_multisampled_eyes_resolve_into_swapchain_images():
         renderer.close()
         assert stats.frames_rendered == 4
         assert centre_colours and set(centre_colours) == {GREEN}
+
+
+def test_display_refresh_rate_is_requested_and_matches_the_frame_period(xr_session):
+    # Monado offers XR_FB_display_refresh_rate with one rate: its null compositor's 20 Hz.
+    assert "XR_FB_display_refresh_rate" in xr_session.extensions
+    state = xr_session.refresh_rate.state
+    assert state.offered == [20.0] and state.requested == 20.0 and state.current == 20.0
+    assert not state.error and not state.changes
+    periods = []
+    renderer = Renderer()
+    stats = xr_session.run(lambda f, e: renderer.draw(e.view, e.projection, [], e.target), max_frames=3,
+                           timeout_s=15, on_frame=lambda f: periods.append(f.predicted_display_period_ns))
+    renderer.close()
+    assert stats.frames_rendered == 3
+    # The runtime paces at the rate it reports.
+    assert periods and all(p == pytest.approx(1e9 / state.current, rel=0.01) for p in periods), periods
+
+
+def test_an_unoffered_refresh_rate_takes_the_nearest_offered_one(caplog):
+    with caplog.at_level("WARNING", logger="xr_runtime.openxr_refresh_rate"):
+        with OpenXRSession(XrSessionConfig(refresh_rate=90.0, controllers=False)) as session:
+            assert session.refresh_rate.state.requested == 20.0
+            assert session.refresh_rate.state.current == 20.0
+    assert any("90.0 Hz not offered" in r.getMessage() for r in caplog.records)
 
 
 def test_ctrl_c_stops_the_loop_then_clean_exit(xr_session):

@@ -73,6 +73,10 @@ def test_render_node_on_openxr_draws_two_avatars_for_30_frames():
     stats = node.run(OpenXRBackend(), max_frames=32, seconds=30)
 
     assert stats["backend"] == "openxr" and stats["backend_info"]["runtime"].startswith("Monado")
+    info = stats["backend_info"]
+    assert info["graphics"] == "egl" and info["mirror"] is None and info["samples"] == 0
+    assert info["refresh_rate"] == {"offered": [20.0], "requested": 20.0, "current": 20.0, "changes": [],
+                                    "error": ""}
     assert "FOCUSED" in stats["backend_info"]["states"]
     assert stats["frames"] >= 30 and stats["views"] == 2 * stats["frames"]
     assert stats["backend_info"]["states"][-1] == "EXITING"  # clean shutdown after the run

@@ -31,6 +31,9 @@ def register(sub) -> None:
                    help="where the avatar textures live: numpy (host upload) or CUDA tensors (CUDA-GL interop)")
     p.add_argument("--egl", default="surfaceless", choices=["surfaceless", "device"],
                    help="EGL platform (device: NVIDIA headless, needed for CUDA-GL interop)")
+    p.add_argument("--samples", type=int, default=0, metavar="N",
+                   help="MSAA samples of the eye framebuffers (0 = off, the headless default; OpenXR eyes "
+                        "default to the measured choice in docs/BENCHMARKS.md)")
     p.set_defaults(func=run)
 
 
@@ -61,7 +64,7 @@ class CyclingSource:
 
 
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
-            egl: str = "surfaceless") -> dict:
+            egl: str = "surfaceless", samples: int = 0) -> dict:
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
     from xr_runtime.dev_source import dev_head_mesh
     from xr_runtime.gl_context import GLContextConfig
@@ -76,7 +79,7 @@ def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, c
     assets = [AvatarAssets(mesh, neutral) for _ in range(count)]
     node = RenderNode(Scene(slots), assets, CyclingSource(texture_size, mesh.blendshape_count, cuda),
                       RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), sync_timings=True))
-    backend = HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=True, paced=False,
+    backend = HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=True, paced=False, samples=samples,
                                              gl=GLContextConfig(display=egl, cuda_device=0 if egl == "device" else None)))
     node.run(backend, max_frames=frames + 10)
     records = list(node.stats.records)[10:]
@@ -98,19 +101,22 @@ def run(args) -> int:
         raise CliError("--avatars takes integers like 0,1,4,8; --size looks like 640x480") from None
     if any(c < 0 or c > 64 for c in counts):
         raise CliError("avatar counts must lie in 0..64")
-    results = {c: measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl) for c in counts}
+    if args.samples < 0:
+        raise CliError("--samples must be 0 or more")
+    results = {c: measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl, args.samples)
+               for c in counts}
     base = results[0]
     ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
               for c, r in results.items()}
     header = f"{'avatars':>7} " + " ".join(f"{s + ' ms':>13}" for s in STAGES) + f" {'frame/empty':>11}"
     last = results[counts[-1]]["uploads"]
     lines = [f"render loop, {w}x{h} per eye, stereo, texture {args.texture}² on {args.textures_on}, p50 ms "
-             f"(glFinish per stage), GL: {base['gl_renderer']}; uploads at {counts[-1]} avatars: {last}", header]
+             f"(glFinish per stage), MSAA {args.samples}, GL: {base['gl_renderer']}; uploads at {counts[-1]} avatars: {last}", header]
     for c, r in results.items():
         lines.append(f"{c:>7} " + " ".join(f"{r[s]['p50']:>13.3f}" for s in STAGES) + f" {ratios[c]['frame']:>11.2f}")
     print("\n".join(lines))
     write_json(args.json, {"benchmark": "render", "backend": args.backend, "eye_size": [w, h], "stereo": True,
-                           "textures_on": args.textures_on, "egl": args.egl,
+                           "textures_on": args.textures_on, "egl": args.egl, "samples": args.samples,
                            "texture_size": args.texture, "frames": args.frames, "sync_timings": True,
                            "results": {str(c): r for c, r in results.items()},
                            "ratios_vs_empty_p50": {str(c): r for c, r in ratios.items()}})

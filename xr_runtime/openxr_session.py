@@ -1,4 +1,5 @@
-"""An OpenXR session with an OpenGL (EGL, no display) binding and its frame loop.
+"""An OpenXR session with an OpenGL binding (EGL without a display, GLX with one, WGL on Windows)
+and its frame loop.
 
     with OpenXRSession(XrSessionConfig()) as xr_session:      # instance, session, swapchains
         renderer = Renderer()                                   # GL context is current here
@@ -18,6 +19,12 @@ images, call `draw_eye`, release → xrEndFrame with one projection layer (two v
 XR_KHR_composition_layer_depth is enabled, depth info per view. A callback that raises still gets
 its frame ended (no layers) and its images released before the error propagates.
 
+Graphics: `XrSessionConfig.graphics` picks the binding (openxr_graphics: "auto" = EGL without an X
+display, GLX with one, WGL on Windows); the instance enables only the extensions that binding
+needs. Eye framebuffers are multisampled by default where that is cheap (msaa) and resolved into
+the swapchain images. With XR_FB_display_refresh_rate the highest offered refresh rate (or the
+configured one) is requested (openxr_refresh_rate).
+
 Ctrl-C: wrap `run` in `interrupts.stop_event_on_signals()` and pass the event as `stop`.
 """
 from __future__ import annotations
@@ -31,25 +38,27 @@ from typing import Callable, Literal, Protocol
 
 import numpy as np
 
-from xr_runtime import math3d
-from xr_runtime.gl_context import GLContextConfig, HeadlessGLContext
+from xr_runtime import math3d, openxr_refresh_rate
+from xr_runtime.gl_context import GLContextConfig
 from xr_runtime.gl_platform import import_xr
 from xr_runtime.gl_target import RenderTarget
+from xr_runtime.glfw_context import GlfwContextConfig
+from xr_runtime.msaa import choose_samples
+from xr_runtime.openxr_bindings import create_graphics
 from xr_runtime.openxr_clock import CONVERT_TIMESPEC_EXTENSION, XrClock
+from xr_runtime.openxr_errors import XrUnavailableError
+from xr_runtime.openxr_graphics import GraphicsRequest, choose_graphics, required_extensions
 from xr_runtime.openxr_input import ControllerInput, HandState
+from xr_runtime.openxr_refresh_rate import RefreshRate
 from xr_runtime.openxr_swapchain import COLOR_PREFERENCE, DEPTH_PREFERENCE, EyeSwapchain, pick_format
 
 xr = import_xr()  # keeps PyOpenGL's EGL platform in place (see gl_platform)
 
 log = logging.getLogger(__name__)
 
-REQUIRED_EXTENSIONS = ("XR_KHR_opengl_enable", "XR_MNDX_egl_enable")
 DEPTH_EXTENSION = "XR_KHR_composition_layer_depth"
-OPTIONAL_EXTENSIONS = (CONVERT_TIMESPEC_EXTENSION, DEPTH_EXTENSION)
-
-
-class XrUnavailableError(RuntimeError):
-    """No OpenXR runtime, or one without what this backend needs; the message says what."""
+REFRESH_RATE_EXTENSION = openxr_refresh_rate.EXTENSION
+OPTIONAL_EXTENSIONS = (CONVERT_TIMESPEC_EXTENSION, DEPTH_EXTENSION, REFRESH_RATE_EXTENSION)
 
 
 @dataclass(frozen=True)
@@ -59,9 +68,15 @@ class XrSessionConfig:
     near: float = 0.05
     far: float = 100.0
     depth_layer: bool = True          # submit depth when the runtime offers the extension
-    samples: int = 0                  # MSAA samples for the eye framebuffers (0 = off)
+    # MSAA samples for the eye framebuffers: None = automatic (msaa.choose_samples: 4 on a GPU,
+    # off on a software rasteriser), 0 = off; always clamped to GL_MAX_SAMPLES.
+    samples: int | None = None
     api_layers: tuple[str, ...] = ()  # e.g. ("XR_APILAYER_LUNARG_core_validation",)
-    gl: GLContextConfig = field(default_factory=GLContextConfig)
+    graphics: GraphicsRequest = "auto"  # "egl" | "glx" | "win32" | "auto" (openxr_graphics)
+    gl: GLContextConfig = field(default_factory=GLContextConfig)          # the EGL binding's context
+    window: GlfwContextConfig = field(default_factory=GlfwContextConfig)  # GLX/WGL: hidden GLFW window
+    # Hz to ask for with XR_FB_display_refresh_rate; None = the highest the runtime offers.
+    refresh_rate: float | None = None
     idle_poll_s: float = 0.02         # sleep between event polls while not running
     controllers: bool = True          # action set with grip pose + squeeze per hand
 
@@ -112,8 +127,17 @@ class RunStats:
     reason: str = ""
 
 
+def _max_gl_samples() -> int:
+    from OpenGL import GL
+
+    try:
+        return int(GL.glGetIntegerv(GL.GL_MAX_SAMPLES))
+    except GL.GLError:  # a GL without multisample renderbuffers
+        return 0
+
+
 class OpenXRSession:
-    """Owns the EGL context, the OpenXR instance, session, spaces and swapchains."""
+    """Owns the GL context (per binding), the OpenXR instance, session, spaces and swapchains."""
 
     def __init__(self, config: XrSessionConfig | None = None) -> None:
         self.config = config or XrSessionConfig()
@@ -126,7 +150,8 @@ class OpenXRSession:
         self.lost = False
         self._exit_requested = False
         self._frame_index = 0
-        self._gl: HeadlessGLContext | None = None
+        self.graphics = None              # EglGraphics | GlxGraphics | Win32Graphics
+        self.refresh_rate: RefreshRate | None = None
         self.stats = RunStats()
         try:
             self._create()
@@ -138,10 +163,8 @@ class OpenXRSession:
 
     def _create(self) -> None:
         offered = {e.extension_name.decode() for e in xr.enumerate_instance_extension_properties()}
-        missing = [name for name in REQUIRED_EXTENSIONS if name not in offered]
-        if missing:
-            raise XrUnavailableError(f"OpenXR runtime lacks {', '.join(missing)}")
-        wanted = list(REQUIRED_EXTENSIONS)
+        self.graphics_choice = choose_graphics(self.config.graphics, offered)
+        wanted = list(required_extensions(self.graphics_choice.kind))
         wanted += [name for name in OPTIONAL_EXTENSIONS if name in offered
                    and (name != DEPTH_EXTENSION or self.config.depth_layer)]
         self.extensions = frozenset(wanted)
@@ -159,8 +182,8 @@ class OpenXRSession:
         props = xr.get_instance_properties(self.instance)
         self.runtime_name = props.runtime_name.decode()
         self.runtime_version = str(xr.Version(props.runtime_version))
-        log.info("OpenXR runtime %s %s; extensions %s", self.runtime_name, self.runtime_version,
-                 ", ".join(wanted))
+        log.info("OpenXR runtime %s %s; %s binding (%s); extensions %s", self.runtime_name,
+                 self.runtime_version, self.graphics_choice.kind, self.graphics_choice.reason, ", ".join(wanted))
         self.clock = XrClock(xr, self.instance, CONVERT_TIMESPEC_EXTENSION in self.extensions)
         self.system_id = xr.get_system(self.instance, xr.SystemGetInfo(
             form_factor=xr.FormFactor.HEAD_MOUNTED_DISPLAY))
@@ -171,15 +194,11 @@ class OpenXRSession:
         requirements = xr.get_opengl_graphics_requirements_khr(self.instance, self.system_id)
         log.debug("OpenGL requirements: %s", requirements)
 
-        self._gl = HeadlessGLContext(self.config.gl)
-        display, egl_config, context = self._gl.typed_handles()
-        binding = xr.GraphicsBindingEGLMNDX(
-            get_proc_address=ctypes.cast(self._gl.get_proc_address_pointer(),
-                                         xr.PFN_xrEglGetProcAddressMNDX),
-            display=display, config=egl_config, context=context)
-        self._binding = binding  # the runtime reads it during xrCreateSession only; keep anyway
+        self.graphics = create_graphics(self.graphics_choice.kind, xr, self.config.gl, self.config.window)
         self.session = xr.create_session(self.instance, xr.SessionCreateInfo(
-            system_id=self.system_id, next=ctypes.cast(ctypes.pointer(binding), ctypes.c_void_p)))
+            system_id=self.system_id, next=self.graphics.pointer()))
+        if REFRESH_RATE_EXTENSION in self.extensions:
+            self.refresh_rate = RefreshRate(xr, self.session, self.config.refresh_rate)
 
         available = set(xr.enumerate_reference_spaces(self.session))
         for name, kind in (("local", xr.ReferenceSpaceType.LOCAL), ("stage", xr.ReferenceSpaceType.STAGE)):
@@ -203,14 +222,16 @@ class OpenXRSession:
             log.warning("runtime offers no sRGB swapchain format; colours will be too dark")
         depth_format = pick_format(formats, DEPTH_PREFERENCE) if DEPTH_EXTENSION in self.extensions else None
         self.depth_enabled = depth_format is not None
+        self.msaa = choose_samples(self.config.samples, self.graphics.renderer, _max_gl_samples())
         for view_config in view_configs:
             self.swapchains.append(EyeSwapchain(
                 xr, self.session, view_config.recommended_image_rect_width,
                 view_config.recommended_image_rect_height, color_format, depth_format,
-                samples=self.config.samples))
-        log.info("%d views of %dx%d, colour 0x%x, depth %s, %s space", len(self.swapchains),
+                samples=self.msaa.samples))
+        log.info("%d views of %dx%d, colour 0x%x, depth %s, MSAA %d (%s), %s space", len(self.swapchains),
                  self.swapchains[0].width, self.swapchains[0].height, color_format,
-                 hex(depth_format) if depth_format else "off", self.space_name)
+                 hex(depth_format) if depth_format else "off", self.msaa.samples, self.msaa.reason,
+                 self.space_name)
 
     # ------------------------------------------------------------------------------ events
 
@@ -250,6 +271,11 @@ class OpenXRSession:
                 self._mark_lost("instance loss pending")
             elif kind == xr.StructureType.EVENT_DATA_REFERENCE_SPACE_CHANGE_PENDING:
                 log.info("reference space change pending")
+            elif kind == xr.StructureType.EVENT_DATA_DISPLAY_REFRESH_RATE_CHANGED_FB:
+                changed = ctypes.cast(ctypes.byref(event),
+                                      ctypes.POINTER(xr.EventDataDisplayRefreshRateChangedFB)).contents
+                if self.refresh_rate is not None:
+                    self.refresh_rate.on_changed(changed)
             else:
                 log.debug("OpenXR event %s", kind.name)
 
@@ -379,9 +405,13 @@ class OpenXRSession:
 
     # ------------------------------------------------------------------------------ teardown
 
+    @property
+    def graphics_kind(self) -> str:
+        return self.graphics.kind if self.graphics is not None else ""
+
     def make_current(self) -> None:
-        if self._gl is not None:
-            self._gl.make_current()
+        if self.graphics is not None:
+            self.graphics.make_current()
 
     def shutdown(self, timeout_s: float = 3.0) -> RunStats:
         """Request exit and keep the loop going (empty frames) until EXITING, loss or timeout."""
@@ -397,9 +427,9 @@ class OpenXRSession:
         """Destroy everything, in reverse order of creation. Safe after loss and to call twice."""
         if self.session is not None:
             self.shutdown()
-        gl_alive = self._gl is not None
+        gl_alive = self.graphics is not None
         if gl_alive:
-            self._gl.make_current()
+            self.graphics.make_current()
         for swapchain in self.swapchains:
             swapchain.destroy(gl_alive)
         self.swapchains = []
@@ -415,9 +445,9 @@ class OpenXRSession:
             except xr.ResultException as error:
                 log.debug("%s: %s", destroy.__name__, error)
         self.spaces, self.session, self.instance = {}, None, None
-        if self._gl is not None:
-            self._gl.close()
-            self._gl = None
+        if self.graphics is not None:
+            self.graphics.close()
+            self.graphics = None
 
     def __enter__(self) -> "OpenXRSession":
         return self

@@ -1,4 +1,5 @@
 """A desktop window mirroring one eye of frames rendered in another GL context (OpenXR's EGL one).
+(With the GLX/WGL bindings the session's own window mirrors instead: window_mirror.py.)
 
 The OpenXR session's context is a surfaceless EGL context, which cannot share objects with a
 window's context. So the mirror copies through the host, small: the eye image is blitted (scaled)
@@ -30,6 +31,8 @@ class MirrorUnavailable(RuntimeError):
 
 
 class MirrorWindow:
+    kind = "host-copy"
+
     def __init__(self, width: int = 640, height: int = 360, title: str = "headcast mirror", every: int = 1) -> None:
         self.width, self.height, self.title, self.every = width, height, title, max(1, every)
         self.window = None

@@ -1,11 +1,13 @@
-"""The OpenXR backend: `OpenXRSession` (instance, EGL binding, swapchains, lifecycle) driving the
+"""The OpenXR backend: `OpenXRSession` (instance, GL binding, swapchains, lifecycle) driving the
 render node's FrameHandler.
 
 Timing as seen from here: `OpenXRSession.run` calls `on_frame` after xrWaitFrame + xrBeginFrame,
 and xrEndFrame happens inside it after the last eye. So `wait_ms` is the time from the end of
 the previous frame's last eye to this frame's `on_frame` (image release + xrEndFrame + wait +
 begin); `submit_ms` is not separable here and reported as None. With a display, a mirror window
-shows the left eye (`mirror.py`). The predicted display time is the
+shows the left eye: with the GLX/WGL bindings the session's own window (`window_mirror.py`, a
+blit in the same context), with EGL a second window fed through the host (`mirror.py`). The
+stats report the binding, the MSAA samples and the display refresh rate. The predicted display time is the
 runtime's, converted to CLOCK_MONOTONIC with XR_KHR_convert_timespec_time; without that
 extension "now + one display period" stands in.
 """
@@ -52,6 +54,13 @@ class OpenXRBackend(Backend):
         self.session = OpenXRSession(self.config)
         self.session.make_current()
         if self.want_mirror:
+            window = getattr(self.session.graphics, "window", None)
+            if window is not None:
+                from xr_runtime.backends.window_mirror import SameContextMirror
+
+                self.mirror = SameContextMirror(window)
+                self.mirror.open()
+                return
             from xr_runtime.backends.mirror import MirrorUnavailable, MirrorWindow
 
             mirror = MirrorWindow()
@@ -116,7 +125,13 @@ class OpenXRBackend(Backend):
                             info={"runtime": f"{session.runtime_name} {session.runtime_version}",
                                   "states": list(xr_stats.states), "frames_waited": xr_stats.frames_waited,
                                   "space": session.space_name, "depth_layer": session.depth_enabled,
-                                  "eye_size": [session.swapchains[0].width, session.swapchains[0].height]})
+                                  "eye_size": [session.swapchains[0].width, session.swapchains[0].height],
+                                  "graphics": session.graphics_kind, "graphics_reason": session.graphics_choice.reason,
+                                  "gl_renderer": session.graphics.renderer,
+                                  "samples": session.msaa.samples, "samples_reason": session.msaa.reason,
+                                  "refresh_rate": (session.refresh_rate.state.as_dict()
+                                                   if session.refresh_rate is not None else None),
+                                  "mirror": getattr(self.mirror, "kind", "host-copy") if self.mirror else None})
         return self._stats
 
     def close(self) -> None:

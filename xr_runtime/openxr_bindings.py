@@ -1,0 +1,120 @@
+"""The GL context an OpenXR session renders with, and the binding struct that hands it to the
+runtime in xrCreateSession (`SessionCreateInfo.next`). One class per binding (openxr_graphics
+chooses which):
+
+* `EglGraphics`   — surfaceless EGL context (`HeadlessGLContext`) + `XrGraphicsBindingEGLMNDX`.
+* `GlxGraphics`   — hidden GLFW window's GLX context + `XrGraphicsBindingOpenGLXlibKHR`.
+* `Win32Graphics` — hidden GLFW window's WGL context + `XrGraphicsBindingOpenGLWin32KHR`.
+  **Untested here** (no Windows machine in CI); it mirrors the GLX class step by step.
+
+Each keeps its binding struct alive for the session's lifetime (the runtime reads it during
+xrCreateSession only, but a dangling `next` pointer is never worth the bytes). `window` is the
+GLFW context of the window-system bindings (the mirror can draw into it), None for EGL.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+from types import ModuleType
+
+from xr_runtime.gl_context import GLContextConfig, HeadlessGLContext
+from xr_runtime.glfw_context import GlfwContextConfig, GlfwGLContext
+from xr_runtime.openxr_graphics import GraphicsKind
+
+log = logging.getLogger(__name__)
+
+
+class EglGraphics:
+    kind: GraphicsKind = "egl"
+    window = None
+
+    def __init__(self, xr: ModuleType, config: GLContextConfig) -> None:
+        self.context = HeadlessGLContext(config)
+        display, egl_config, context = self.context.typed_handles()
+        self.binding = xr.GraphicsBindingEGLMNDX(
+            get_proc_address=ctypes.cast(self.context.get_proc_address_pointer(), xr.PFN_xrEglGetProcAddressMNDX),
+            display=display, config=egl_config, context=context)
+        self.renderer = self.context.renderer
+        self.gl_version = self.context.gl_version
+
+    def pointer(self) -> ctypes.c_void_p:
+        return ctypes.cast(ctypes.pointer(self.binding), ctypes.c_void_p)
+
+    def make_current(self) -> None:
+        self.context.make_current()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+class GlxGraphics:
+    kind: GraphicsKind = "glx"
+
+    def __init__(self, xr: ModuleType, config: GlfwContextConfig) -> None:
+        from xr_runtime.gl_native_handles import current_glx_handles
+
+        self.window = GlfwGLContext(config)
+        try:
+            handles = current_glx_handles()
+            self.handles = handles
+            # pyopenxr types the pointer fields with PyOpenGL's GLX types; cast to whatever they are.
+            field = dict(xr.GraphicsBindingOpenGLXlibKHR._fields_)
+            self.binding = xr.GraphicsBindingOpenGLXlibKHR(
+                x_display=ctypes.cast(ctypes.c_void_p(handles.display), field["x_display"]),
+                visualid=handles.visualid,
+                glx_fbconfig=ctypes.cast(ctypes.c_void_p(handles.fbconfig), field["glx_fbconfig"]),
+                glx_drawable=handles.drawable,
+                glx_context=ctypes.cast(ctypes.c_void_p(handles.context), field["glx_context"]))
+        except BaseException:
+            self.window.close()
+            raise
+        log.info("GLX binding: visual 0x%x, drawable 0x%x", handles.visualid, handles.drawable)
+        self.renderer = self.window.renderer
+        self.gl_version = self.window.gl_version
+
+    def pointer(self) -> ctypes.c_void_p:
+        return ctypes.cast(ctypes.pointer(self.binding), ctypes.c_void_p)
+
+    def make_current(self) -> None:
+        self.window.make_current()
+
+    def close(self) -> None:
+        self.window.close()
+
+
+class Win32Graphics:
+    """Untested here: Windows only. The WGL context of a hidden GLFW window."""
+
+    kind: GraphicsKind = "win32"
+
+    def __init__(self, xr: ModuleType, config: GlfwContextConfig) -> None:
+        from xr_runtime.gl_native_handles import current_wgl_handles
+
+        self.window = GlfwGLContext(config)
+        try:
+            handles = current_wgl_handles()
+            self.binding = xr.GraphicsBindingOpenGLWin32KHR(h_dc=handles.hdc, h_glrc=handles.hglrc)
+        except BaseException:
+            self.window.close()
+            raise
+        self.renderer = self.window.renderer
+        self.gl_version = self.window.gl_version
+
+    def pointer(self) -> ctypes.c_void_p:
+        return ctypes.cast(ctypes.pointer(self.binding), ctypes.c_void_p)
+
+    def make_current(self) -> None:
+        self.window.make_current()
+
+    def close(self) -> None:
+        self.window.close()
+
+
+def create_graphics(kind: GraphicsKind, xr: ModuleType, egl: GLContextConfig, window: GlfwContextConfig):
+    if kind == "egl":
+        return EglGraphics(xr, egl)
+    if kind == "glx":
+        return GlxGraphics(xr, window)
+    if kind == "win32":
+        return Win32Graphics(xr, window)
+    raise ValueError(f"unknown graphics binding {kind!r}")
