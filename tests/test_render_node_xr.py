@@ -254,3 +254,27 @@ def test_mirror_request_without_a_display_leaves_the_headset_running(monkeypatch
     stats = RenderNode(scene, [AvatarAssets(dev_head_mesh(), dev_texture())], source).run(backend, max_frames=4,
                                                                                            seconds=20)
     assert stats["frames"] == 4 and backend.mirror is None
+
+
+def test_headcast_render_on_openxr_takes_graphics_samples_and_refresh_rate(tmp_path):
+    """The user-facing flags reach the session: an explicit EGL binding, an explicit MSAA count
+    (honoured even on llvmpipe, where the automatic choice is off) and an unoffered refresh rate
+    (the nearest offered one is used)."""
+    import json
+    import subprocess
+    import sys
+
+    stats_path = tmp_path / "stats.json"
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "render", "--avatar", str(tmp_path / "a"), "--dev-avatars",
+                        "--bind", "tcp://127.0.0.1:0", "--clock-bind", "off", "--backend", "openxr",
+                        "--graphics", "egl", "--samples", "2", "--refresh-rate", "90", "--frames", "5",
+                        "--json", str(stats_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads(stats_path.read_text())["backend_info"]
+    assert info["graphics"] == "egl" and info["graphics_reason"] == "requested"
+    assert info["samples"] == 2 and info["samples_reason"] == "requested"
+    assert info["refresh_rate"]["requested"] == 20.0 and info["refresh_rate"]["current"] == 20.0
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "render", "--avatar", str(tmp_path / "a"), "--dev-avatars",
+                        "--bind", "tcp://127.0.0.1:0", "--clock-bind", "off", "--backend", "openxr",
+                        "--graphics", "glx", "--frames", "2"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "needs an X display" in r.stderr, r.stderr[-2000:]

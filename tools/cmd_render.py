@@ -45,6 +45,12 @@ def register(sub) -> None:
     p.add_argument("--unpaced", action="store_true", help="headless: render as fast as possible")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="openxr: mirror the left eye in a desktop window (default: when a display exists)")
+    p.add_argument("--graphics", default="auto", choices=["auto", "egl", "glx", "win32"],
+                   help="openxr: GL binding (auto: GLX with an X display, EGL without, WGL on Windows)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="openxr: MSAA samples per eye (default: 4 on a GPU, 0 on a software rasteriser)")
+    p.add_argument("--refresh-rate", type=float, metavar="HZ",
+                   help="openxr: display refresh rate to ask for (XR_FB_display_refresh_rate; default: the highest)")
     p.add_argument("--reconnects", type=int, default=5, metavar="N",
                    help="reopen a lost OpenXR session up to N times (runtime restarted); default 5")
     p.add_argument("--save-placements", action="store_true",
@@ -159,8 +165,14 @@ def make_backend(name: str, args, scene):
                                             head_position=tuple(scene.viewer.position),
                                             head_rotation=tuple(scene.viewer.rotation)))
     from xr_runtime.backends.openxr import OpenXRBackend
+    from xr_runtime.openxr_session import XrSessionConfig
 
-    return OpenXRBackend(mirror=args.mirror)
+    if args.samples is not None and args.samples < 0:
+        raise CliError("--samples must be 0 or more")
+    if args.refresh_rate is not None and args.refresh_rate <= 0:
+        raise CliError("--refresh-rate must be positive")
+    return OpenXRBackend(XrSessionConfig(graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate),
+                         mirror=args.mirror)
 
 
 def run(args) -> int:
