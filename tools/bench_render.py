@@ -34,6 +34,8 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=0, metavar="N",
                    help="MSAA samples of the eye framebuffers (0 = off, the headless default; OpenXR eyes "
                         "default to the measured choice in docs/BENCHMARKS.md)")
+    p.add_argument("--upload", default="auto", choices=["auto", "direct", "pbo"],
+                   help="host texture upload: auto = the faster of direct / PBO, calibrated at start-up")
     p.set_defaults(func=run)
 
 
@@ -64,7 +66,7 @@ class CyclingSource:
 
 
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
-            egl: str = "surfaceless", samples: int = 0) -> dict:
+            egl: str = "surfaceless", samples: int = 0, upload: str = "auto") -> dict:
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
     from xr_runtime.dev_source import dev_head_mesh
     from xr_runtime.gl_context import GLContextConfig
@@ -78,7 +80,7 @@ def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, c
     neutral = np.full((texture_size, texture_size, 4), 128, np.uint8)
     assets = [AvatarAssets(mesh, neutral) for _ in range(count)]
     node = RenderNode(Scene(slots), assets, CyclingSource(texture_size, mesh.blendshape_count, cuda),
-                      RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), sync_timings=True))
+                      RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), sync_timings=True, upload_method=upload))
     backend = HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=True, paced=False, samples=samples,
                                              gl=GLContextConfig(display=egl, cuda_device=0 if egl == "device" else None)))
     node.run(backend, max_frames=frames + 10)
@@ -88,7 +90,8 @@ def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, c
            "draw_eye1": percentiles([r.draw_eyes[1] for r in records]),
            "submit": percentiles([r.submit for r in records]), "frame": percentiles([r.frame for r in records])}
     uploads = node.summary()["uploads"]
-    out["uploads"] = {k: uploads[k] for k in ("host", "cuda", "cuda_to_host", "interop_disabled")}
+    out["uploads"] = {k: uploads[k] for k in ("host", "host_pbo", "cuda", "cuda_to_host", "interop_disabled",
+                                              "host_methods", "calibration")}
     out["gl_renderer"] = node.backend_stats.info.get("gl_renderer")
     return out
 
@@ -103,20 +106,26 @@ def run(args) -> int:
         raise CliError("avatar counts must lie in 0..64")
     if args.samples < 0:
         raise CliError("--samples must be 0 or more")
-    results = {c: measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl, args.samples)
+    results = {c: measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl, args.samples,
+                          args.upload)
                for c in counts}
     base = results[0]
     ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
               for c, r in results.items()}
     header = f"{'avatars':>7} " + " ".join(f"{s + ' ms':>13}" for s in STAGES) + f" {'frame/empty':>11}"
-    last = results[counts[-1]]["uploads"]
+    last = {k: v for k, v in results[counts[-1]]["uploads"].items() if k != "calibration"}
+    calibration = results[counts[-1]]["uploads"]["calibration"]
     lines = [f"render loop, {w}x{h} per eye, stereo, texture {args.texture}² on {args.textures_on}, p50 ms "
              f"(glFinish per stage), MSAA {args.samples}, GL: {base['gl_renderer']}; uploads at {counts[-1]} avatars: {last}", header]
     for c, r in results.items():
         lines.append(f"{c:>7} " + " ".join(f"{r[s]['p50']:>13.3f}" for s in STAGES) + f" {ratios[c]['frame']:>11.2f}")
+    for size, cal in calibration.items():
+        lines.append(f"upload calibration {size}: " + ", ".join(f"{m} {ms:.3f} ms" for m, ms in cal["ms"].items())
+                     + f" → {cal['choice']}")
     print("\n".join(lines))
     write_json(args.json, {"benchmark": "render", "backend": args.backend, "eye_size": [w, h], "stereo": True,
                            "textures_on": args.textures_on, "egl": args.egl, "samples": args.samples,
+                           "upload": args.upload,
                            "texture_size": args.texture, "frames": args.frames, "sync_timings": True,
                            "results": {str(c): r for c, r in results.items()},
                            "ratios_vs_empty_p50": {str(c): r for c, r in ratios.items()}})

@@ -9,7 +9,8 @@ counted, skipped state (`source_errors`, `bad_states`), never the frame. Each av
 `AvatarSampler` turns the states into this display time's look (interpolation / bounded
 extrapolation, fade to an idle look when presence drops; see `state_sampler`). Controllers (or
 the desktop's simulated hand) move avatars through `grab`. New textures are uploaded once per
-frame (`texture_upload`: host or CUDA-GL interop with fallback). Then `draw_eye` per view and
+frame (`texture_upload`: host — direct or PBO, whichever measured faster at set-up — or CUDA-GL
+interop with fallback). Then `draw_eye` per view and
 `end_frame` records the stage timings (`frame_stats`).
 
 Timings are CPU wall times of each stage. GL queues work asynchronously, so by default the GPU
@@ -24,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -65,6 +67,8 @@ class RenderNodeConfig:
     sampler: SamplerConfig = SamplerConfig()
     grab: GrabConfig = GrabConfig()
     allow_interop: bool = True
+    # Host textures: "auto" = the faster of direct / PBO, measured on this context (texture_upload).
+    upload_method: Literal["auto", "direct", "pbo"] = "auto"
     sync_timings: bool = False
     scene_save_path: Path | None = None   # where `save_scene()` writes (default: nowhere)
 
@@ -128,7 +132,9 @@ class RenderNode:
         from xr_runtime.gltf_environment import make_scene_renderer
 
         self.renderer = make_scene_renderer(self.scene.environment)
-        self.uploader = TextureUploader(self.renderer, self.config.allow_interop)
+        self.uploader = TextureUploader(self.renderer, self.config.allow_interop, self.config.upload_method)
+        # Calibrate the host upload for the avatars' texture sizes now, not inside the frame loop.
+        self.uploader.prepare({tuple(asset.neutral_texture.shape[:2]) for asset in self.assets})
         # After a lost session the GL objects are gone, but placements, samplers (state history,
         # fade) and counters carry over to the new context.
         previous = {a.index: a for a in self.avatars}

@@ -1,8 +1,11 @@
 """Avatar textures into GL, once per new texture: host upload or CUDA-GL interop.
 
-* Host (numpy) textures: glTexSubImage2D of RGBA8 into the avatar's RGBA8 storage — the fastest
-  host path measured on llvmpipe (FACTS.md). A texture of another size goes through the
-  renderer's own `set_texture` path instead (it reallocates the storage).
+* Host (numpy) textures: into the avatar's RGBA8 storage, either directly (glTexSubImage2D from
+  client memory, fastest on llvmpipe) or through double-buffered, orphaned pixel unpack buffers
+  (expected to win on NVIDIA) — `host_upload`. With method "auto" each texture size is
+  calibrated once on the actual context (`prepare`, before the frame loop) and the faster method
+  is kept; the choice and the timings are logged and reported in the counters. A texture of
+  another size goes through the renderer's own `set_texture` path instead (it reallocates).
 * CUDA tensors: all avatars' textures of a frame are copied through one `CudaGLTextures.copy`
   (one map / unmap for all), on the producer's stream, on this (the GL) thread. Registration
   happens the first time a CUDA texture arrives for an avatar. If interop is unavailable (no
@@ -13,17 +16,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Iterable, Literal
 
 import numpy as np
 
 from xr_runtime.avatar_state import is_cuda_tensor
-from xr_runtime.gl_platform import select_egl_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from xr_runtime.host_upload import METHODS, calibrate, make_method
 
 log = logging.getLogger(__name__)
+
+HostMethod = Literal["auto", "direct", "pbo"]
 
 
 @dataclass
@@ -35,6 +37,9 @@ class UploadCounters:
     skipped: int = 0             # same texture as last frame
     interop_disabled: str = ""   # why the GPU path is off ("" = not tried or working)
     paths: dict = field(default_factory=dict)
+    host_pbo: int = 0            # host uploads that went through pixel buffers (part of `host`)
+    host_methods: dict = field(default_factory=dict)   # "WxH" → "direct" | "pbo"
+    calibration: dict = field(default_factory=dict)    # "WxH" → {"size", "ms": {method: ms}, "choice"}
 
 
 def _on_stream(stream: int | None, device):
@@ -61,13 +66,45 @@ def _to_host(tensor, stream: int | None) -> np.ndarray:
 
 
 class TextureUploader:
-    def __init__(self, renderer, allow_interop: bool = True) -> None:
+    def __init__(self, renderer, allow_interop: bool = True, host_method: HostMethod = "auto") -> None:
+        if host_method not in ("auto", *METHODS):
+            raise ValueError(f"unknown host upload method {host_method!r} (auto, direct, pbo)")
         self.renderer = renderer
         self.counters = UploadCounters()
+        self._host_method = host_method
+        self._methods: dict[str, object] = {}     # method name → DirectUpload / PboUpload (GL objects)
+        self._by_size: dict[tuple[int, int], str] = {}  # (height, width) → method name
         self._keys: dict[int, tuple] = {}         # avatar id → key of the uploaded texture
         self._allow_interop = allow_interop
         self._interop = None                      # CudaGLTextures, created lazily
         self._slots: dict[int, tuple[int, int]] = {}  # avatar id → (slot, GL texture name)
+
+    def prepare(self, sizes: Iterable[tuple[int, int]]) -> None:
+        """Pick the host method for these (height, width) texture sizes now, before the frame loop
+        (calibrating on this context when the method is "auto"). Other sizes are picked on first use."""
+        for height, width in sizes:
+            self._method_for(int(height), int(width))
+
+    def _method(self, name: str):
+        if name not in self._methods:
+            self._methods[name] = make_method(name)
+        return self._methods[name]
+
+    def _method_for(self, height: int, width: int):
+        name = self._by_size.get((height, width))
+        if name is None:
+            label = f"{width}x{height}"
+            if self._host_method == "auto":
+                result = calibrate({m: self._method(m) for m in METHODS}, width, height)
+                name = result.choice
+                self.counters.calibration[label] = result.as_dict()
+                log.info("texture upload at %s: %s (%s)", label, name,
+                         ", ".join(f"{m} {ms:.3f} ms" for m, ms in result.times_ms.items()))
+            else:
+                name = self._host_method
+            self._by_size[(height, width)] = name
+            self.counters.host_methods[label] = name
+        return self._method(name)
 
     def needs_upload(self, handle, key: tuple) -> bool:
         return self._keys.get(handle.id) != key
@@ -104,14 +141,11 @@ class TextureUploader:
         storage = self.renderer.avatar_texture(handle)
         if storage is None or (storage[1], storage[2]) != texture.shape[:2]:
             return False
-        data = np.ascontiguousarray(texture)
-        GL.glBindTexture(GL.GL_TEXTURE_2D, storage[0])
-        GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 4)
-        GL.glTexSubImage2D(GL.GL_TEXTURE_2D, 0, 0, 0, data.shape[1], data.shape[0],
-                           GL.GL_RGBA, GL.GL_UNSIGNED_BYTE, data)
-        GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
+        method = self._method_for(storage[1], storage[2])
+        method.upload(storage[0], np.ascontiguousarray(texture))
         self.renderer.avatar_texture_written(handle)
         self.counters.host += 1
+        self.counters.host_pbo += method.name == "pbo"
         return True
 
     def _disable_interop(self, reason: str) -> None:
@@ -174,6 +208,10 @@ class TextureUploader:
         self._keys.pop(handle.id, None)
 
     def close(self) -> None:
+        """Delete the pixel buffers (the GL context must be current) and release interop."""
+        for method in self._methods.values():
+            method.close()
+        self._methods = {}
         if self._interop is not None:
             self._interop.close()
             self._interop = None
