@@ -155,3 +155,20 @@ def test_render_node_auto_picks_glx_and_mirrors_the_left_eye_in_the_session_wind
                 diffs.append(int(np.abs(got - want).max()))
         assert np.median(diffs) <= 4 and sum(d > 24 for d in diffs) <= 8, diffs
         assert window[..., :3].std() > 5                      # not a blank window
+
+
+def test_auto_falls_back_to_egl_when_the_x_display_gives_no_context(monkeypatch, tmp_path):
+    """A stale DISPLAY (no X server behind it): "auto" chose GLX, GLFW cannot open the display, and
+    the session takes the EGL binding instead of failing — before the instance fixes its extensions."""
+    monkeypatch.setenv("DISPLAY", ":87")                   # nothing listens there (private /tmp/.X11-unix)
+    assert not (Path("/tmp/.X11-unix") / "X87").exists()
+    with OpenXRSession(XrSessionConfig(controllers=False)) as session:
+        assert session.graphics_kind == "egl" and "GLX failed" in session.graphics_choice.reason
+        assert "XR_MNDX_egl_enable" in session.extensions
+        stats, checks = _render_quadrants(session, frames=3, check_every=1)
+        assert stats.frames_rendered == 3 and checks and all(c[2] == c[3] for c in checks)
+    # Asked for explicitly, GLX does not fall back: the error names the cause.
+    from xr_runtime.openxr_errors import XrUnavailableError
+
+    with pytest.raises(XrUnavailableError, match="no glx context"):
+        OpenXRSession(XrSessionConfig(graphics="glx", controllers=False))

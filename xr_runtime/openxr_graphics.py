@@ -16,6 +16,9 @@ Three bindings exist for desktop OpenGL:
   the one the compositor uses, and the mirror then needs no host round trip.
 * No X display → egl, which needs the runtime's `XR_MNDX_egl_enable`; a runtime without it (only
   GLX) cannot be driven without an X server, and the error says so.
+
+The session falls back from an automatic GLX choice to EGL when the X server gives no GLX context
+(a stale DISPLAY) and the runtime offers EGL (openxr_session._create_graphics).
 """
 from __future__ import annotations
 

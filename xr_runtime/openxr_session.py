@@ -47,7 +47,8 @@ from xr_runtime.msaa import choose_samples
 from xr_runtime.openxr_bindings import create_graphics
 from xr_runtime.openxr_clock import CONVERT_TIMESPEC_EXTENSION, XrClock
 from xr_runtime.openxr_errors import XrUnavailableError
-from xr_runtime.openxr_graphics import GraphicsRequest, choose_graphics, required_extensions
+from xr_runtime.openxr_graphics import (EGL_EXTENSION, GraphicsChoice, GraphicsRequest, choose_graphics,
+                                        required_extensions)
 from xr_runtime.openxr_input import ControllerInput, HandState
 from xr_runtime.openxr_refresh_rate import RefreshRate
 from xr_runtime.openxr_swapchain import COLOR_PREFERENCE, DEPTH_PREFERENCE, EyeSwapchain, pick_format
@@ -164,6 +165,10 @@ class OpenXRSession:
     def _create(self) -> None:
         offered = {e.extension_name.decode() for e in xr.enumerate_instance_extension_properties()}
         self.graphics_choice = choose_graphics(self.config.graphics, offered)
+        # The GL context comes first (it needs no instance): if "auto" chose GLX and the X server
+        # cannot give a context (a stale DISPLAY), EGL can still be chosen before the instance
+        # fixes the extension list.
+        self.graphics = self._create_graphics(offered)
         wanted = list(required_extensions(self.graphics_choice.kind))
         wanted += [name for name in OPTIONAL_EXTENSIONS if name in offered
                    and (name != DEPTH_EXTENSION or self.config.depth_layer)]
@@ -194,7 +199,6 @@ class OpenXRSession:
         requirements = xr.get_opengl_graphics_requirements_khr(self.instance, self.system_id)
         log.debug("OpenGL requirements: %s", requirements)
 
-        self.graphics = create_graphics(self.graphics_choice.kind, xr, self.config.gl, self.config.window)
         self.session = xr.create_session(self.instance, xr.SessionCreateInfo(
             system_id=self.system_id, next=self.graphics.pointer()))
         if REFRESH_RATE_EXTENSION in self.extensions:
@@ -232,6 +236,20 @@ class OpenXRSession:
                  self.swapchains[0].width, self.swapchains[0].height, color_format,
                  hex(depth_format) if depth_format else "off", self.msaa.samples, self.msaa.reason,
                  self.space_name)
+
+    def _create_graphics(self, offered: set[str]):
+        from xr_runtime.gl_native_handles import NativeHandleError
+        from xr_runtime.glfw_context import GlfwContextError
+
+        choice = self.graphics_choice
+        try:
+            return create_graphics(choice.kind, xr, self.config.gl, self.config.window)
+        except (GlfwContextError, NativeHandleError) as exc:
+            if not (self.config.graphics == "auto" and choice.kind == "glx" and EGL_EXTENSION in offered):
+                raise XrUnavailableError(f"no {choice.kind} context for OpenXR: {exc}") from exc
+            log.warning("GLX context unavailable (%s); using the EGL binding instead", exc)
+            self.graphics_choice = GraphicsChoice("egl", f"GLX failed ({exc}); the runtime offers {EGL_EXTENSION}")
+            return create_graphics("egl", xr, self.config.gl, self.config.window)
 
     # ------------------------------------------------------------------------------ events
 
