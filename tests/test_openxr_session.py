@@ -102,7 +102,7 @@ def test_session_focuses_renders_stereo_and_shows_the_avatar(xr_session):
     assert xr_session.runtime_name.startswith("Monado")
     # No X display in the Monado environment: "auto" took the surfaceless EGL binding.
     assert xr_session.graphics_kind == "egl" and "XR_MNDX_egl_enable" in xr_session.extensions
-    # MSAA automatic: off on llvmpipe (measured ~5x slower there, docs/BENCHMARKS.md).
+    # MSAA automatic: off on llvmpipe (measured 2.2-5x slower frames there, docs/BENCHMARKS.md).
     assert xr_session.msaa.samples == 0 and "software" in xr_session.msaa.reason
     assert all(sc.samples == 0 for sc in xr_session.swapchains)
     assert "FOCUSED" in stats.states

@@ -24,8 +24,10 @@ What this module does:
    did not choose a platform (an explicit choice, e.g. `glx` for a GLFW window, is respected).
 2. `use_platform("egl")` switches PyOpenGL's platform object *and* the functions it installed
    into `OpenGL.platform` after the fact; `HeadlessGLContext` calls it, so an EGL context works
-   whatever was imported first. (A process draws with one kind of context at a time: the
-   desktop backend would call `use_platform("glx")` for its GLFW/GLX window.)
+   whatever was imported first. `GlfwGLContext.make_current` (the OpenXR GLX binding) and the
+   desktop backend call `use_platform("glx")` for their GLFW/GLX windows. A process draws with
+   one kind of context at a time, and switches whenever the kind changes (an EGL session after a
+   GLX one: tests/test_openxr_glx.py).
 3. `import_xr()` imports pyopenxr and puts back the platform object that was active before.
 
 Every module of ours that imports OpenGL imports this module first and calls

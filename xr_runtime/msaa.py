@@ -1,10 +1,11 @@
 """How many MSAA samples the OpenXR eye framebuffers get when the user did not say.
 
 Multisampling smooths the avatar's silhouette and the room's edges, which shimmer in a headset
-without it; on a GPU 4× MSAA at eye resolution costs little. On a software rasteriser it does
-not: on Mesa llvmpipe (2 cores) 4× MSAA made the stereo frame about 5× slower, empty or with one
-avatar (docs/BENCHMARKS.md, "MSAA on the eye framebuffers"), so there the automatic choice is
-off. An explicit count is honoured up to GL_MAX_SAMPLES.
+without it; 4× is the usual VR default on GPUs, which resolve in hardware (its cost on a GPU is
+not measured here yet: no GPU machine was lent). On a software rasteriser it is expensive: on
+Mesa llvmpipe (2 cores) 4× MSAA made the stereo frame 2.2–5× slower (docs/BENCHMARKS.md, "MSAA
+on the eye framebuffers"), so there the automatic choice is off. An explicit count is honoured
+up to GL_MAX_SAMPLES.
 """
 from __future__ import annotations
 
