@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from dataclasses import dataclass
-from typing import Literal
 
+from xr_runtime.gl_context_config import DisplayKind, GLContextConfig  # noqa: F401  (re-exported)
 from xr_runtime.gl_platform import select_egl_platform, use_platform
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
@@ -36,25 +35,10 @@ EGL_CONTEXT_OPENGL_DEBUG = 0x31B0
 EGL_CUDA_DEVICE_NV = 0x323A
 EGL_DRM_DEVICE_FILE_EXT = 0x3233
 
-DisplayKind = Literal["surfaceless", "device", "default"]
 
 
 class GLContextError(RuntimeError):
     """An EGL/GL context could not be created or used; the message says which step failed."""
-
-
-@dataclass(frozen=True)
-class GLContextConfig:
-    """What context to create. Versions are tried from (major, minor) down to 3.3."""
-
-    display: DisplayKind = "surfaceless"
-    major: int = 4
-    minor: int = 5
-    debug: bool = False
-    # device platform only: index into eglQueryDevicesEXT, or None = first usable device
-    device_index: int | None = None
-    # device platform only: prefer the EGL device whose EGL_CUDA_DEVICE_NV equals this
-    cuda_device: int | None = None
 
 
 def _egl_proc(name: str, restype, *argtypes):

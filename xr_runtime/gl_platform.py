@@ -48,7 +48,8 @@ def select_egl_platform() -> str:
 
     Returns the platform name PyOpenGL is (or will be) using, for logging.
     """
-    if "OpenGL" not in sys.modules and not os.environ.get(PLATFORM_ENV):
+    # Windows draws through WGL (PyOpenGL's default there); EGL would mean ANGLE or nothing.
+    if "OpenGL" not in sys.modules and not os.environ.get(PLATFORM_ENV) and not sys.platform.startswith("win"):
         os.environ[PLATFORM_ENV] = "egl"
     return current_platform_name()
 

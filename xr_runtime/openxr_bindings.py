@@ -17,7 +17,7 @@ import ctypes
 import logging
 from types import ModuleType
 
-from xr_runtime.gl_context import GLContextConfig, HeadlessGLContext
+from xr_runtime.gl_context_config import GLContextConfig
 from xr_runtime.glfw_context import GlfwContextConfig, GlfwGLContext
 from xr_runtime.openxr_graphics import GraphicsKind
 
@@ -29,6 +29,8 @@ class EglGraphics:
     window = None
 
     def __init__(self, xr: ModuleType, config: GLContextConfig) -> None:
+        from xr_runtime.gl_context import HeadlessGLContext  # OpenGL.EGL: only where EGL is used
+
         self.context = HeadlessGLContext(config)
         display, egl_config, context = self.context.typed_handles()
         self.binding = xr.GraphicsBindingEGLMNDX(
@@ -93,7 +95,10 @@ class Win32Graphics:
         self.window = GlfwGLContext(config)
         try:
             handles = current_wgl_handles()
-            self.binding = xr.GraphicsBindingOpenGLWin32KHR(h_dc=handles.hdc, h_glrc=handles.hglrc)
+            field = dict(xr.GraphicsBindingOpenGLWin32KHR._fields_)  # HDC / PyOpenGL's HGLRC
+            self.binding = xr.GraphicsBindingOpenGLWin32KHR(
+                h_dc=ctypes.cast(ctypes.c_void_p(handles.hdc), field["h_dc"]),
+                h_glrc=ctypes.cast(ctypes.c_void_p(handles.hglrc), field["h_glrc"]))
         except BaseException:
             self.window.close()
             raise

@@ -39,7 +39,7 @@ from typing import Callable, Literal, Protocol
 import numpy as np
 
 from xr_runtime import math3d, openxr_refresh_rate
-from xr_runtime.gl_context import GLContextConfig
+from xr_runtime.gl_context_config import GLContextConfig
 from xr_runtime.gl_platform import import_xr
 from xr_runtime.gl_target import RenderTarget
 from xr_runtime.glfw_context import GlfwContextConfig
