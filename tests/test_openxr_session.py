@@ -207,12 +207,13 @@ def test_display_refresh_rate_is_requested_and_matches_the_frame_period(xr_sessi
     assert not state.error and not state.changes
     periods = []
     renderer = Renderer()
-    stats = xr_session.run(lambda f, e: renderer.draw(e.view, e.projection, [], e.target), max_frames=3,
+    stats = xr_session.run(lambda f, e: renderer.draw(e.view, e.projection, [], e.target), max_frames=8,
                            timeout_s=15, on_frame=lambda f: periods.append(f.predicted_display_period_ns))
     renderer.close()
-    assert stats.frames_rendered == 3
-    # The runtime paces at the rate it reports.
-    assert periods and all(p == pytest.approx(1e9 / state.current, rel=0.01) for p in periods), periods
+    assert stats.frames_rendered == 8
+    # The runtime paces at the rate it reports — once its pacing settled: a fresh monado-service
+    # predicts its 60 Hz default (16 ms) for the first frame or two of the first session.
+    assert len(periods) >= 8 and all(p == pytest.approx(1e9 / state.current, rel=0.01) for p in periods[-4:]), periods
 
 
 def test_an_unoffered_refresh_rate_takes_the_nearest_offered_one(caplog):

@@ -67,8 +67,13 @@ class RefreshRate:
         self._xr = xr
         self._session = session
         self.state = RefreshRateState()
-        self.state.offered = sorted(_value(r) for r in xr.enumerate_display_refresh_rates_fb(session))
-        self.state.current = _value(xr.get_display_refresh_rate_fb(session))
+        try:
+            self.state.offered = sorted(_value(r) for r in xr.enumerate_display_refresh_rates_fb(session))
+            self.state.current = _value(xr.get_display_refresh_rate_fb(session))
+        except xr.ResultException as exc:  # an optional nicety: never worth the session
+            self.state.error = f"{type(exc).__name__}: {exc}"
+            log.warning("display refresh rates unavailable: %s", self.state.error)
+            return
         target = choose_refresh_rate(self.state.offered, wanted)
         if wanted is not None and target is not None and abs(target - wanted) > 0.01:
             log.warning("display refresh rate %.1f Hz not offered (have %s); asking for %.1f Hz", wanted,
