@@ -1,0 +1,45 @@
+"""How many MSAA samples the OpenXR eye framebuffers get when the user did not say.
+
+Multisampling smooths the avatar's silhouette and the room's edges, which shimmer badly in a
+headset without it; on a GPU 4× MSAA at eye resolution costs little. On a software rasteriser it
+does not: on Mesa llvmpipe (2 cores) 4× MSAA made the empty stereo frame ~5× slower and the
+one-avatar frame ~5× slower (docs/BENCHMARKS.md, "MSAA"), so there the automatic choice is off.
+An explicit count is honoured up to GL_MAX_SAMPLES.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_SAMPLES = 4
+# GL_RENDERER substrings of rasterisers that run on the CPU.
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "swiftshader", "microsoft basic render", "lavapipe")
+
+
+@dataclass(frozen=True)
+class SampleChoice:
+    samples: int          # 0 = no multisampling
+    reason: str
+
+
+def is_software_renderer(renderer: str) -> bool:
+    name = renderer.lower()
+    return any(s in name for s in SOFTWARE_RENDERERS)
+
+
+def choose_samples(requested: int | None, renderer: str, max_samples: int) -> SampleChoice:
+    """`requested` None = automatic; `max_samples` is the context's GL_MAX_SAMPLES (0 or 1: none)."""
+    if requested is not None and requested < 0:
+        raise ValueError(f"samples must be >= 0 or None, got {requested}")
+    if max_samples < 2:
+        return SampleChoice(0, f"GL_MAX_SAMPLES is {max_samples}: no multisampling")
+    if requested is None:
+        if is_software_renderer(renderer):
+            return SampleChoice(0, f"automatic: off on the software rasteriser {renderer!r} (measured ~5× slower)")
+        wanted, why = DEFAULT_SAMPLES, "automatic"
+    else:
+        wanted, why = requested, "requested"
+    if wanted < 2:
+        return SampleChoice(0, f"{why}: off")
+    if wanted > max_samples:
+        return SampleChoice(max_samples, f"{why} {wanted}, clamped to GL_MAX_SAMPLES {max_samples}")
+    return SampleChoice(wanted, why)
