@@ -19,7 +19,7 @@ import numpy as np
 
 # Below this peak correlation of the (segment-centred) series a lag means nothing: the avatar does
 # not share the driver's motion there, or neither moves.
-LAG_MIN_CORRELATION = 0.3
+LAG_MIN_CORRELATION = 0.5
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,16 @@ def eye_opening(canonical: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RelaxedFaceConfig:
-    mouth_quantile: float = 0.3  # lower face: frames whose lip gap is in this lowest fraction ...
-    width_quantile: float = 0.5  # ... and whose mouth is not stretched wider than this quantile
-    eye_quantile: float = 0.5  # upper face: frames whose eyes are open at least this quantile
+    """Which frames count as relaxed, per region, in absolute tolerances from the clip's extremes.
+
+    Tolerances rather than quantiles: on a recording that is relaxed throughout every frame passes
+    and the estimate is the plain median (no selection bias); on a clip of laughing and crying only
+    the frames near the closed-mouth / open-eyed extreme do.
+    """
+
+    mouth_tolerance: float = 0.03  # lower face: lip gap within this of the 5th percentile (IOD) ...
+    width_tolerance: float = 0.06  # ... and mouth width within this of those frames' 5th percentile
+    eye_tolerance: float = 0.08  # upper face: eye opening within this of the 95th percentile (gap / width)
     min_frames: int = 3
 
 
@@ -104,22 +111,24 @@ def relaxed_face(canonical: np.ndarray, split: RegionSplit = RegionSplit(),
                  config: RelaxedFaceConfig = RelaxedFaceConfig()) -> RelaxedFace:
     """A relaxed face assembled per region, for clips that may never show one whole.
 
-    Lower face: the median of frames with the most closed, least stretched mouth; upper face: the
-    median of frames with open eyes; blended with the region mask. For a driver's calibration
-    recording (a relaxed face throughout) this agrees with ``calibration.neutral``'s low-activity
-    median; for a target clip of laughing and crying it is the face neither passage shows.
+    Lower face: the median of frames with a closed, unstretched mouth; upper face: the median of
+    frames with open eyes; blended with the region mask. For a driver's calibration recording (a
+    relaxed face throughout) this is the median of the whole recording, like ``calibration.neutral``;
+    for a target clip of laughing and crying it is the face neither passage shows.
     """
     c = np.asarray(canonical, np.float32)
     if c.ndim != 3 or c.shape[1:] != (478, 3) or len(c) < config.min_frames:
         raise ValueError(f"need at least {config.min_frames} canonical faces (N, 478, 3), got {c.shape}")
     lip_gap = np.linalg.norm(c[:, UPPER_INNER_LIP] - c[:, LOWER_INNER_LIP], axis=-1)
     width = np.linalg.norm(c[:, MOUTH_RIGHT] - c[:, MOUTH_LEFT], axis=-1)
-    lower = np.flatnonzero((lip_gap <= np.quantile(lip_gap, config.mouth_quantile))
-                           & (width <= np.quantile(width, config.width_quantile)))
+    closed = lip_gap <= np.quantile(lip_gap, 0.05) + config.mouth_tolerance
+    lower = np.flatnonzero(closed & (width <= np.quantile(width[closed], 0.05) + config.width_tolerance))
     if len(lower) < config.min_frames:
         lower = np.argsort(lip_gap)[:config.min_frames]
     eyes = eye_opening(c)
-    upper = np.flatnonzero(eyes >= np.quantile(eyes, config.eye_quantile))
+    upper = np.flatnonzero(eyes >= np.quantile(eyes, 0.95) - config.eye_tolerance)
+    if len(upper) < config.min_frames:
+        upper = np.argsort(-eyes)[:config.min_frames]
     lower_face, upper_face = np.median(c[lower], 0), np.median(c[upper], 0)
     w = split.upper_weight(np.median(c, 0), np.median(c, 0))[:, None]
     return RelaxedFace((w * upper_face + (1 - w) * lower_face).astype(np.float32), upper, lower)
