@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .augment import add_noise, augment_features, make_runs, run_ids, window_positions
+from .augment import add_noise, augment_features, make_runs, run_ids, splice_windows, window_positions
 from .config import AnimationConfig
 from .network import AnimationNet
 from .normalisation import FeatureNormalisation
@@ -221,7 +221,7 @@ def train_animation(
                 xb, zb = torch.cat([xb, xr]), torch.cat([zb, zr])
                 if wb is not None:
                     wb = torch.cat([wb, w_relaxed.expand(len(zr), -1)])
-            pb = net.project(augment_features(xb, config.augment, gen))
+            pb = net.project(augment_features(splice_windows(xb, config.augment, gen), config.augment, gen))
             pb = add_noise(pb, config.augment.noise_std * noise_scale, config.augment, gen)
             code, kl = None, torch.zeros(())
             if enc is not None:
