@@ -28,15 +28,18 @@ from safetensors.numpy import load_file as load_np, save_file as save_np
 from safetensors.torch import load_file as load_pt, save_file as save_pt
 from tqdm import tqdm
 
-from calibration.neutral import NeutralEstimateConfig, estimate_neutral
 from inference.animation import AnimationConfig, animation_manifest, animation_tensors, train_animation
+from inference.animation.train import RecombinedSamples
 from inference.avatar_manifest import build_manifest, export_mesh, feature_normalisation
 from inference.features.alignment import STABLE_POINTS, to_canonical, umeyama
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor
 from inference.avatar_package import write_package
 from inference.build_cache import StageCache, atomic_write_text, stage_key
 from inference.head_model.blendshapes import BasisConfig, Blendshapes, fit_blendshapes
-from inference.head_model.frame_selection import SelectionConfig, expression_scores, select_frames
+from inference.head_model.face_regions import (
+    RecombineConfig, RegionSplit, draw_pairs, relaxed_face, texel_upper_weight,
+)
+from inference.head_model.frame_selection import SelectionConfig, expression_scores, holdout_blocks, select_frames
 from inference.head_model.head_closure import ClosureConfig
 from inference.head_model.head_mesh import AtlasLayout, HeadMesh, build_head_mesh
 from inference.head_model.metrics import masked_psnr, masked_ssim, reprojection_error_px
@@ -46,15 +49,13 @@ from inference.head_model.topology import NUM_MESH_POINTS
 from inference.head_model.tracking import TrackConfig, track_video
 from inference.head_model.uv_atlas import texel_table
 from inference.head_model.vae import HeadVae, RuntimeDecoder, VaeConfig
-from inference.head_model.train_vae import TrainConfig, TrainData, train_vae
+from inference.head_model.train_vae import RecombinedTextures, TrainConfig, TrainData, train_vae
 from inference.head_model.video_io import VideoError, iter_frames, probe
 
 BUILDER_VERSION = "5"  # recorded in the manifest (5: packages carry the animation network)
 # Part of every stage key: bump it when an existing stage's algorithm changes, so a build never
 # reuses stale stages. Adding the animation stage (v5) changed no earlier stage: their caches stay valid.
 STAGE_VERSION = "4"
-# The target's neutral (animation stage): calibration's estimator; a build may have only 8 kept frames.
-NEUTRAL_ESTIMATE = NeutralEstimateConfig(min_frames=3)
 
 
 def _key(name: str, config, upstream: list[str]) -> str:
@@ -93,8 +94,8 @@ class BuildConfig:
     # One intra-op thread by default: on a shared 2-core machine two threads collapse under
     # contention (measured 4x slower per training step, 20x slower per decode at load average 7).
     threads: int = 1
-    holdout_start: float = 0.75  # the held-out slice starts at this fraction of the kept frames...
-    holdout_fraction: float = 0.10  # ...and is this long (contiguous, never trained on)
+    holdout_fraction: float = 0.12  # share of the kept frames held out (never trained on) ...
+    holdout_blocks: int = 3  # ... as this many blocks spread evenly over the clip (frame_selection)
     z_dim: int = 48
     hidden: int = 256
     n_basis: int = 80
@@ -105,6 +106,8 @@ class BuildConfig:
     unwrap: UnwrapConfig = field(default_factory=UnwrapConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     animation: AnimationConfig = field(default_factory=AnimationConfig)  # LSTM + residual encoder
+    regions: RegionSplit = field(default_factory=RegionSplit)  # upper / lower face border
+    recombine: RecombineConfig = field(default_factory=RecombineConfig)  # upper of one frame + lower of another
     command: str = ""  # the command line, recorded in the manifest's provenance
 
     @staticmethod
@@ -218,7 +221,7 @@ class AvatarBuilder:
 
     def _select(self, n_videos: int) -> None:
         cfg = self.cfg
-        key = _key("select", {"sel": asdict(cfg.selection), "h": [cfg.holdout_start, cfg.holdout_fraction]},
+        key = _key("select", {"sel": asdict(cfg.selection), "h": [cfg.holdout_fraction, cfg.holdout_blocks]},
                         [self.keys["track"]])
         self.keys["select"] = key
 
@@ -232,9 +235,9 @@ class AvatarBuilder:
             if len(kept) < 8:
                 raise BuildError(f"only {len(kept)} usable frames after rejecting occluded/badly tracked ones; "
                                  "need at least 8")
-            n_ho = max(1, int(round(cfg.holdout_fraction * len(kept))))
-            start = min(int(cfg.holdout_start * len(kept)), len(kept) - n_ho)
-            holdout = kept[start:start + n_ho]
+            blocks = holdout_blocks(kept, t["video"], t["frame"], cfg.holdout_fraction, cfg.holdout_blocks,
+                                    cfg.track.frame_step)
+            holdout = np.concatenate(blocks)
             train = np.setdiff1d(kept, holdout)
             save_np({"canonical": s.canonical, "rotation": s.rotation.astype(np.float64),
                      "translation": s.translation.astype(np.float64), "scale": s.scale.astype(np.float64),
@@ -243,7 +246,8 @@ class AvatarBuilder:
                     str(d / "selection.safetensors"))
             return {"frames": int(len(s.keep)), "kept": int(len(kept)), "rejected": s.rejected,
                     "train": int(len(train)),
-                    "holdout": [f"video{int(t['video'][g])}:frame{int(t['frame'][g])}" for g in (holdout[0], holdout[-1])],
+                    "holdout": [[f"video{int(t['video'][g])}:frame{int(t['frame'][g])}" for g in (b[0], b[-1])]
+                                for b in blocks],
                     "neutral_frames": int(len(s.neutral_frames))}
 
         self.select_info = self.cache.run("select", key, run)
@@ -270,16 +274,52 @@ class AvatarBuilder:
         self.mesh = HeadMesh(m["positions"], m["uvs"], m["faces"], m["face_map"], m["neutral_face"],
                              int(m["n_face_triangles"][0]))
 
+    # ---- recombined faces (face_regions): one set of donor pairs for basis, VAE and animation ----
+    def _recombination_key(self) -> dict:
+        return {"regions": asdict(self.cfg.regions), "recombine": self.cfg.recombine.to_dict()}
+
+    def _recombined_pairs(self) -> np.ndarray:
+        """(M, 2) [upper donor, lower donor] training frames. A share of the pairs joins frames the
+        relaxed face was assembled from (open eyes above, a closed mouth below): recombined, they
+        are the target's relaxed face with its natural variation — the face every relaxed driver's
+        features point at, which the clip itself may never show."""
+        rc = self.cfg.recombine
+        if not rc.enabled:
+            return np.zeros((0, 2), np.int64)
+        train = self.sel["train"]
+        n_relaxed = int(round(rc.relaxed_share * rc.pairs))
+        _, upper, lower = self._relaxed()
+        upper, lower = np.intersect1d(upper, train), np.intersect1d(lower, train)
+        if not (len(upper) and len(lower)):
+            n_relaxed = 0
+        pairs = draw_pairs(train, rc.pairs - n_relaxed, rc.seed)
+        if n_relaxed:
+            rng = np.random.default_rng(rc.seed + 1)
+            relaxed = np.stack([rng.choice(upper, n_relaxed), rng.choice(lower, n_relaxed)], 1)
+            pairs = np.concatenate([relaxed, pairs])
+        return pairs
+
+    def _recombined_displacements(self, pairs: np.ndarray) -> np.ndarray:
+        """(M, P, 3) canonical displacements from the neutral of the recombined faces."""
+        neutral = self.sel["neutral"]
+        disp = self.sel["canonical"][:, :NUM_MESH_POINTS] - neutral[:NUM_MESH_POINTS]
+        w = self.cfg.regions.upper_weight(neutral, neutral)[:NUM_MESH_POINTS, None]
+        return w * disp[pairs[:, 0]] + (1 - w) * disp[pairs[:, 1]]
+
     def _basis(self) -> None:
         cfg = self.cfg
-        key = _key("basis", asdict(cfg.basis), [self.keys["select"]])
+        key = _key("basis", {**asdict(cfg.basis), **self._recombination_key()}, [self.keys["select"]])
         self.keys["basis"] = key
 
         def run(d: Path) -> dict:
             canon, neutral = self.sel["canonical"], self.sel["neutral"]
             kept = np.flatnonzero(self.sel["keep"])
             disp = canon[:, :NUM_MESH_POINTS] - neutral[:NUM_MESH_POINTS]
-            bs = fit_blendshapes(disp[self.sel["train"]], cfg.basis)
+            fit = disp[self.sel["train"]]
+            # As many recombined faces as real ones: the basis must span eyes and mouth moving apart.
+            pairs = self._recombined_pairs()
+            mixed = self._recombined_displacements(pairs[::max(1, len(pairs) // max(1, len(fit)))][:len(fit)])
+            bs = fit_blendshapes(np.concatenate([fit, mixed]), cfg.basis)
             weights = np.zeros((len(canon), bs.k), np.float32)
             weights[kept] = bs.weights(disp[kept])
             save_np({"basis": bs.basis, "weights": weights, "explained": np.array([bs.explained], np.float64)},
@@ -339,18 +379,35 @@ class AvatarBuilder:
                          basis_size=c.basis_size, n_basis=c.n_basis)
 
     def _train_data(self) -> tuple[TrainData, np.ndarray]:
+        """The VAE's training data (filled textures, validity, weights, recombined faces) and the
+        held-out rows; built once per build (stages after `basis` and `textures` share it)."""
+        if getattr(self, "_data", None) is None:
+            self._data = self._make_train_data()
+        return self._data
+
+    def _make_train_data(self) -> tuple[TrainData, np.ndarray]:
         filled = np.where(self.valid[..., None], self.tex, self.neutral_tex[None])
         slot = {int(g): j for j, g in enumerate(self.kept)}
         train_rows = np.array([slot[int(g)] for g in self.sel["train"]])
         holdout_rows = np.array([slot[int(g)] for g in self.sel["holdout"]])
         data = TrainData(torch.from_numpy(filled).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(self.valid),
                          torch.from_numpy(self.weights[self.kept]), train_rows)
+        pairs = self._recombined_pairs()
+        if len(pairs):
+            rows = np.array([[slot[int(a)], slot[int(b)]] for a, b in pairs], np.int64)
+            weights = self.blendshapes.weights(self._recombined_displacements(pairs))
+            table = texel_table(self.mesh.uvs, self.mesh.faces, self.cfg.res, self.mesh.n_face_triangles)
+            texel_w = texel_upper_weight(self.cfg.regions, self.sel["neutral"], self.mesh.positions,
+                                         self.mesh.faces, table)
+            per_batch = int(round(self.cfg.recombine.vae_fraction * self.cfg.train.batch))
+            data.recombined = RecombinedTextures(rows, torch.from_numpy(weights), torch.from_numpy(texel_w), per_batch)
         return data, holdout_rows
 
     def _vae(self) -> None:
         cfg = self.cfg
         vcfg = self._vae_config()
-        key = _key("vae", {"vae": vcfg.to_json(), "train": asdict(cfg.train), "device": cfg.device},
+        key = _key("vae", {"vae": vcfg.to_json(), "train": asdict(cfg.train), "device": cfg.device,
+                           **self._recombination_key()},
                         [self.keys["textures"], self.keys["basis"]])
         self.keys["vae"] = key
 
@@ -412,17 +469,60 @@ class AvatarBuilder:
 
         self.metrics = self.cache.run("evaluate", key, run)
 
-    def _target_neutral(self, px: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """The target's own neutral face, estimated exactly as ``headcast calibrate neutral`` does
-        for a driver (calibration/neutral.py: low-activity median of geometric-frame canonicals,
-        realigned to that estimate on the stable points and estimated again). At runtime the
-        capture node subtracts the *driver's* neutral from the driver's face; the training pairs
-        must mean the same thing, "this face minus its own relaxed face". (The builder's mesh
-        neutral — closed mouth, open eyes — is a different estimate with another purpose.)"""
-        canon = [to_canonical(px[g])[0] for g in np.flatnonzero(keep)]
-        first = estimate_neutral(canon, NEUTRAL_ESTIMATE, source="build-avatar")
-        realigned = [umeyama(c[STABLE_POINTS], first.canonical[STABLE_POINTS]).apply(c) for c in canon]
-        return estimate_neutral(realigned, NEUTRAL_ESTIMATE, source="build-avatar").canonical
+    def _relaxed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The target's own relaxed face, the origin of her training features, and the kept frames
+        its upper and lower face come from (global indices).
+
+        At runtime the capture node subtracts the *driver's* relaxed face (``headcast calibrate
+        neutral``) from the driver's face, so the training pairs must mean the same: "this face
+        minus its own relaxed face". A calibration recording shows a relaxed face throughout; a
+        target clip may never show one whole (the sample laughs or cries in every usable frame), so
+        it is assembled per region (``face_regions.relaxed_face``: closed, unstretched mouth; open
+        eyes), from geometric-frame canonicals (as the capture node measures them) realigned to a
+        first estimate on the stable points."""
+        if getattr(self, "_relaxed_cache", None) is None:
+            px = self._load_track_px(np.arange(len(self.sel["keep"])))
+            kept = np.flatnonzero(self.sel["keep"])
+            canon = np.array([to_canonical(px[g])[0] for g in kept])
+            first = relaxed_face(canon, self.cfg.regions).canonical
+            realigned = np.array([umeyama(c[STABLE_POINTS], first[STABLE_POINTS]).apply(c) for c in canon])
+            r = relaxed_face(realigned, self.cfg.regions)
+            self._relaxed_cache = (r.canonical, kept[r.upper_frames], kept[r.lower_frames])
+        return self._relaxed_cache
+
+    def _recombined_latents(self, data: TrainData) -> RecombinedSamples | None:
+        """The animation network's recombined samples: the same donor pairs as the VAE's, each
+        with its features blended per landmark and its latent from the head model's encoder, and
+        the latent of the relaxed face itself (``_relaxed_latent``)."""
+        rc = data.recombined
+        if rc is None:
+            return None
+        z = np.zeros((len(rc.pairs), self.vae.cfg.z_dim), np.float32)
+        with torch.no_grad():
+            for i in range(0, len(rc.pairs), 64):
+                tex, _, w = rc.batch(data, np.arange(i, min(i + 64, len(rc.pairs))))
+                z[i:i + 64] = self.vae.encoder(tex, w)[0].numpy()
+        point_w = self.cfg.regions.upper_weight(self.sel["neutral"], self.sel["neutral"])
+        return RecombinedSamples(self._recombined_pairs(), z, np.repeat(point_w, 3), self.cfg.recombine.animation_fraction,
+                                 relaxed_z=self._relaxed_latent(data), relaxed_per_batch=self.cfg.recombine.relaxed_windows)
+
+    def _relaxed_latent(self, data: TrainData) -> np.ndarray:
+        """z of the relaxed face: per-texel and per-landmark medians of the frames its upper and its
+        lower face come from, recombined. No single frame is that face — every frame sits at some
+        distance from the median in feature space — so the animation network is shown it
+        explicitly: a relaxed driver (features ≈ 0) must get the target's relaxed face."""
+        _, upper, lower = self._relaxed()
+        slot = {int(g): j for j, g in enumerate(self.kept)}
+        neutral = self.sel["neutral"]
+        point_w = self.cfg.regions.upper_weight(neutral, neutral)[:NUM_MESH_POINTS, None]
+        canon = self.sel["canonical"][:, :NUM_MESH_POINTS]
+        face = point_w * np.median(canon[upper], 0) + (1 - point_w) * np.median(canon[lower], 0)
+        weights = self.blendshapes.weights((face - neutral[:NUM_MESH_POINTS])[None])
+        rows = [torch.as_tensor([slot[int(g)] for g in frames]) for frames in (upper, lower)]
+        up, lo = (data.textures[r].float().median(0).values / 255 for r in rows)
+        tw = data.recombined.texel_weight
+        with torch.no_grad():
+            return self.vae.encoder((tw * up + (1 - tw) * lo)[None], torch.from_numpy(weights))[0][0].numpy()
 
     def _animation_data(self) -> dict:
         """Training arrays over ALL tracked frames (time order, every video): mp478 features by the
@@ -431,7 +531,7 @@ class AvatarBuilder:
         t = self._load_track(len(self.cfg.videos))
         keep = self.sel["keep"].astype(bool)
         n = len(keep)
-        neutral = self._target_neutral(t["px"], keep)
+        neutral = self._relaxed()[0]
         extractor = Mp478Extractor(neutral, gain=FEATURE_GAIN)
         feats = np.full((n, 478 * 3), np.nan, np.float32)
         for g in np.flatnonzero(t["found"]):
@@ -454,7 +554,7 @@ class AvatarBuilder:
     def _animation(self) -> None:
         cfg = self.cfg
         key = _key("animation", {"anim": cfg.animation.to_dict(), "gain": FEATURE_GAIN,
-                                 "neutral": asdict(NEUTRAL_ESTIMATE)},
+                                 "neutral": "relaxed-face", **self._recombination_key()},
                    [self.keys["vae"], self.keys["select"], self.keys["track"]])
         self.keys["animation"] = key
 
@@ -466,11 +566,13 @@ class AvatarBuilder:
                 try:
                     net, norm, metrics = train_animation(
                         arrays["features"], arrays["z"], arrays["valid"], cfg.animation, segments=arrays["segments"],
-                        holdout=arrays["holdout"], decoder=self.vae.decoder, progress=lambda *_: bar.update(1))
+                        holdout=arrays["holdout"], decoder=self.vae.decoder,
+                        recombined=self._recombined_latents(self._train_data()[0]),
+                        progress=lambda *_: bar.update(1))
                 except ValueError as exc:  # too few usable frames outside the held-out slice
                     raise BuildError(f"animation network: {exc}") from exc
             block = {"included": True, **animation_manifest(net, norm, "mp478", _json_safe(metrics))}
-            save_pt(animation_tensors(net, norm), str(d / "animation.safetensors"))
+            save_pt(animation_tensors(net, norm, target_neutral=arrays["neutral"]), str(d / "animation.safetensors"))
             atomic_write_text(d / "animation.json", json.dumps(block, indent=1))
             ho = metrics.get("holdout") or {}
             return {"train_frames": metrics["frames"]["train"], "holdout_frames": metrics["frames"]["holdout"],
@@ -495,7 +597,7 @@ class AvatarBuilder:
             raise BuildError("could not encode preview.png")
         build = {"frames": self.select_info["frames"], "kept": self.select_info["kept"],
                  "rejected": self.select_info["rejected"], "train_frames": self.select_info["train"],
-                 "holdout_frame_range": self.select_info["holdout"],
+                 "holdout_frame_ranges": self.select_info["holdout"],
                  "stages": {r.name: {"seconds": round(r.seconds, 2), "cached": r.cached} for r in self.cache.records},
                  "seconds_total_this_run": round(time.monotonic() - t_start, 2)}
         manifest = build_manifest(

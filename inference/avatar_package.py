@@ -246,7 +246,7 @@ def check_animation(block: dict, tensors: dict, feature_kind: str, z_dim: int) -
     """Validates the ``anim.*`` tensors against the manifest's animation block, strictly: every
     tensor the declared network needs, with its shape and finite values, and no other ``anim.*``
     name. Returns (AnimationNet, FeatureNormalisation); raises ValueError naming the problem."""
-    from inference.animation.serialize import animation_tensors, load_animation
+    from inference.animation.serialize import TARGET_NEUTRAL, TARGET_NEUTRAL_SHAPE, animation_tensors, load_animation
 
     if block.get("feature_kind") != feature_kind:
         raise ValueError(f"animation network was trained on {block.get('feature_kind')!r} features, "
@@ -262,6 +262,13 @@ def check_animation(block: dict, tensors: dict, feature_kind: str, z_dim: int) -
             raise ValueError(f"animation tensor {k}: shape {tuple(tensors[k].shape)}, expected ({dim},)")
     net, norm = load_animation(tensors, block)
     expected = animation_tensors(net, norm)
+    if TARGET_NEUTRAL in tensors:  # optional: the target's relaxed face
+        neutral = tensors[TARGET_NEUTRAL]
+        if tuple(neutral.shape) != TARGET_NEUTRAL_SHAPE:
+            raise ValueError(f"animation tensor {TARGET_NEUTRAL}: shape {tuple(neutral.shape)}, expected {TARGET_NEUTRAL_SHAPE}")
+        if not torch.isfinite(neutral).all():
+            raise ValueError(f"animation tensor {TARGET_NEUTRAL} holds non-finite values")
+        expected[TARGET_NEUTRAL] = neutral
     extra = sorted(set(tensors) - set(expected))
     if extra:
         raise ValueError(f"unexpected animation tensors {extra[:4]}")

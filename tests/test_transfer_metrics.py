@@ -35,3 +35,40 @@ def test_unrelated_signals_score_low_and_noise_raises_jitter():
 def test_shape_mismatch_rejected():
     with pytest.raises(ValueError):
         agreement("x", np.zeros(5), np.zeros(6))
+
+
+def test_segment_levels_do_not_decide_the_lag():
+    """Three held-out blocks at different expression levels, each with a little motion that the avatar
+    follows 2 frames late. Pooled without segments, the level steps dominate and shifting pairs across
+    block borders pulls the peak towards 0; within segments the real lag is found."""
+    rng = np.random.default_rng(3)
+    blocks, seg = [], []
+    for k, level in enumerate((0.0, 5.0, 2.0)):
+        blocks.append(level + np.convolve(rng.standard_normal(40), np.ones(4) / 4, "same"))
+        seg += [k] * 40
+    d = np.concatenate(blocks)
+    seg = np.array(seg)
+    late = np.concatenate([np.r_[b[:1].repeat(2), b[:-2]] for b in blocks])
+    g = agreement("mouth", d, late, 8, segments=seg)
+    assert g.lag_frames == 2 and g.lag_correlation > 0.9
+    assert g.pearson_r > 0.95  # r pools the blocks: the levels are expression changes too
+
+
+def test_lag_is_not_reported_without_common_motion():
+    """Blocks that differ in level but where the avatar does not share the within-block motion: r is
+    high (the levels agree), but there is nothing to time, so the lag is None, not a number."""
+    rng = np.random.default_rng(4)
+    seg = np.repeat([0, 1, 2], 30)
+    level = np.array([0.0, 3.0, 1.0])[seg]
+    d = level + 0.05 * rng.standard_normal(90)
+    a = 2 * level + 0.05 * rng.standard_normal(90)
+    g = agreement("mouth", d, a, 8, segments=seg)
+    assert g.pearson_r > 0.99 and g.lag_frames is None and g.lag_correlation < 0.5
+
+
+def test_jitter_ignores_jumps_between_segments():
+    seg = np.repeat([0, 1], 50)
+    x = np.where(seg == 0, 0.0, 10.0)[:, None] + np.zeros((100, 2))
+    x[:, 1] += np.linspace(0, 1, 100)  # a steady drift, same everywhere
+    mask = np.ones(100, bool)
+    assert jitter(x, mask, seg) < 0.5 * jitter(x, mask)

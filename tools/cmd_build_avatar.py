@@ -76,7 +76,8 @@ def run(args) -> int:
     print(f"summary: {b['kept']}/{b['frames']} frames kept (rejected: {rej}); "
           f"K={m['head_model']['n_blendshapes']} blendshapes; z={m['head_model']['z_dim']}; "
           f"texture {m['head_model']['texture_size']}²")
-    print(f"  held-out frames {b['holdout_frame_range'][0]}–{b['holdout_frame_range'][1]}: "
+    blocks = ", ".join(f"{lo}–{hi.split(':frame')[-1]}" for lo, hi in b["holdout_frame_ranges"])
+    print(f"  held-out frames {blocks}: "
           f"PSNR {met['holdout_psnr_db']:.2f} dB, SSIM {met['holdout_ssim']:.3f}, "
           f"reprojection {met['holdout_reprojection_px']:.2f} px (basis alone {met['holdout_basis_reprojection_px']:.2f})")
     print(f"  decoder {met['decoder_parameters']:,} parameters, {met['decode_ms_cpu_1thread']:.2f} ms per decode (1 CPU thread)")

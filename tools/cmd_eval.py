@@ -23,42 +23,47 @@ def register(sub) -> None:
     t.add_argument("--video", type=Path, metavar="OUT.mp4", help="driver and avatar side by side")
     rng = t.add_mutually_exclusive_group()
     rng.add_argument("--holdout", action="store_true",
-                     help="score only the avatar's held-out slice (self-reenactment on its own training clip)")
+                     help="score only the avatar's held-out frames (self-reenactment: --driver is its training clip)")
     rng.add_argument("--frames", metavar="START:END", help="score only these driver frames")
     t.add_argument("--size", type=int, default=384, help="rendered avatar image size (default 384)")
     t.add_argument("--neutral", type=Path, metavar="FILE",
-                   help="driver neutral (headcast calibrate neutral); default: estimated online like the capture node")
+                   help="driver neutral (headcast calibrate neutral); default: estimated online like the capture node, "
+                        "or with --holdout the target's relaxed face its training features were measured against")
     t.set_defaults(func=run_transfer)
 
 
 def run_transfer(args) -> int:
-    from tools.eval_transfer import EvalConfig, evaluate, holdout_range
+    from tools.eval_transfer import EvalConfig, evaluate, holdout_ranges
 
-    start, end = 0, None
+    start, end, ranges = 0, None, None
     if args.holdout:
         try:
-            start, end = holdout_range(args.avatar)
+            ranges = holdout_ranges(args.avatar, args.driver)
         except (OSError, KeyError, ValueError) as exc:
-            raise CliError(f"{args.avatar}: no held-out range in the manifest ({exc})") from exc
+            raise CliError(f"{args.avatar}: no held-out frames to score ({exc})") from exc
     elif args.frames:
         try:
             a, b = args.frames.split(":")
             start, end = int(a or 0), (int(b) if b else None)
         except ValueError as exc:
             raise CliError("--frames takes START:END") from exc
-    result = evaluate(EvalConfig(args.avatar, args.driver, start, end, args.size, video=args.video,
-                                 neutral=args.neutral))
+    result = evaluate(EvalConfig(args.avatar, args.driver, start, end, ranges, args.size, video=args.video,
+                                 neutral=args.neutral, target_neutral=args.holdout and args.neutral is None))
     targets = SELF_TARGETS if args.holdout else CROSS_TARGETS
     met = {}
-    print(f"{'signal':<16}{'r':>7}{'nMAE':>7}{'lag':>5}   (frames {result['frames'][0]}..{result['frames'][1]}, "
-          f"{result['scored_frames']} scored)")
+    spans = ", ".join(f"{lo}..{hi}" for lo, hi in result["ranges"])
+    print(f"{'signal':<16}{'r':>7}{'nMAE':>7}{'lag':>5}   (frames {spans}, {result['scored_frames']} scored)")
     for name, s in result["signals"].items():
         goal = targets.get(name)
-        ok = None if goal is None else (s["pearson_r"] >= goal and abs(s["lag_frames"]) <= MAX_LAG)
+        lag = s["lag_frames"]
+        ok = None if goal is None else (s["pearson_r"] >= goal and lag is not None and abs(lag) <= MAX_LAG)
         if ok is not None:
             met[name] = ok
         mark = "" if ok is None else (f"  target r≥{goal}, |lag|≤{MAX_LAG}: " + ("MET" if ok else "NOT MET"))
-        print(f"{name:<16}{s['pearson_r']:>7.3f}{s['nmae']:>7.3f}{s['lag_frames']:>5d}{mark}")
+        lag_text = "n/a" if lag is None else str(lag)
+        print(f"{name:<16}{s['pearson_r']:>7.3f}{s['nmae']:>7.3f}{lag_text:>5}{mark}")
+    if any(s["lag_frames"] is None for s in result["signals"].values()):
+        print("lag n/a: the avatar shares no motion with the driver within the scored ranges to time it by")
     print(f"avatar face found in {result['avatar_face_found_fraction'] * 100:.1f}% of frames; jitter on still "
           f"segments: avatar {result['jitter_still_avatar']:.4f}, driver {result['jitter_still_driver']:.4f}")
     result["targets"] = {"pearson_r": targets, "max_lag_frames": MAX_LAG, "met": met}

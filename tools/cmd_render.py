@@ -63,6 +63,9 @@ def register(sub) -> None:
                         "that fade with their stream); 'reference' (development) = untrained reference avatars "
                         "through the real engine")
     p.add_argument("--device", default="cpu", help="streaming engine device with --engine (cpu, cuda)")
+    p.add_argument("--head-motion", action=argparse.BooleanOptionalAction, default=True,
+                   help="turn the avatar's head as the driver turns theirs, relative to how they held it when "
+                        "the stream started (default on; --no-head-motion keeps it still on its slot)")
     p.add_argument("--latency-trace", type=Path, metavar="FILE",
                    help="write every displayed frame's stage timestamps (JSON columns, ns) for headcast bench latency")
     p.add_argument("--latency-bind", metavar="ENDPOINT",
@@ -121,19 +124,27 @@ def build_source(scene, assets, receiver):
     return StaticAvatarStateSource(streams, receiver=receiver), None
 
 
+def _head_motion(args):
+    from calibration.head_pose import HeadMotionConfig
+
+    return HeadMotionConfig() if getattr(args, "head_motion", True) else None
+
+
 def _make_source(engine: str, scene, receiver, args, clock=None):
     """(source, assets, closer) for the chosen engine; 'auto' falls back to neutral faces."""
     if engine == "reference":
         from tools.render_engine import reference_engine_source
 
-        source, assets = reference_engine_source(scene, receiver, device=args.device, clock=clock)
+        source, assets = reference_engine_source(scene, receiver, device=args.device, clock=clock,
+                                                 head_motion=_head_motion(args))
         return source, assets, source.stop
     if engine in ("package", "auto"):
         from inference.avatar_package import AvatarPackageError
         from tools.render_engine import package_engine_source
 
         try:
-            source, assets = package_engine_source(scene, receiver, device=args.device, clock=clock)
+            source, assets = package_engine_source(scene, receiver, device=args.device, clock=clock,
+                                                   head_motion=_head_motion(args))
             print(f"engine: streaming engine on {args.device} with the packages' animation networks", flush=True)
             return source, assets, source.stop
         except AvatarPackageError as exc:

@@ -30,10 +30,16 @@ class EvalConfig:
     driver: Path
     start: int = 0  # first scored driver frame
     end: int | None = None  # one past the last scored frame
+    # Several scored ranges [(start, end), ...] instead (the avatar's held-out blocks); each is
+    # driven as a stream that starts `window` frames before it.
+    ranges: tuple[tuple[int, int], ...] | None = None
     size: int = 384  # rendered avatar image (square)
     max_lag: int = 8
     video: Path | None = None
     neutral: Path | None = None  # driver neutral file (headcast calibrate neutral); None: online estimate
+    # Self-reenactment: measure the driver (the avatar's own training clip) against the target's
+    # relaxed face stored in the package, exactly as its training features were measured.
+    target_neutral: bool = False
 
 
 @dataclass
@@ -70,14 +76,16 @@ def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
     return DriverTrack(marks, frames, fps if fps and fps > 1 else 30.0)
 
 
-def driver_features(track: DriverTrack, neutral_file: Path | None = None):
-    """Features exactly as the capture node makes them: against a neutral file when given, else
-    the neutral its online estimator settles on from the clip's first seconds (frozen after)."""
+def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutral: np.ndarray | None = None):
+    """Features exactly as the capture node makes them: against ``neutral`` or a neutral file when
+    given, else the neutral its online estimator settles on from the clip's first seconds (frozen after)."""
     from calibration.neutral import NeutralError, NeutralFace, OnlineNeutralEstimator
     from inference.features.mp478 import Mp478Extractor
 
     ex = Mp478Extractor()
-    if neutral_file is not None:
+    if neutral is not None:
+        neutral = np.asarray(neutral, np.float32)
+    elif neutral_file is not None:
         try:
             neutral = NeutralFace.load(neutral_file).canonical
         except NeutralError as exc:
@@ -172,73 +180,118 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
         raise CliError(str(exc)) from exc
     track = track_driver(cfg.driver, keep_frames=cfg.video is not None)
     n = len(track.landmarks)
-    end = n if cfg.end is None else min(cfg.end, n)
-    if not (0 <= cfg.start < end):
-        raise CliError(f"frame range {cfg.start}..{end} is empty (driver has {n} frames)")
-    feats, driver_canon, _ = driver_features(track, cfg.neutral)
-    engine = StreamingEngine({STREAM: model}, EngineConfig(device="cpu", threads=1))
+    ranges = cfg.ranges if cfg.ranges is not None else ((cfg.start, n if cfg.end is None else cfg.end),)
+    ranges = tuple((int(lo), min(int(hi), n)) for lo, hi in ranges)
+    for lo, hi in ranges:
+        if not (0 <= lo < hi):
+            raise CliError(f"frame range {lo}..{hi} is empty (driver has {n} frames)")
+    target_neutral = None
+    if cfg.target_neutral:
+        from inference.animation.serialize import TARGET_NEUTRAL
+
+        if TARGET_NEUTRAL not in pkg.extra_tensors:
+            raise CliError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
+                           "or pass --neutral")
+        target_neutral = pkg.extra_tensors[TARGET_NEUTRAL].numpy()
+    feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral)
     m = pkg.mesh
     renderer = FrontalAvatarRenderer(AvatarMeshData(m.positions, m.uvs, m.indices, m.blendshapes), cfg.size)
     writer = None
     period = int(1e9 / track.fps)
-    d_sig, a_sig, found = [], [], []
-    # Warm the window up on the frames before the scored range, as a live stream would have.
-    first = max(0, cfg.start - model.window)
+    d_sig, a_sig, found, segment, scored = [], [], [], [], []
+    total = sum(hi - lo for lo, hi in ranges)
     try:
         with FaceTracker() as avatar_tracker:
-            for i in range(first, end):
-                t = (i + 1) * period
-                f = feats[i]
-                frame = FeatureFrame(STREAM, i, FeatureKind.MP478,
-                                     np.zeros((478, 3), np.float32) if f is None else f, t, t,
-                                     flags=Flags.FACE_LOST if f is None else Flags.NONE)
-                state = engine.step({STREAM: [frame]}, now_ns=t)[STREAM]
-                image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32))
-                if i < cfg.start:
-                    continue
-                obs = avatar_tracker.track(image)
-                found.append(obs is not None)
-                a_sig.append(signals_of(None if obs is None else to_canonical(obs.landmarks_px)[0]))
-                d_sig.append(signals_of(driver_canon[i]))
-                if cfg.video is not None:
-                    drv = track.frames_bgr[i]
-                    scale = cfg.size / drv.shape[0]
-                    drv = cv2.resize(drv, (int(drv.shape[1] * scale), cfg.size))
-                    side = np.concatenate([drv, image], axis=1)
-                    if writer is None:
-                        cfg.video.parent.mkdir(parents=True, exist_ok=True)
-                        writer = cv2.VideoWriter(str(cfg.video), cv2.VideoWriter_fourcc(*"mp4v"), track.fps,
-                                                 (side.shape[1], side.shape[0]))
-                    writer.write(side)
-                if progress:
-                    progress(i - cfg.start + 1, end - cfg.start)
+            for seg, (start, end) in enumerate(ranges):
+                # A fresh stream per range, warmed up on the frames before it as a live stream would be.
+                engine = StreamingEngine({STREAM: model}, EngineConfig(device="cpu", threads=1))
+                for i in range(max(0, start - model.window), end):
+                    t = (i + 1) * period
+                    f = feats[i]
+                    frame = FeatureFrame(STREAM, i, FeatureKind.MP478,
+                                         np.zeros((478, 3), np.float32) if f is None else f, t, t,
+                                         flags=Flags.FACE_LOST if f is None else Flags.NONE)
+                    state = engine.step({STREAM: [frame]}, now_ns=t)[STREAM]
+                    image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32))
+                    if i < start:
+                        continue
+                    obs = avatar_tracker.track(image)
+                    found.append(obs is not None)
+                    a_sig.append(signals_of(None if obs is None else to_canonical(obs.landmarks_px)[0]))
+                    d_sig.append(signals_of(driver_canon[i]))
+                    segment.append(seg)
+                    scored.append(i)
+                    if cfg.video is not None:
+                        drv = track.frames_bgr[i]
+                        scale = cfg.size / drv.shape[0]
+                        drv = cv2.resize(drv, (int(drv.shape[1] * scale), cfg.size))
+                        side = np.concatenate([drv, image], axis=1)
+                        if writer is None:
+                            cfg.video.parent.mkdir(parents=True, exist_ok=True)
+                            writer = cv2.VideoWriter(str(cfg.video), cv2.VideoWriter_fourcc(*"mp4v"), track.fps,
+                                                     (side.shape[1], side.shape[0]))
+                        writer.write(side)
+                    if progress:
+                        progress(len(scored), total)
     finally:
         renderer.close()
         if writer is not None:
             writer.release()
     d = np.array(d_sig)
     a = np.array(a_sig)
+    seg_ids = np.array(segment)
     both = np.isfinite(d).all(1) & np.isfinite(a).all(1)
     if both.sum() < 8:
         raise CliError(f"only {int(both.sum())} frames with a face in both driver and avatar: nothing to compare")
-    signals = {name: agreement(name, d[both, k], a[both, k], cfg.max_lag).as_dict() for k, name in enumerate(SIGNALS)}
-    still = still_mask(d[both])
+    sb = seg_ids[both]
+    signals = {name: agreement(name, d[both, k], a[both, k], cfg.max_lag, sb).as_dict()
+               for k, name in enumerate(SIGNALS)}
+    still = still_mask(d[both], segments=sb)
     return {
-        "avatar": str(cfg.avatar), "driver": str(cfg.driver), "frames": [cfg.start, end],
+        "avatar": str(cfg.avatar), "driver": str(cfg.driver),
+        "frames": [ranges[0][0], ranges[-1][1]], "ranges": [list(r) for r in ranges],
         "scored_frames": int(both.sum()), "animation": note,
         "avatar_face_found_fraction": float(np.mean(found)),
         "driver_face_found_fraction": float(np.isfinite(d).all(1).mean()),
         "signals": signals,
-        "jitter_still_avatar": jitter(a[both], still),
-        "jitter_still_driver": jitter(d[both], still),
+        "jitter_still_avatar": jitter(a[both], still, sb),
+        "jitter_still_driver": jitter(d[both], still, sb),
         "video": str(cfg.video) if cfg.video else None,
+        # Per scored frame (NaN where a face was missing): for plots and for checking a number.
+        "series": {"frame": scored,
+                   "driver": {name: _finite_or_none(d[:, k]) for k, name in enumerate(SIGNALS)},
+                   "avatar": {name: _finite_or_none(a[:, k]) for k, name in enumerate(SIGNALS)}},
     }
 
 
-def holdout_range(avatar: Path) -> tuple[int, int]:
-    """The builder's held-out slice of the training clip (manifest: 'video0:frame398'..)."""
+def _finite_or_none(x: np.ndarray) -> list:
+    return [round(float(v), 5) if np.isfinite(v) else None for v in x]
+
+
+def holdout_ranges(avatar: Path, driver: Path) -> tuple[tuple[int, int], ...]:
+    """The avatar's held-out blocks in ``driver``, which must be one of its training clips (matched
+    by sha256 against the manifest's sources), as (start, end) frame ranges of that clip."""
     import json
 
+    from inference.avatar_package import sha256_file
+
     raw = json.loads((Path(avatar) / "avatar.json").read_text())
-    lo, hi = raw["build"]["holdout_frame_range"]
-    return int(lo.split("frame")[-1]), int(hi.split("frame")[-1]) + 1
+    build = raw["build"]
+    blocks = build.get("holdout_frame_ranges") or [build["holdout_frame_range"]]  # v4 packages: one slice
+    digest = sha256_file(Path(driver))
+    videos = [i for i, s in enumerate(raw["provenance"]["sources"]) if s.get("sha256") == digest]
+    if not videos:
+        raise ValueError(f"{driver} is not one of the clips {Path(avatar).name} was built from")
+
+    def parse(tag: str) -> tuple[int, int]:
+        video, frame = tag.split(":frame")
+        return int(video.removeprefix("video")), int(frame)
+
+    out = []
+    for lo, hi in blocks:
+        (v, a), (_, b) = parse(lo), parse(hi)
+        if v in videos:
+            out.append((a, b + 1))
+    if not out:
+        raise ValueError(f"no held-out block lies in {driver}")
+    return tuple(out)

@@ -10,8 +10,10 @@ converts each `AvatarState` to the render node's `AvatarFrameState`:
 * CUDA textures are views of the engine's static output buffer: the interop copy runs on the
   engine's stream (`engine.backend.stream`), so it is ordered against the next graph replay;
 * presence = the engine's own faded presence (it already relaxes z to the neutral face);
-* pose: identity for now — the tracker's pose is the driver's head in *their camera's* frame and
-  needs a neutral-pose calibration before it can turn an avatar standing elsewhere.
+* pose: the driver's head motion relative to their own reference pose (``calibration.head_pose``:
+  averaged over the stream's first good frames, One Euro smoothed with real frame intervals,
+  clamped), turning the avatar's head about the top of its neck; ``head_motion=None`` keeps the
+  head still on its slot.
 
 Lives in tools/ because it joins the two peers xr_runtime and inference.
 """
@@ -21,9 +23,21 @@ import time
 
 import numpy as np
 
-from xr_runtime.avatar_state import AvatarFrameState, IDENTITY_POSE
+from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
+from inference.avatar_manifest import CANONICAL_UNIT_M
+from xr_runtime.avatar_state import AvatarFrameState, HeadPose, IDENTITY_POSE
 from xr_runtime.latency import LatencyTrace
 from xr_runtime.worker_source import WorkerStateSource
+
+# Where a head turns and nods: the top of the neck, behind and below the canonical origin (the
+# bridge of the nose), in interocular units of the canonical frame (y up, z out of the face).
+NECK_PIVOT = (0.0, -1.3, -1.5)
+
+
+def avatar_head_pose(motion: HeadMotion) -> HeadPose:
+    """The avatar's head pose (metres, about the neck) for a driver's head motion (IOD units)."""
+    return HeadPose(motion.rotation, tuple(v * CANONICAL_UNIT_M for v in motion.translation), 1.0,
+                    tuple(v * CANONICAL_UNIT_M for v in NECK_PIVOT))
 
 
 def latency_trace(st, receiver, clock=None) -> LatencyTrace | None:
@@ -44,8 +58,22 @@ def latency_trace(st, receiver, clock=None) -> LatencyTrace | None:
                         clock_mapped=mapping is not None)
 
 
-def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None) -> WorkerStateSource:
+def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None,
+                        head_motion: HeadMotionConfig | None = HeadMotionConfig()) -> WorkerStateSource:
     serials: dict[str, tuple[int, object]] = {}
+    heads: dict[str, tuple[HeadMotionTracker, int]] = {}  # stream → (tracker, last seq it saw)
+
+    def head_pose(sid: str, st) -> HeadPose:
+        if head_motion is None:
+            return IDENTITY_POSE
+        tracker, seen = heads.get(sid, (None, -1))
+        if tracker is None:
+            tracker = HeadMotionTracker(head_motion)
+        if st.seq >= 0 and st.seq != seen and st.t_capture_ns > 0:
+            p = st.pose  # the tracker's pose of the newest good frame (camera frame)
+            tracker.update(p.rotation, p.translation, p.scale, st.t_capture_ns)
+        heads[sid] = (tracker, st.seq)
+        return avatar_head_pose(tracker.motion)
 
     def step() -> dict[str, AvatarFrameState]:
         out = {}
@@ -61,7 +89,7 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None) 
                 # stream orders the interop copy against the next replay (no torn textures).
                 engine_stream = getattr(engine.backend, "stream", None)
                 stream = getattr(engine_stream, "cuda_stream", None)
-            out[sid] = AvatarFrameState(st.texture, np.asarray(st.weights, np.float32), IDENTITY_POSE,
+            out[sid] = AvatarFrameState(st.texture, np.asarray(st.weights, np.float32), head_pose(sid, st),
                                         float(min(1.0, max(0.0, st.face_present))), t_state_ns=int(t_state),
                                         t_ready_ns=time.monotonic_ns(), texture_serial=serial, cuda_stream=stream,
                                         trace=latency_trace(st, receiver, clock))
@@ -72,7 +100,8 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None) 
     return source
 
 
-def reference_engine_source(scene, receiver, texture_size: int = 128, device: str = "cpu", clock=None):
+def reference_engine_source(scene, receiver, texture_size: int = 128, device: str = "cpu", clock=None,
+                            head_motion: HeadMotionConfig | None = HeadMotionConfig()):
     """Development: untrained reference avatars (real shapes, random weights) on every slot, so the
     whole live path — socket, engine, upload, render — runs without avatar packages.
     Returns (source, assets)."""
@@ -93,10 +122,11 @@ def reference_engine_source(scene, receiver, texture_size: int = 128, device: st
             texture, weights = model.decoder(model.net.neutral_z[None])
         assets.append(AvatarAssets(dev_head_mesh(blendshapes=int(weights.shape[-1])),
                                    to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy()))
-    return engine_state_source(engine, receiver, clock=clock).start(), assets
+    return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion).start(), assets
 
 
-def package_engine_source(scene, receiver, device: str = "cpu", clock=None):
+def package_engine_source(scene, receiver, device: str = "cpu", clock=None,
+                          head_motion: HeadMotionConfig | None = HeadMotionConfig()):
     """The product path: every slot's package (mesh, decoder, animation network) on the streaming
     engine. Raises ValueError naming the package when one carries no animation network.
     Returns (source, assets); slots sharing a package share its loaded model."""
@@ -123,4 +153,4 @@ def package_engine_source(scene, receiver, device: str = "cpu", clock=None):
         models[slot.stream] = loaded[key][0]
         assets.append(loaded[key][1])
     engine = StreamingEngine(models, EngineConfig(device=device, threads=1))
-    return engine_state_source(engine, receiver).start(), assets
+    return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion).start(), assets

@@ -19,11 +19,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class HeadPose:
-    """Rigid head pose relative to the avatar's slot in the scene (metres, unit quaternion)."""
+    """Rigid head pose relative to the avatar's slot in the scene (metres, unit quaternion).
+
+    The rotation turns the head about ``pivot`` (model coordinates, metres, before the slot's
+    scale): a head nods and turns about the top of the neck, not about the bridge of its nose."""
 
     rotation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # w, x, y, z
     translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
     scale: float = 1.0
+    pivot: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 IDENTITY_POSE = HeadPose()
@@ -90,11 +94,14 @@ def check_state(state: Any, blendshape_count: int) -> AvatarFrameState:
     p = state.pose
     if not isinstance(p, HeadPose):
         raise BadState(f"pose must be HeadPose, got {type(p).__name__}")
-    values = (*p.rotation, *p.translation, p.scale, state.presence)
-    if len(p.rotation) != 4 or len(p.translation) != 3 or not all(math.isfinite(float(v)) for v in values):
+    values = (*p.rotation, *p.translation, *p.pivot, p.scale, state.presence)
+    if (len(p.rotation) != 4 or len(p.translation) != 3 or len(p.pivot) != 3
+            or not all(math.isfinite(float(v)) for v in values)):
         raise BadState("pose or presence not finite")
     if abs(math.sqrt(sum(float(v) ** 2 for v in p.rotation)) - 1.0) > 1e-2:
         raise BadState("rotation is not a unit quaternion")
     if not 0.0 < p.scale < 100.0 or not 0.0 <= state.presence <= 1.0:
         raise BadState(f"scale {p.scale} or presence {state.presence} out of range")
+    if max(abs(float(v)) for v in (*p.translation, *p.pivot)) > 10.0:
+        raise BadState("pose translation or pivot beyond 10 m of the slot")
     return state

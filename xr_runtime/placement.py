@@ -21,9 +21,12 @@ def rigid_matrix(position, rotation_wxyz) -> np.ndarray:
 
 
 def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: HeadPose) -> np.ndarray:
-    """placement · head pose · scale: the model → world matrix the avatar is drawn with."""
-    head = rigid_matrix(pose.translation, pose.rotation)
-    return (placement @ head @ math3d.scaling(slot_scale * pose.scale)).astype(np.float32)
+    """placement · head pose (about its pivot) · scale: the model → world matrix the avatar is drawn with."""
+    s = slot_scale * pose.scale
+    pivot = s * np.asarray(pose.pivot, dtype=np.float64)
+    rotation = rigid_matrix((0.0, 0.0, 0.0), pose.rotation)
+    head = math3d.translation(*(np.asarray(pose.translation) + pivot)) @ rotation @ math3d.translation(*-pivot)
+    return (placement @ head @ math3d.scaling(s)).astype(np.float32)
 
 
 def matrix_to_quaternion_wxyz(m: np.ndarray) -> tuple[float, float, float, float]:

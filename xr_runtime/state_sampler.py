@@ -51,7 +51,9 @@ def blend_pose(a: HeadPose, b: HeadPose, alpha: float) -> HeadPose:
     """a at alpha 0, b at alpha 1; alpha beyond 1 extrapolates."""
     q = _slerp(np.asarray(a.rotation, dtype=np.float64), np.asarray(b.rotation, dtype=np.float64), alpha)
     t = np.asarray(a.translation) + alpha * (np.asarray(b.translation) - np.asarray(a.translation))
-    return HeadPose(tuple(float(v) for v in q), tuple(float(v) for v in t), a.scale + alpha * (b.scale - a.scale))
+    p = np.asarray(a.pivot) + alpha * (np.asarray(b.pivot) - np.asarray(a.pivot))
+    return HeadPose(tuple(float(v) for v in q), tuple(float(v) for v in t), a.scale + alpha * (b.scale - a.scale),
+                    tuple(float(v) for v in p))
 
 
 def idle_pose(t_ns: int) -> HeadPose:

@@ -13,6 +13,8 @@ the target's features look like a plausible other driver, capture setup and netw
   per-dimension factor (expressions move individual points differently from person to person).
 * **feature noise** per frame and per dimension (tracker jitter), and **input dropout** on the
   projected inputs.
+* **splices**: the older frames of a window replaced by another window's, the newest few kept — an
+  expression that changes faster than any in the clip, so the output follows the newest frames.
 
 Windows never cross run boundaries (clip or hold-out borders): near a run's start the first frame
 is repeated, which is exactly what the engine does when a stream starts.
@@ -96,6 +98,22 @@ def augment_features(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Gener
     gain = torch.exp(randn(b, 1, 1) * cfg.gain_log_std) * (1.0 + randn(b, 1, d) * cfg.dim_gain_std)
     offset = randn(b, 1, d) * cfg.offset_std
     return x * gain + offset
+
+
+def splice_windows(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """(B, T, D) windows, each with probability ``splice_prob`` made of another window of the batch
+    up to its newest 1..``splice_keep`` frames, which stay (the target is the newest frame's)."""
+    b, t, _ = x.shape
+    if not cfg.enabled or cfg.splice_prob <= 0 or t < 2 or b < 2:
+        return x
+    chosen = torch.rand(b, generator=generator) < cfg.splice_prob
+    if not chosen.any():
+        return x
+    donor = torch.randint(0, b, (b,), generator=generator)
+    keep = torch.randint(1, max(1, min(cfg.splice_keep, t - 1)) + 1, (b,), generator=generator)
+    older = torch.arange(t)[None, :] < (t - keep)[:, None]  # (B, T): frames taken from the donor
+    mask = (older & chosen[:, None])[..., None]
+    return torch.where(mask, x[donor], x)
 
 
 def add_noise(p: torch.Tensor, std: float, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

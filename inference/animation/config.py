@@ -47,6 +47,11 @@ class AugmentConfig:
     repeat_prob: float = 0.1  # per step: frame repeated (slower camera / held frame)
     skip_prob: float = 0.15  # per step: frame dropped on the wire (window spans more time)
     input_dropout: float = 0.05  # per element: robustness to single corrupted features
+    # per window: the older frames replaced by another window's, the newest 1..splice_keep kept —
+    # an expression that changes abruptly. Without it the network leaned on the whole window and
+    # followed the other sample person's fast smile onset 2 frames late (quick build; see ANIMATION.md).
+    splice_prob: float = 0.3
+    splice_keep: int = 3
 
 
 @dataclass(frozen=True)

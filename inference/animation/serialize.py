@@ -20,11 +20,19 @@ from .normalisation import FeatureNormalisation
 
 FORMAT = 1
 PREFIX = "anim."
+# The target's relaxed face (478, 3) canonical: the origin of its training features. Optional (older
+# packages lack it); with it, self-reenactment drives the avatar with features measured exactly as
+# in training (eval transfer --holdout).
+TARGET_NEUTRAL = PREFIX + "target_neutral"
+TARGET_NEUTRAL_SHAPE = (478, 3)
 
 
-def animation_tensors(net: AnimationNet, norm: FeatureNormalisation, prefix: str = PREFIX) -> dict[str, torch.Tensor]:
+def animation_tensors(net: AnimationNet, norm: FeatureNormalisation, prefix: str = PREFIX,
+                      target_neutral=None) -> dict[str, torch.Tensor]:
     out = {prefix + "net." + k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     out.update(norm.state_dict(prefix + "norm."))
+    if target_neutral is not None:
+        out[prefix + "target_neutral"] = torch.as_tensor(target_neutral, dtype=torch.float32).contiguous().clone()
     return out
 
 

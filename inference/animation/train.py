@@ -12,6 +12,11 @@
   weights latent errors by what they do to the avatar instead of treating all latent dimensions
   alike (KL-starved dimensions barely matter, a mouth dimension matters a lot).
 
+* ``recombined``: extra samples whose upper face comes from one training frame and lower face from
+  another (``inference.head_model.face_regions``), with their latents from the head model's
+  encoder; a share of every batch is drawn from them (windows of both donors, blended per feature
+  dimension), so the network sees eye and mouth combinations the clip never shows together.
+
 Returns the trained :class:`AnimationNet` (eval mode, on CPU), the :class:`FeatureNormalisation`
 and a metrics dict (JSON-able) for the manifest.
 """
@@ -19,19 +24,75 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .augment import add_noise, augment_features, make_runs, run_ids, window_positions
+from .augment import add_noise, augment_features, make_runs, run_ids, splice_windows, window_positions
 from .config import AnimationConfig
 from .network import AnimationNet
 from .normalisation import FeatureNormalisation
 from .residual_encoder import ResidualEncoder
 
 Decoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class RecombinedSamples:
+    """Training targets for recombined faces (see ``train_animation``)."""
+
+    pairs: np.ndarray  # (M, 2) frame indices: [upper-face donor, lower-face donor]
+    z: np.ndarray  # (M, Z) latent of each recombined face (the donors' newest frames)
+    feature_weight: np.ndarray  # (D,) in [0, 1]: how much each feature dimension follows the upper donor
+    fraction: float = 0.5  # share of every batch drawn from these
+    # The target's relaxed face: a relaxed driver's features are ≈ 0 (calibration error and tracker
+    # noise aside, which augmentation adds), so windows of zeros are trained towards its latent.
+    relaxed_z: np.ndarray | None = None  # (Z,)
+    relaxed_per_batch: int = 0
+
+
+class _Recombiner:
+    """Draws recombined windows: both donors' windows (each with its own temporal jitter), blended."""
+
+    def __init__(self, samples: RecombinedSamples, train_runs, n_frames: int, feature_dim: int, batch: int):
+        pos = np.full(n_frames, -1, np.int64)
+        pos[train_runs.order] = np.arange(len(train_runs))
+        pairs = np.asarray(samples.pairs, np.int64)
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) != len(samples.z):
+            raise ValueError(f"recombined pairs {pairs.shape} and z {np.shape(samples.z)} do not match")
+        if np.shape(samples.feature_weight) != (feature_dim,):
+            raise ValueError(f"recombined feature_weight must have shape ({feature_dim},)")
+        ok = (pairs >= 0).all(1) & (pairs < n_frames).all(1)
+        ok[ok] = (pos[pairs[ok]] >= 0).all(1)  # both donors must be training frames
+        self.positions = pos[pairs[ok]]
+        self.z = torch.from_numpy(np.asarray(samples.z, np.float32)[ok])
+        self.weight = torch.from_numpy(np.asarray(samples.feature_weight, np.float32))
+        self.count = int(round(np.clip(samples.fraction, 0.0, 1.0) * batch)) if len(self.z) else 0
+        self.relaxed_z = None if samples.relaxed_z is None else torch.from_numpy(
+            np.asarray(samples.relaxed_z, np.float32).reshape(1, -1))
+        self.relaxed_count = samples.relaxed_per_batch if self.relaxed_z is not None else 0
+
+    def windows(self, xn: torch.Tensor, runs, window: int, augment, rng) -> tuple[torch.Tensor, np.ndarray]:
+        m = rng.integers(0, len(self.z), self.count)
+        upper = xn[torch.from_numpy(window_positions(runs, self.positions[m, 0], window, augment, rng))]
+        lower = xn[torch.from_numpy(window_positions(runs, self.positions[m, 1], window, augment, rng))]
+        return self.weight * upper + (1 - self.weight) * lower, m
+
+    def relaxed(self, zero: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(windows of ``zero`` — the normalised zero feature vector — (R, T, D), their target
+        (R, Z)): augmentation adds the driver's calibration offset, gain and tracker noise on top,
+        as for every other window."""
+        return (zero.reshape(1, 1, -1).expand(self.relaxed_count, window, -1),
+                self.relaxed_z.expand(self.relaxed_count, -1))
+
+    def newest(self, xn: torch.Tensor, runs) -> torch.Tensor:
+        """Blended newest frames of every sample (for the PCA basis)."""
+        upper = xn[torch.from_numpy(runs.order[self.positions[:, 0]])]
+        lower = xn[torch.from_numpy(runs.order[self.positions[:, 1]])]
+        return self.weight * upper + (1 - self.weight) * lower
 
 
 @contextlib.contextmanager
@@ -88,6 +149,7 @@ def train_animation(
     segments: np.ndarray | None = None,
     holdout: np.ndarray | None = None,
     decoder: torch.nn.Module | None = None,
+    recombined: RecombinedSamples | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[AnimationNet, FeatureNormalisation, dict]:
     t_start = time.perf_counter()
@@ -107,20 +169,31 @@ def train_animation(
     with torch_threads(config.threads), frozen(decoder):
         torch.manual_seed(config.seed)  # parameter init; the sampling uses its own generators
         xn = torch.from_numpy(norm.apply(x_np))
+        x_zero = torch.from_numpy(norm.apply(np.zeros((1, d), np.float32)))[0]
         zt = torch.from_numpy(z_np)
         z_train = zt[torch.from_numpy(train_runs.order)]
         net = AnimationNet(d, z_np.shape[1], config)
+        mixer = _Recombiner(recombined, train_runs, n, d, config.batch) if recombined is not None else None
+        if mixer is not None and mixer.count == 0 and mixer.relaxed_count == 0:
+            mixer = None
+        pca_input = xn[torch.from_numpy(train_runs.order)]
+        if mixer is not None:  # the basis must span the recombined faces too
+            pca_input = torch.cat([pca_input, mixer.newest(xn, train_runs)])
         # Uncentred on purpose in zero_centred mode: the basis must keep "neutral = 0".
-        pca_kept = net.fit_pca(xn[torch.from_numpy(train_runs.order)])
+        pca_kept = net.fit_pca(pca_input)
         noise_scale = net.noise_scale
         net.z_mean.copy_(z_train.mean(0))
         net.z_scale.fill_(float(torch.sqrt(((z_train - z_train.mean(0)) ** 2).mean()).clamp_min(1e-4)))
         enc = ResidualEncoder(z_np.shape[1], config.residual) if net.code_dim else None
 
-        w_target = None
+        w_target = w_mixed = w_relaxed = None
         if decoder is not None and config.loss.geometry_weight > 0:
             with torch.no_grad():
                 w_target = torch.cat([_decode_weights(decoder, zt[i:i + 256]).float() for i in range(0, n, 256)])
+                if mixer is not None:
+                    w_mixed = _decode_weights(decoder, mixer.z).float()
+                    if mixer.relaxed_z is not None:
+                        w_relaxed = _decode_weights(decoder, mixer.relaxed_z).float()
 
         params = list(net.parameters()) + (list(enc.parameters()) if enc is not None else [])
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -134,24 +207,41 @@ def train_animation(
             targets = rng.integers(0, len(train_runs), config.batch)
             win = torch.from_numpy(window_positions(train_runs, targets, config.window, config.augment, rng))
             last = win[:, -1]
-            pb = net.project(augment_features(xn[win], config.augment, gen))
-            pb = add_noise(pb, config.augment.noise_std * noise_scale, config.augment, gen)
+            xb = xn[win]
             zb = zt[last]
+            wb = None if w_target is None else w_target[last]
+            if mixer is not None and mixer.count:
+                xm, m = mixer.windows(xn, train_runs, config.window, config.augment, rng)
+                xb = torch.cat([xb, xm])
+                zb = torch.cat([zb, mixer.z[m]])
+                if wb is not None:
+                    wb = torch.cat([wb, w_mixed[m]])
+            if mixer is not None and mixer.relaxed_count:
+                xr, zr = mixer.relaxed(x_zero, config.window)
+                xb, zb = torch.cat([xb, xr]), torch.cat([zb, zr])
+                if wb is not None:
+                    wb = torch.cat([wb, w_relaxed.expand(len(zr), -1)])
+            pb = net.project(augment_features(splice_windows(xb, config.augment, gen), config.augment, gen))
+            pb = add_noise(pb, config.augment.noise_std * noise_scale, config.augment, gen)
             code, kl = None, torch.zeros(())
             if enc is not None:
+                # The code reads the target latents of the whole window, which recombined samples
+                # only have for their newest frame: they get the prior, as at inference.
                 mu, logvar = enc((zt[win] - net.z_mean) / net.z_scale)
                 code = enc.sample(mu, logvar)
                 kl = enc.kl(mu, logvar)
+                if len(zb) > len(code):
+                    code = torch.cat([code, net.prior_code(len(zb) - len(code), dtype=code.dtype)])
             zhat = net.forward_projected(pb, code)
             loss = config.loss.z_weight * F.mse_loss(zhat, zb) / net.z_scale ** 2
             if enc is not None:
                 loss = loss + config.residual.kl_weight * kl
-            if w_target is not None:
+            if wb is not None:
                 # Only the weights are needed: a decoder's cheap ``decode_weights`` if it has one,
                 # else the full decoder on a subset of the batch (its texture costs the most).
                 k = zhat.shape[0] if hasattr(decoder, "decode_weights") else min(config.loss.geometry_samples, zhat.shape[0])
                 w_hat = _decode_weights(decoder, zhat[:k])
-                loss = loss + config.loss.geometry_weight * F.mse_loss(w_hat.float(), w_target[last[:k]])
+                loss = loss + config.loss.geometry_weight * F.mse_loss(w_hat.float(), wb[:k])
             if decoder is not None and config.loss.texture_weight > 0 and step % max(1, config.loss.texture_every) == 0:
                 k = min(config.loss.texture_samples, zhat.shape[0])
                 tex_hat, _ = decoder(zhat[:k])
@@ -183,6 +273,7 @@ def train_animation(
         "seconds": round(time.perf_counter() - t_start, 2),
         "parameters": net.parameter_count(),
         "pca_variance_kept": pca_kept,
+        "recombined_samples": 0 if mixer is None else int(len(mixer.z)),
     })
     return net.cpu(), norm, metrics
 

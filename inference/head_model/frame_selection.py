@@ -117,3 +117,38 @@ def robust_neutral(canon: np.ndarray, keep: np.ndarray, fraction: float) -> tupl
     n = max(3, int(round(fraction * len(idx))))
     chosen = cand[np.argsort(dist)[:n]]
     return np.median(canon[chosen], axis=0), np.sort(chosen)
+
+
+def holdout_blocks(kept: np.ndarray, video: np.ndarray, frame: np.ndarray, fraction: float, blocks: int,
+                   frame_step: int = 1) -> list[np.ndarray]:
+    """Held-out frames as ``blocks`` contiguous blocks spread evenly over the kept frames.
+
+    A single contiguous slice of a clip that shows each expression once holds out one expression
+    (the sample's 30-frame slice was one smile in which the mouth never moved, so mouth r on it was
+    noise). Blocks centred at the (k + ½)/B quantiles of the kept frames sample the whole clip
+    systematically — chosen by position, never by what the frames show. Each block lies inside one
+    run of consecutive kept frames of one video (so a scored range never spans rejected frames) and
+    is ~fraction/B of the kept frames long. Returns the blocks (global frame indices), in order.
+    """
+    kept = np.asarray(kept, np.int64)
+    n = len(kept)
+    total = max(1, int(round(fraction * n)))
+    count = max(1, min(blocks, total))
+    sizes = [total // count + (1 if k < total % count else 0) for k in range(count)]
+    v, f = np.asarray(video)[kept], np.asarray(frame)[kept]
+    breaks = np.r_[True, (v[1:] != v[:-1]) | (f[1:] - f[:-1] > frame_step)]
+    run = np.cumsum(breaks) - 1
+    run_lo = np.flatnonzero(breaks)
+    run_hi = np.r_[run_lo[1:], n]  # one past the end
+    taken = np.zeros(n, bool)
+    out = []
+    for k, size in enumerate(sizes):
+        centre = min(n - 1, int((k + 0.5) * n / count))
+        lo, hi = run_lo[run[centre]], run_hi[run[centre]]
+        start = int(np.clip(centre - size // 2, lo, max(lo, hi - size)))
+        idx = np.arange(start, min(start + size, hi))
+        idx = idx[~taken[idx]]
+        if len(idx):
+            taken[idx] = True
+            out.append(kept[idx])
+    return out

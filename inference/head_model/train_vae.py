@@ -38,26 +38,53 @@ class TrainConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class RecombinedTextures:
+    """Recombined faces (``face_regions``): texture = w · texture[upper] + (1 − w) · texture[lower]."""
+
+    pairs: np.ndarray  # (M, 2) rows of TrainData: [upper-face donor, lower-face donor]
+    weights: torch.Tensor  # (M, K) blendshape weights of each recombined face
+    texel_weight: torch.Tensor  # (S, S) upper-face weight of every texel
+    per_batch: int  # recombined samples added to every batch
+
+    def batch(self, data: "TrainData", m: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(texture (B, 3, S, S) float in [0, 1], soft validity mask (B, S, S), weights (B, K))."""
+        up, lo = torch.from_numpy(self.pairs[m, 0]), torch.from_numpy(self.pairs[m, 1])
+        w = self.texel_weight
+        tex = w * (data.textures[up].float() / 255) + (1 - w) * (data.textures[lo].float() / 255)
+        valid = w * data.valid[up].float() + (1 - w) * data.valid[lo].float()
+        return tex, valid, self.weights[torch.from_numpy(m)]
+
+
 @dataclass
 class TrainData:
     textures: torch.Tensor  # (N, 3, S, S) uint8, unseen texels already filled from the neutral
     valid: torch.Tensor  # (N, S, S) bool
     weights: torch.Tensor  # (N, K) float32
     train_idx: np.ndarray
+    recombined: RecombinedTextures | None = None  # extra samples in every batch
 
 
 def init_from_pca(vae: HeadVae, data: TrainData) -> None:
     """Mean texture, the encoder's projection and the decoder's linear basis start from the
-    training textures' mean and principal components, so training refines rather than discovers
-    the texture space."""
+    training textures' mean and principal components (recombined faces included, as many as there
+    are real ones), so training refines rather than discovers the texture space."""
     cfg = vae.cfg
     idx = torch.as_tensor(data.train_idx)
+    b = cfg.basis_size
+
+    def small(tex: torch.Tensor) -> torch.Tensor:
+        return (F.interpolate(tex, size=(b, b), mode="area") if b != cfg.texture_size else tex).flatten(1)
+
     with torch.no_grad():
         tex = data.textures[idx].float() / 255
         vae.decoder.mean.copy_(tex.mean(0))
-        b = cfg.basis_size
-        small = F.interpolate(tex, size=(b, b), mode="area") if b != cfg.texture_size else tex
-        flat = small.flatten(1)
+        flat = small(tex)
+        del tex
+        rc = data.recombined
+        if rc is not None and len(rc.pairs):
+            m = np.arange(min(len(rc.pairs), len(idx)))
+            flat = torch.cat([flat] + [small(rc.batch(data, m[i:i + 64])[0]) for i in range(0, len(m), 64)])
         mean = flat.mean(0)
         _, s, vt = torch.linalg.svd(flat - mean, full_matrices=False)
         n = min(cfg.n_basis, vt.shape[0])
@@ -142,8 +169,18 @@ def train_vae(data: TrainData, vae_cfg: VaeConfig, cfg: TrainConfig, checkpoint:
         target = data.textures[b].to(device).float() / 255
         mask = data.valid[b].to(device)[:, None].float()
         w_true = data.weights[b].to(device)
-        noise = torch.from_numpy(gen.standard_normal((len(b), vae_cfg.z_dim)).astype(np.float32)).to(device)
-        tex, w, mu, logvar = vae(coeffs[b.to(device)], w_true, noise)
+        c = coeffs[b.to(device)]
+        rc = data.recombined
+        if rc is not None and rc.per_batch > 0:
+            m = gen.integers(0, len(rc.pairs), rc.per_batch)
+            tex_m, valid_m, w_m = (t.to(device) for t in rc.batch(data, m))
+            with torch.no_grad():
+                c = torch.cat([c, vae.encoder.project(tex_m)])
+            target = torch.cat([target, tex_m])
+            mask = torch.cat([mask, valid_m[:, None]])
+            w_true = torch.cat([w_true, w_m])
+        noise = torch.from_numpy(gen.standard_normal((len(target), vae_cfg.z_dim)).astype(np.float32)).to(device)
+        tex, w, mu, logvar = vae(c, w_true, noise)
         l1 = ((tex - target).abs() * mask).sum() / (mask.sum() * 3).clamp_min(1)
         l2 = F.mse_loss(w, w_true)
         kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)).mean()
