@@ -52,7 +52,10 @@ from inference.head_model.vae import HeadVae, RuntimeDecoder, VaeConfig
 from inference.head_model.train_vae import RecombinedTextures, TrainConfig, TrainData, train_vae
 from inference.head_model.video_io import VideoError, iter_frames, probe
 
-BUILDER_VERSION = "5"  # recorded in the manifest (5: packages carry the animation network)
+# Recorded in the manifest (5: packages carry the animation network; 6: regional recombination, the
+# target's relaxed face per region (stored), held-out blocks). The cached default avatar is rebuilt
+# when its version differs.
+BUILDER_VERSION = "6"
 # Part of every stage key: bump it when an existing stage's algorithm changes, so a build never
 # reuses stale stages. Adding the animation stage (v5) changed no earlier stage: their caches stay valid.
 STAGE_VERSION = "4"

@@ -208,3 +208,50 @@ def test_non_finite_frames_are_treated_as_invalid(clip):
     net, _, metrics = train_animation(feats, z, np.ones(N, bool), AnimationConfig.quick(steps=10))
     assert metrics["frames"]["valid"] == N - 8
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_splices_keep_the_newest_frames_and_take_the_rest_from_another_window():
+    from inference.animation.augment import splice_windows
+
+    b, t = 64, 8
+    x = torch.arange(b, dtype=torch.float32)[:, None, None].expand(b, t, 3).clone()  # row id everywhere
+    g = torch.Generator().manual_seed(0)
+    out = splice_windows(x, AugmentConfig(splice_prob=1.0, splice_keep=3), g)
+    assert torch.equal(out[:, -1], x[:, -1])  # the newest frame (the target's) never changes
+    for row in range(b):
+        own = out[row, :, 0] == row
+        k = int(own.flip(0).cumprod(0).sum())  # newest frames still the window's own
+        assert 1 <= k <= 3 or (own.all() and k == t)  # donor may be the row itself
+        assert (out[row, : t - k, 0] == out[row, 0, 0]).all()  # the older part is one donor's
+    assert torch.equal(splice_windows(x, AugmentConfig(splice_prob=0.0), g), x)
+
+
+def _step_response_lag(net, norm, feature_dim: int, window: int) -> int:
+    """Frames until the output crosses half-way after the input jumps from one state to another."""
+    a, b = np.zeros(feature_dim, np.float32), np.ones(feature_dim, np.float32)
+    seq = np.stack([a] * window + [b] * window)
+    outs = []
+    with torch.no_grad():
+        for i in range(window, len(seq)):
+            outs.append(float(net(torch.from_numpy(norm.apply(seq[i - window + 1:i + 1]))[None])[0, 0]))
+    lo, hi = outs[0], outs[-1]
+    return int(np.argmax(np.array(outs) > (lo + hi) / 2))
+
+
+def test_splices_make_the_network_follow_an_abrupt_change_at_once():
+    """A clip whose expression only ever changes slowly (a ramp over ~20 frames): trained without
+    splices the network learns to read the whole window and answers a sudden step late; with them
+    it follows the newest frame."""
+    n, d = 600, 6
+    state = (np.sin(np.arange(n) / 20.0) > 0).astype(np.float32)
+    state = np.convolve(state, np.ones(21) / 21, "same").astype(np.float32)  # slow ramps only
+    feats = state[:, None] * np.ones((1, d), np.float32) + 0.02 * np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
+    z = state[:, None].astype(np.float32)
+    lags = {}
+    for prob in (0.0, 0.3):
+        cfg = AnimationConfig(pca_dim=0, steps=300, batch=32, window=8, seed=0,
+                              augment=AugmentConfig(splice_prob=prob, skip_prob=0.0, repeat_prob=0.0))
+        net, norm, _ = train_animation(feats, z, np.ones(n, bool), cfg)
+        lags[prob] = _step_response_lag(net, norm, d, 8)
+    print("step response lag (frames) by splice probability:", lags)
+    assert lags[0.3] <= 1 and lags[0.3] < lags[0.0], lags

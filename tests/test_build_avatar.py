@@ -277,3 +277,31 @@ def test_out_that_is_not_a_package_is_never_replaced(tmp_path, capsys):
     rc, err = _build(["--video", str(sample_path(WOMAN)), "--out", str(precious), "--quick"], capsys)
     assert rc == 2 and "not an avatar package" in err
     assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+def test_default_avatar_from_another_builder_version_is_rebuilt(package_dir, tmp_path_factory, tmp_path, monkeypatch):
+    """A cached default package with an animation network but from an older builder (one that
+    trained it without the relaxed face and recombination) is rebuilt, not kept forever."""
+    import shutil
+
+    from inference.avatar_builder import BUILDER_VERSION
+    from inference.avatar_package import MANIFEST, write_package
+    from tools import samples
+    from tools.cmd_avatar import default_avatar_dir, ensure_default_avatar
+
+    clip = sample_path(samples.AVATAR_CLIP)
+    monkeypatch.setenv("HEADCAST_CACHE", str(tmp_path))
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / samples.AVATAR_CLIP).symlink_to(clip)
+    target = default_avatar_dir(quick=True)
+    shutil.copytree(tmp_path_factory.getbasetemp() / "quick-avatar.work", target.parent / ".work" / target.name)
+    old = AvatarPackage.load(package_dir)
+    raw = json.loads((package_dir / MANIFEST).read_text())
+    raw["provenance"]["builder_version"] = "5"
+    write_package(target, raw, old.vae, old.mesh, np.zeros((8, 8, 3), np.uint8),
+                  (package_dir / "preview.png").read_bytes(), extra_tensors=old.extra_tensors)
+    assert AvatarPackage.load(target).animation is not None
+    logged = []
+    assert ensure_default_avatar(quick=True, log=logged.append) == target
+    assert any("builder version 5" in line for line in logged), logged
+    assert AvatarPackage.load(target).manifest.raw["provenance"]["builder_version"] == BUILDER_VERSION

@@ -72,3 +72,15 @@ def test_jitter_ignores_jumps_between_segments():
     x[:, 1] += np.linspace(0, 1, 100)  # a steady drift, same everywhere
     mask = np.ones(100, bool)
     assert jitter(x, mask, seg) < 0.5 * jitter(x, mask)
+
+
+def test_jitter_inside_blocks_is_not_timed():
+    """Blocks at different levels whose only within-block motion is tracker jitter, which the avatar
+    happens to share (same noise): correlated, but not motion — the lag is None."""
+    rng = np.random.default_rng(5)
+    seg = np.repeat([0, 1, 2], 12)
+    noise = 0.004 * rng.standard_normal(36)
+    d = np.array([0.03, 0.30, 0.22])[seg] + noise
+    a = np.array([0.03, 0.31, 0.23])[seg] + np.r_[noise[2:], noise[:2]]
+    g = agreement("mouth_open", d, a, 8, segments=seg)
+    assert g.pearson_r > 0.99 and g.lag_frames is None

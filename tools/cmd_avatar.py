@@ -29,20 +29,25 @@ def default_avatar_dir(quick: bool = False) -> Path:
 
 def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     """The default avatar package (sample woman clip), built on first call; a valid existing package
-    with an animation network is returned at once. A cached package without one (built before the
-    builder trained it) is rebuilt in place: the export replaces it atomically, and the work
-    directory's finished stages are reused. Media of real people never enter the repository: both
+    with an animation network from this builder version is returned at once. A cached package
+    without one, or from another builder version, is rebuilt in place: the export replaces it
+    atomically, and the work directory's finished stages are reused. Media of real people never enter the repository: both
     the clip and the package live in the user cache."""
-    from inference.avatar_builder import AvatarBuilder, BuildConfig, BuildError
+    from inference.avatar_builder import BUILDER_VERSION, AvatarBuilder, BuildConfig, BuildError
     from inference.avatar_package import AvatarPackage, AvatarPackageError
     from tools import samples
 
     out = default_avatar_dir(quick)
     reason = "first run only"
     try:
-        if AvatarPackage.load(out).animation is not None:
+        pkg = AvatarPackage.load(out)
+        built_by = pkg.manifest.raw.get("provenance", {}).get("builder_version")
+        if pkg.animation is None:
+            reason = "the cached package has no animation network (built by an older version)"
+        elif built_by != BUILDER_VERSION:
+            reason = f"the cached package was built by builder version {built_by}, this is {BUILDER_VERSION}"
+        else:
             return out
-        reason = "the cached package has no animation network (built by an older version)"
     except AvatarPackageError:
         pass
     try:

@@ -17,8 +17,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
-# Below this peak correlation of the (segment-centred) series a lag means nothing: the avatar does
-# not share the driver's motion there, or neither moves.
+# A lag needs motion to time: the driver's within-segment spread must be at least this share of its
+# whole range (her mouth inside each held-out block moves by tracker jitter only, ~2 % of its range),
+# and the peak correlation of the segment-centred series at least LAG_MIN_CORRELATION (else the
+# avatar does not share that motion).
+LAG_MIN_MOTION = 0.05
 LAG_MIN_CORRELATION = 0.5
 
 
@@ -27,8 +30,8 @@ class SignalAgreement:
     name: str
     pearson_r: float
     nmae: float  # mean |a - d| with both normalised to their 5-95 % range; 0 = identical shape
-    lag_frames: int | None  # > 0: the avatar follows the driver this many frames late; None: no common
-    # motion to time (peak within-segment correlation below LAG_MIN_CORRELATION)
+    lag_frames: int | None  # > 0: the avatar follows the driver this many frames late; None: no motion
+    # to time (see LAG_MIN_MOTION / LAG_MIN_CORRELATION)
     lag_correlation: float  # the within-segment correlation at that lag
     driver_range: float
     avatar_range: float
@@ -88,6 +91,13 @@ def lag_correlation(driver: np.ndarray, avatar: np.ndarray, max_lag: int,
     return best_k, float(best_r)
 
 
+def within_spread(x: np.ndarray, segments: np.ndarray | None = None) -> float:
+    """RMS deviation of ``x`` from its own segment means (its motion inside segments)."""
+    x = np.asarray(x, np.float64)
+    parts = [x[lo:hi] - x[lo:hi].mean() for lo, hi in _segment_bounds(len(x), segments)]
+    return float(np.sqrt(np.mean(np.concatenate(parts) ** 2))) if len(x) else 0.0
+
+
 def best_lag(driver: np.ndarray, avatar: np.ndarray, max_lag: int, segments: np.ndarray | None = None) -> int:
     return lag_correlation(driver, avatar, max_lag, segments)[0]
 
@@ -99,11 +109,12 @@ def agreement(name: str, driver: np.ndarray, avatar: np.ndarray, max_lag: int = 
     if driver.shape != avatar.shape or driver.ndim != 1:
         raise ValueError(f"{name}: series must be 1-D and equally long, got {driver.shape} and {avatar.shape}")
     lag, lag_r = lag_correlation(driver, avatar, max_lag, segments)
+    measurable = lag_r >= LAG_MIN_CORRELATION and within_spread(driver, segments) >= LAG_MIN_MOTION * np.ptp(driver)
     return SignalAgreement(
         name=name,
         pearson_r=pearson(driver, avatar),
         nmae=float(np.mean(np.abs(robust_normalise(driver) - robust_normalise(avatar)))),
-        lag_frames=lag if lag_r >= LAG_MIN_CORRELATION else None,
+        lag_frames=lag if measurable else None,
         lag_correlation=lag_r,
         driver_range=float(np.ptp(driver)),
         avatar_range=float(np.ptp(avatar)),
