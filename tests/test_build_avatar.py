@@ -224,14 +224,14 @@ def test_default_avatar_is_reused_when_present(package_dir, tmp_path, monkeypatc
     assert logged == [] and time.monotonic() - t0 < 10
 
 
-def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_path_factory, tmp_path, monkeypatch):
-    """A cached default package from before the animation stage (head model only) is rebuilt in
-    place, not returned; the work directory's finished stages make that a re-export here."""
+def _stale_default(package_dir, tmp_path_factory, tmp_path, monkeypatch, edit, keep_animation: bool) -> Path:
+    """The quick package, edited by ``edit(manifest)``, as the cached default avatar in a redirected
+    user cache whose work directory holds the quick build's finished stages."""
     import shutil
 
     from inference.avatar_package import MANIFEST, write_package
     from tools import samples
-    from tools.cmd_avatar import default_avatar_dir, ensure_default_avatar
+    from tools.cmd_avatar import default_avatar_dir
 
     clip = sample_path(samples.AVATAR_CLIP)  # resolved in the real cache, before redirecting it
     monkeypatch.setenv("HEADCAST_CACHE", str(tmp_path))
@@ -241,9 +241,21 @@ def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_pa
     shutil.copytree(tmp_path_factory.getbasetemp() / "quick-avatar.work", target.parent / ".work" / target.name)
     old = AvatarPackage.load(package_dir)
     raw = json.loads((package_dir / MANIFEST).read_text())
-    raw["animation"] = {"included": False, "lstm": None}
+    edit(raw)
     write_package(target, raw, old.vae, old.mesh, np.zeros((8, 8, 3), np.uint8),
-                  (package_dir / "preview.png").read_bytes())
+                  (package_dir / "preview.png").read_bytes(), extra_tensors=old.extra_tensors if keep_animation else None)
+    return target
+
+
+def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_path_factory, tmp_path, monkeypatch):
+    """A cached default package from before the animation stage (head model only) is rebuilt in
+    place, not returned; the work directory's finished stages make that a re-export here."""
+    from tools.cmd_avatar import ensure_default_avatar
+
+    def head_model_only(raw):
+        raw["animation"] = {"included": False, "lstm": None}
+
+    target = _stale_default(package_dir, tmp_path_factory, tmp_path, monkeypatch, head_model_only, False)
     assert AvatarPackage.load(target).animation is None
     logged = []
     assert ensure_default_avatar(quick=True, log=logged.append) == target
@@ -253,7 +265,6 @@ def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_pa
     assert sorted(p.name for p in target.parent.iterdir()) == [".work", target.name]  # no leftover temporaries
 
 
-@pytest.mark.slow
 def test_two_videos_of_another_person(tmp_path, capsys):
     """--video twice (the man clip, as two takes): both sources are tracked, kept and recorded."""
     man = str(sample_path("single_face.mp4"))
@@ -282,24 +293,13 @@ def test_out_that_is_not_a_package_is_never_replaced(tmp_path, capsys):
 def test_default_avatar_from_another_builder_version_is_rebuilt(package_dir, tmp_path_factory, tmp_path, monkeypatch):
     """A cached default package with an animation network but from an older builder (one that
     trained it without the relaxed face and recombination) is rebuilt, not kept forever."""
-    import shutil
-
     from inference.avatar_builder import BUILDER_VERSION
-    from inference.avatar_package import MANIFEST, write_package
-    from tools import samples
-    from tools.cmd_avatar import default_avatar_dir, ensure_default_avatar
+    from tools.cmd_avatar import ensure_default_avatar
 
-    clip = sample_path(samples.AVATAR_CLIP)
-    monkeypatch.setenv("HEADCAST_CACHE", str(tmp_path))
-    (tmp_path / "samples").mkdir()
-    (tmp_path / "samples" / samples.AVATAR_CLIP).symlink_to(clip)
-    target = default_avatar_dir(quick=True)
-    shutil.copytree(tmp_path_factory.getbasetemp() / "quick-avatar.work", target.parent / ".work" / target.name)
-    old = AvatarPackage.load(package_dir)
-    raw = json.loads((package_dir / MANIFEST).read_text())
-    raw["provenance"]["builder_version"] = "5"
-    write_package(target, raw, old.vae, old.mesh, np.zeros((8, 8, 3), np.uint8),
-                  (package_dir / "preview.png").read_bytes(), extra_tensors=old.extra_tensors)
+    def older(raw):
+        raw["provenance"]["builder_version"] = "5"
+
+    target = _stale_default(package_dir, tmp_path_factory, tmp_path, monkeypatch, older, True)
     assert AvatarPackage.load(target).animation is not None
     logged = []
     assert ensure_default_avatar(quick=True, log=logged.append) == target

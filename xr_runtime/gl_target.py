@@ -142,3 +142,13 @@ class RenderTarget:
         if self._owned_textures:
             GL.glDeleteTextures(self._owned_textures)
         self._renderbuffers, self._owned_textures = [], []
+
+
+def read_back_buffer(width: int, height: int) -> np.ndarray:
+    """The current window's back buffer as (height, width, 4) uint8, top row first. Read it before
+    the swap: afterwards its contents are undefined (Mesa under Xvfb returns zeros)."""
+    GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
+    GL.glReadBuffer(GL.GL_BACK)
+    GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+    data = GL.glReadPixels(0, 0, width, height, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
+    return np.frombuffer(data, np.uint8).reshape(height, width, 4)[::-1].copy()

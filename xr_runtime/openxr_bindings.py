@@ -24,9 +24,25 @@ from xr_runtime.openxr_graphics import GraphicsKind
 log = logging.getLogger(__name__)
 
 
-class EglGraphics:
-    kind: GraphicsKind = "egl"
+class _Graphics:
+    """What every binding offers the session: `binding` (the struct), `context` (current-able,
+    closable), `renderer` / `gl_version` of that context, and `window` (GLFW, or None)."""
+
+    kind: GraphicsKind
     window = None
+
+    def pointer(self) -> ctypes.c_void_p:
+        return ctypes.cast(ctypes.pointer(self.binding), ctypes.c_void_p)
+
+    def make_current(self) -> None:
+        self.context.make_current()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+class EglGraphics(_Graphics):
+    kind: GraphicsKind = "egl"
 
     def __init__(self, xr: ModuleType, config: GLContextConfig) -> None:
         from xr_runtime.gl_context import HeadlessGLContext  # OpenGL.EGL: only where EGL is used
@@ -39,80 +55,65 @@ class EglGraphics:
         self.renderer = self.context.renderer
         self.gl_version = self.context.gl_version
 
-    def pointer(self) -> ctypes.c_void_p:
-        return ctypes.cast(ctypes.pointer(self.binding), ctypes.c_void_p)
 
-    def make_current(self) -> None:
-        self.context.make_current()
+class _WindowGraphics(_Graphics):
+    """A hidden GLFW window's context; `_binding()` builds the struct while it is current."""
 
-    def close(self) -> None:
-        self.context.close()
-
-
-class GlxGraphics:
-    kind: GraphicsKind = "glx"
-
-    def __init__(self, xr: ModuleType, config: GlfwContextConfig) -> None:
-        from xr_runtime.gl_native_handles import current_glx_handles
-
-        self.window = GlfwGLContext(config)
+    def __init__(self, config: GlfwContextConfig) -> None:
+        self.window = self.context = GlfwGLContext(config)
         try:
-            handles = current_glx_handles()
-            self.handles = handles
-            # pyopenxr types the pointer fields with PyOpenGL's GLX types; cast to whatever they are.
-            field = dict(xr.GraphicsBindingOpenGLXlibKHR._fields_)
-            self.binding = xr.GraphicsBindingOpenGLXlibKHR(
-                x_display=ctypes.cast(ctypes.c_void_p(handles.display), field["x_display"]),
-                visualid=handles.visualid,
-                glx_fbconfig=ctypes.cast(ctypes.c_void_p(handles.fbconfig), field["glx_fbconfig"]),
-                glx_drawable=handles.drawable,
-                glx_context=ctypes.cast(ctypes.c_void_p(handles.context), field["glx_context"]))
+            self.binding = self._binding()
         except BaseException:
             self.window.close()
             raise
-        log.info("GLX binding: visual 0x%x, drawable 0x%x", handles.visualid, handles.drawable)
         self.renderer = self.window.renderer
         self.gl_version = self.window.gl_version
 
-    def pointer(self) -> ctypes.c_void_p:
-        return ctypes.cast(ctypes.pointer(self.binding), ctypes.c_void_p)
-
-    def make_current(self) -> None:
-        self.window.make_current()
-
-    def close(self) -> None:
-        self.window.close()
+    def _binding(self):
+        raise NotImplementedError
 
 
-class Win32Graphics:
+class GlxGraphics(_WindowGraphics):
+    kind: GraphicsKind = "glx"
+
+    def __init__(self, xr: ModuleType, config: GlfwContextConfig) -> None:
+        self._xr = xr
+        super().__init__(config)
+        log.info("GLX binding: visual 0x%x, drawable 0x%x", self.handles.visualid, self.handles.drawable)
+
+    def _binding(self):
+        from xr_runtime.gl_native_handles import current_glx_handles
+
+        xr = self._xr
+        handles = self.handles = current_glx_handles()
+        # pyopenxr types the pointer fields with PyOpenGL's GLX types; cast to whatever they are.
+        field = dict(xr.GraphicsBindingOpenGLXlibKHR._fields_)
+        return xr.GraphicsBindingOpenGLXlibKHR(
+            x_display=ctypes.cast(ctypes.c_void_p(handles.display), field["x_display"]),
+            visualid=handles.visualid,
+            glx_fbconfig=ctypes.cast(ctypes.c_void_p(handles.fbconfig), field["glx_fbconfig"]),
+            glx_drawable=handles.drawable,
+            glx_context=ctypes.cast(ctypes.c_void_p(handles.context), field["glx_context"]))
+
+
+class Win32Graphics(_WindowGraphics):
     """Untested here: Windows only. The WGL context of a hidden GLFW window."""
 
     kind: GraphicsKind = "win32"
 
     def __init__(self, xr: ModuleType, config: GlfwContextConfig) -> None:
+        self._xr = xr
+        super().__init__(config)
+
+    def _binding(self):
         from xr_runtime.gl_native_handles import current_wgl_handles
 
-        self.window = GlfwGLContext(config)
-        try:
-            handles = current_wgl_handles()
-            field = dict(xr.GraphicsBindingOpenGLWin32KHR._fields_)  # HDC / PyOpenGL's HGLRC
-            self.binding = xr.GraphicsBindingOpenGLWin32KHR(
-                h_dc=ctypes.cast(ctypes.c_void_p(handles.hdc), field["h_dc"]),
-                h_glrc=ctypes.cast(ctypes.c_void_p(handles.hglrc), field["h_glrc"]))
-        except BaseException:
-            self.window.close()
-            raise
-        self.renderer = self.window.renderer
-        self.gl_version = self.window.gl_version
-
-    def pointer(self) -> ctypes.c_void_p:
-        return ctypes.cast(ctypes.pointer(self.binding), ctypes.c_void_p)
-
-    def make_current(self) -> None:
-        self.window.make_current()
-
-    def close(self) -> None:
-        self.window.close()
+        xr = self._xr
+        handles = current_wgl_handles()
+        field = dict(xr.GraphicsBindingOpenGLWin32KHR._fields_)  # HDC / PyOpenGL's HGLRC
+        return xr.GraphicsBindingOpenGLWin32KHR(
+            h_dc=ctypes.cast(ctypes.c_void_p(handles.hdc), field["h_dc"]),
+            h_glrc=ctypes.cast(ctypes.c_void_p(handles.hglrc), field["h_glrc"]))
 
 
 def create_graphics(kind: GraphicsKind, xr: ModuleType, egl: GLContextConfig, window: GlfwContextConfig):

@@ -229,11 +229,9 @@ class DesktopBackend(Backend):
 
     @staticmethod
     def _read_back_buffer(fb_w: int, fb_h: int) -> np.ndarray:
-        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
-        GL.glReadBuffer(GL.GL_BACK)
-        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-        data = GL.glReadPixels(0, 0, fb_w, fb_h, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
-        return np.frombuffer(data, np.uint8).reshape(fb_h, fb_w, 4)[::-1].copy()
+        from xr_runtime.gl_target import read_back_buffer
+
+        return read_back_buffer(fb_w, fb_h)
 
     def close(self) -> None:
         if self.window is None:

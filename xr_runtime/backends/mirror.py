@@ -119,11 +119,9 @@ class MirrorWindow:
                 GL.glBlitFramebuffer(0, 0, self.width, self.height, 0, 0, fb_w, fb_h,
                                      GL.GL_COLOR_BUFFER_BIT, GL.GL_LINEAR)
                 if self._capture_requested:
-                    GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
-                    GL.glReadBuffer(GL.GL_BACK)
-                    GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-                    data = GL.glReadPixels(0, 0, fb_w, fb_h, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
-                    self.captured = np.frombuffer(data, np.uint8).reshape(fb_h, fb_w, 4)[::-1].copy()
+                    from xr_runtime.gl_target import read_back_buffer
+
+                    self.captured = read_back_buffer(fb_w, fb_h)
                     self._capture_requested = False
                 GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
                 glfw.swap_buffers(self.window)

@@ -67,13 +67,9 @@ class SameContextMirror:
         return self.window.poll()
 
     def _read_back_buffer(self) -> np.ndarray:
-        # Before the swap: afterwards the back buffer's contents are undefined.
-        fb_w, fb_h = self.window.framebuffer_size()
-        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, 0)
-        GL.glReadBuffer(GL.GL_BACK)
-        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-        data = GL.glReadPixels(0, 0, fb_w, fb_h, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
-        return np.frombuffer(data, np.uint8).reshape(fb_h, fb_w, 4)[::-1].copy()
+        from xr_runtime.gl_target import read_back_buffer
+
+        return read_back_buffer(*self.window.framebuffer_size())
 
     def request_capture(self) -> None:
         """Keep the next presented window image (top row first) in `captured` (tests)."""
