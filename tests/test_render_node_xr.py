@@ -153,7 +153,12 @@ def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
     """A real avatar package (quick build of the sample woman) driven by a *recording* of the sample
     man's capture stream (neutral → smile), replayed in real time over a real socket into the
     receiver → animation network → decoder → OpenXR swapchain. The avatar's mouth region must look
-    different while he smiles than while he is neutral, by far more than it flickers within each."""
+    different while he smiles than while he is neutral, by far more than it flickers within each.
+
+    Measured on what the phase shows: frames the sampler has partly faded to idle (a replay that
+    stalls for a few frames on the shared host) are left out, the head is held still (its motion is
+    tested in test_head_pose), and crops are compared 2×2-averaged so that a sub-pixel shift of the
+    lips' edges does not count as flicker."""
     import threading
 
     from capture.replay import ReplayConfig, replay
@@ -166,7 +171,7 @@ def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
         pytest.skip(f"no XR test assets in {assets_dir}: run `python scripts/prepare_xr_assets.py` (make test does)")
     receiver = Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*")).start()
     scene = Scene([AvatarSlot(package, "man", Transform((0, 1.6, -0.6)))])
-    source, assets = package_engine_source(scene, receiver)
+    source, assets = package_engine_source(scene, receiver, head_motion=None)
     mesh = assets[0].mesh
     motion = np.linalg.norm(mesh.blendshapes, axis=2).sum(0)  # how much each vertex moves with expressions
     front = mesh.positions[:, 2] > np.median(mesh.positions[:, 2])
@@ -190,11 +195,12 @@ def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
             # He is neutral until frame ~17 and smiles from ~25 on; the first 8 frames fill the window
             # and the avatar fades in from idle, so the neutral phase starts at 10.
             phase = "neutral" if 10 <= seq <= 16 else ("smile" if 32 <= seq <= 62 else None)
-            if phase:
+            if phase and self.avatars[0].look.fade >= 0.95:
                 x, y = math3d.project_point(eye.projection @ eye.view @ self.avatars[0].model, mouth,
                                             eye.width, eye.height)
                 image = eye.target.read_rgba()
-                crops[phase].append(image[int(y) - 12:int(y) + 12, int(x) - 16:int(x) + 16, :3].astype(float))
+                crop = image[int(y) - 12:int(y) + 12, int(x) - 16:int(x) + 16, :3].astype(float)
+                crops[phase].append(crop.reshape(12, 2, 16, 2, 3).mean(axis=(1, 3)))
 
     try:
         node = MouthWatcher(scene, assets, source, RenderNodeConfig(sampler=SamplerConfig(fade_s=0.1)))
