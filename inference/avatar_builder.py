@@ -286,9 +286,12 @@ class AvatarBuilder:
         relaxed face was assembled from (open eyes above, a closed mouth below): recombined, they
         are the target's relaxed face with its natural variation — the face every relaxed driver's
         features point at, which the clip itself may never show."""
+        if getattr(self, "_pairs", None) is not None:
+            return self._pairs
         rc = self.cfg.recombine
         if not rc.enabled:
-            return np.zeros((0, 2), np.int64)
+            self._pairs = np.zeros((0, 2), np.int64)
+            return self._pairs
         train = self.sel["train"]
         n_relaxed = int(round(rc.relaxed_share * rc.pairs))
         _, upper, lower = self._relaxed()
@@ -300,6 +303,7 @@ class AvatarBuilder:
             rng = np.random.default_rng(rc.seed + 1)
             relaxed = np.stack([rng.choice(upper, n_relaxed), rng.choice(lower, n_relaxed)], 1)
             pairs = np.concatenate([relaxed, pairs])
+        self._pairs = pairs
         return pairs
 
     def _recombined_displacements(self, pairs: np.ndarray) -> np.ndarray:
