@@ -22,34 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geometry.rotations import quaternion_to_rotation, rotation_to_quaternion
-
-
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b
-    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
-
-
-def rotation_vector(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) → axis · angle (radians), angle in [0, π]."""
-    q = np.asarray(q, np.float64)
-    q = q / np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    s = np.linalg.norm(q[1:])
-    if s < 1e-12:
-        return np.zeros(3)
-    return q[1:] / s * 2.0 * math.atan2(s, q[0])
-
-
-def quaternion_from_vector(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float64)
-    angle = float(np.linalg.norm(v))
-    if angle < 1e-12:
-        return np.array([1.0, 0.0, 0.0, 0.0])
-    return np.r_[math.cos(angle / 2), np.sin(angle / 2) * v / angle]
+from geometry.rotations import quaternion_from_vector, quaternion_to_rotation, rotation_to_quaternion, rotation_vector
 
 
 def average_rotation(quaternions: np.ndarray) -> np.ndarray:

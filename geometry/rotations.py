@@ -1,5 +1,8 @@
-"""Rotation matrix ↔ unit quaternion (w, x, y, z), shared by tracking, placement and pose code."""
+"""Rotation matrix ↔ unit quaternion (w, x, y, z) ↔ rotation vector, shared by tracking,
+placement and pose code."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -36,3 +39,23 @@ def quaternion_to_rotation(q) -> np.ndarray:
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ])
+
+
+def rotation_vector(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) → axis · angle (radians), angle in [0, π]."""
+    q = np.asarray(q, np.float64)
+    q = q / np.linalg.norm(q)
+    if q[0] < 0:
+        q = -q
+    s = np.linalg.norm(q[1:])
+    if s < 1e-12:
+        return np.zeros(3)
+    return q[1:] / s * 2.0 * math.atan2(s, q[0])
+
+
+def quaternion_from_vector(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float64)
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    return np.r_[math.cos(angle / 2), np.sin(angle / 2) * v / angle]

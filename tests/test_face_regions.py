@@ -11,10 +11,10 @@ from inference.animation import AnimationConfig, train_animation
 from inference.animation.train import RecombinedSamples
 from inference.features.expression_signals import (
     LEFT_BROW, LEFT_LID_PAIRS, LOWER_INNER_LIP, MOUTH_LEFT, MOUTH_RIGHT, RIGHT_BROW, RIGHT_LID_PAIRS,
-    UPPER_INNER_LIP, compute_signals,
+    UPPER_INNER_LIP, compute_signals, eye_opening,
 )
 from inference.features.mp478 import Mp478Extractor
-from inference.head_model.face_regions import RegionSplit, draw_pairs, eye_opening, relaxed_face, texel_upper_weight
+from inference.head_model.face_regions import RegionSplit, draw_pairs, relaxed_face, texel_upper_weight
 from inference.head_model.frame_selection import holdout_blocks
 from inference.head_model.train_vae import RecombinedTextures, TrainData
 from inference.head_model.uv_atlas import texel_table

@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from calibration.head_pose import HeadMotionConfig, HeadMotionTracker, OneEuroFilter, rotation_vector
+from calibration.head_pose import HeadMotionConfig, HeadMotionTracker, OneEuroFilter
+from geometry.rotations import rotation_vector
 from geometry.rotations import quaternion_to_rotation, rotation_to_quaternion
 from inference.features.mp478 import Mp478Extractor, head_pose
 from xr_runtime import math3d

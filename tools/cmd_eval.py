@@ -63,7 +63,7 @@ def run_transfer(args) -> int:
         lag_text = "n/a" if lag is None else str(lag)
         print(f"{name:<16}{s['pearson_r']:>7.3f}{s['nmae']:>7.3f}{lag_text:>5}{mark}")
     if any(s["lag_frames"] is None for s in result["signals"].values()):
-        print("lag n/a: the avatar shares no motion with the driver within the scored ranges to time it by")
+        print("lag n/a: too little motion within the scored ranges (or none the avatar shares) to time it by")
     print(f"avatar face found in {result['avatar_face_found_fraction'] * 100:.1f}% of frames; jitter on still "
           f"segments: avatar {result['jitter_still_avatar']:.4f}, driver {result['jitter_still_driver']:.4f}")
     result["targets"] = {"pearson_r": targets, "max_lag_frames": MAX_LAG, "met": met}

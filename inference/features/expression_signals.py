@@ -52,11 +52,18 @@ def _dist(p: np.ndarray, a: int, b: int) -> float:
     return float(np.linalg.norm(p[a] - p[b]))
 
 
-def _eye_opening(p: np.ndarray, corners: tuple[int, int], lids) -> float:
-    width = _dist(p, *corners)
+def _eye_opening(p: np.ndarray, corners: tuple[int, int], lids) -> np.ndarray:
+    """Lid gap over eye width for (..., 478, 3) canonical shapes → (...)."""
+    width = np.linalg.norm(p[..., corners[0], :] - p[..., corners[1], :], axis=-1)
     # Vertical (canonical y) gap rather than 3-D distance: a closed lid keeps some depth offset.
-    gap = np.mean([p[u, 1] - p[l, 1] for u, l in lids])
-    return float(gap / width) if width > 1e-9 else 0.0
+    gap = np.mean([p[..., u, 1] - p[..., l, 1] for u, l in lids], axis=0)
+    return np.where(width > 1e-9, gap / np.maximum(width, 1e-9), 0.0)
+
+
+def eye_opening(canonical: np.ndarray) -> np.ndarray:
+    """Mean opening of both eyes (as ``eye_open_right`` / ``eye_open_left``) of (..., 478, 3) shapes."""
+    p = np.asarray(canonical, dtype=np.float64)
+    return 0.5 * (_eye_opening(p, RIGHT_EYE_CORNERS, RIGHT_LID_PAIRS) + _eye_opening(p, LEFT_EYE_CORNERS, LEFT_LID_PAIRS))
 
 
 def compute_signals(canonical: np.ndarray) -> ExpressionSignals:
@@ -69,8 +76,8 @@ def compute_signals(canonical: np.ndarray) -> ExpressionSignals:
         mouth_open=_dist(p, UPPER_INNER_LIP, LOWER_INNER_LIP),
         jaw_open=_dist(p, NOSE_TIP, CHIN),
         smile_width=_dist(p, MOUTH_RIGHT, MOUTH_LEFT),
-        eye_open_right=_eye_opening(p, RIGHT_EYE_CORNERS, RIGHT_LID_PAIRS),
-        eye_open_left=_eye_opening(p, LEFT_EYE_CORNERS, LEFT_LID_PAIRS),
+        eye_open_right=float(_eye_opening(p, RIGHT_EYE_CORNERS, RIGHT_LID_PAIRS)),
+        eye_open_left=float(_eye_opening(p, LEFT_EYE_CORNERS, LEFT_LID_PAIRS)),
         brow_raise=float(brow_y - eye_line_y),
     )
 

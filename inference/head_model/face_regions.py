@@ -23,13 +23,12 @@ import numpy as np
 
 from inference.features.expression_signals import (
     LEFT_EYE_CORNERS,
-    LEFT_LID_PAIRS,
     LOWER_INNER_LIP,
     MOUTH_LEFT,
     MOUTH_RIGHT,
     RIGHT_EYE_CORNERS,
-    RIGHT_LID_PAIRS,
     UPPER_INNER_LIP,
+    eye_opening,
 )
 
 UPPER_LIP_TOP = 0  # FaceMesh: top of the upper lip on the midline
@@ -72,18 +71,6 @@ def texel_upper_weight(split: RegionSplit, neutral: np.ndarray, positions: np.nd
 
 
 # ------------------------------------------------------------------------------------ relaxed face
-
-def _gap(c: np.ndarray, pairs) -> np.ndarray:
-    return np.mean([c[:, u, 1] - c[:, lo, 1] for u, lo in pairs], axis=0)
-
-
-def eye_opening(canonical: np.ndarray) -> np.ndarray:
-    """(N,) mean lid gap over eye width of both eyes (as ``expression_signals``)."""
-    c = np.asarray(canonical, np.float64)
-    width_r = np.linalg.norm(c[:, RIGHT_EYE_CORNERS[0]] - c[:, RIGHT_EYE_CORNERS[1]], axis=-1)
-    width_l = np.linalg.norm(c[:, LEFT_EYE_CORNERS[0]] - c[:, LEFT_EYE_CORNERS[1]], axis=-1)
-    return 0.5 * (_gap(c, RIGHT_LID_PAIRS) / width_r + _gap(c, LEFT_LID_PAIRS) / width_l)
-
 
 @dataclass(frozen=True)
 class RelaxedFaceConfig:
@@ -167,7 +154,3 @@ def draw_pairs(frames: np.ndarray, count: int, seed: int) -> np.ndarray:
             same = a == b
     return np.stack([a, b], 1)
 
-
-def blend(upper: np.ndarray, lower: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """weight · upper + (1 − weight) · lower; ``weight`` must broadcast against both."""
-    return (weight * upper + (1 - weight) * lower).astype(np.float32)
