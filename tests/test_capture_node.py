@@ -16,7 +16,7 @@ from streaming.protocol import FeatureKind, Flags
 from streaming.transport import CurveServer
 from tools import cli
 from tools.samples import sample_path
-from xr_runtime.receiver import Receiver, ReceiverConfig
+from streaming.receiver import Receiver, ReceiverConfig
 
 WOMAN, MAN = "WolfgangLanger_Pexels.mp4", "single_face.mp4"
 

@@ -12,9 +12,9 @@ from calibration.head_pose import HeadMotionConfig, HeadMotionTracker, OneEuroFi
 from geometry.rotations import rotation_vector
 from geometry.rotations import quaternion_to_rotation, rotation_to_quaternion
 from inference.features.mp478 import Mp478Extractor, head_pose
-from xr_runtime import math3d
-from xr_runtime.avatar_state import HeadPose
-from xr_runtime.placement import head_model_matrix
+from geometry import transforms
+from xr_runtime.avatars.state import HeadPose
+from xr_runtime.scene.placement import head_model_matrix
 
 from test_features import _track
 
@@ -150,7 +150,7 @@ def test_a_stream_that_returns_after_a_long_gap_gets_a_new_reference(man_frame):
 
 
 def test_head_turns_about_its_pivot():
-    placement = math3d.pose_matrix((0.0, 1.6, -1.0), (0, 0, 0, 1))
+    placement = transforms.pose_matrix((0.0, 1.6, -1.0), (0, 0, 0, 1))
     pivot = (0.0, -0.08, -0.09)
     yaw = (math.cos(math.radians(15)), 0.0, math.sin(math.radians(15)), 0.0)
     m = head_model_matrix(placement, 1.0, HeadPose(yaw, (0.0, 0.0, 0.0), 1.0, pivot))
@@ -159,7 +159,7 @@ def test_head_turns_about_its_pivot():
     nose = m @ np.array([0.0, -0.04, 0.05, 1.0])
     assert nose[0] > 0.01  # the face turned towards +x
     unturned = head_model_matrix(placement, 1.0, HeadPose())
-    assert np.allclose(unturned, placement @ math3d.scaling(1.0))
+    assert np.allclose(unturned, placement @ transforms.scaling(1.0))
 
 
 def test_the_engine_source_turns_the_avatar_with_the_driver(man_frame):
@@ -168,8 +168,8 @@ def test_the_engine_source_turns_the_avatar_with_the_driver(man_frame):
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.reference_avatar import reference_avatar
     from streaming.protocol import FeatureFrame, FeatureKind
-    from tools.render_engine import NECK_PIVOT, engine_state_source
-    from xr_runtime.receiver import ReceivedFrame
+    from xr_runtime.avatars.engine_source import NECK_PIVOT, engine_state_source
+    from streaming.receiver import ReceivedFrame
 
     sign = 1.0 if _turned(man_frame, 20)[NOSE_TIP, 0] > man_frame[NOSE_TIP, 0] else -1.0
     still, turned = _wire(man_frame), _wire(_turned(man_frame, sign * 20))

@@ -14,7 +14,7 @@ import zmq
 from streaming import protocol
 from streaming.protocol import FeatureFrame, FeatureKind, Flags
 from streaming.transport import CurveClient, CurveServer, InsecureBindError, Publisher, generate_keys
-from xr_runtime.receiver import Receiver, ReceiverConfig
+from streaming.receiver import Receiver, ReceiverConfig
 
 ANY_PORT = "tcp://127.0.0.1:*"
 

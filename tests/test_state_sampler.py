@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from xr_runtime.avatar_state import AvatarFrameState, BadState, HeadPose, check_state
-from xr_runtime.state_sampler import AvatarSampler, SamplerConfig, idle_pose
+from xr_runtime.avatars.state import AvatarFrameState, BadState, HeadPose, check_state
+from xr_runtime.avatars.sampler import AvatarSampler, SamplerConfig, idle_pose
 
 MS = 1_000_000
 NEUTRAL_TEX = np.zeros((4, 4, 4), np.uint8)

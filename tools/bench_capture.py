@@ -15,7 +15,7 @@ from capture.stats import format_table
 from streaming.protocol import FeatureKind
 from tools.bench_common import write_json
 from tools.errors import CliError
-from xr_runtime.receiver import Receiver, ReceiverConfig
+from streaming.receiver import Receiver, ReceiverConfig
 
 TARGET_FPS = 60.0
 TARGET_CAPTURE_TO_SENT_P50_MS = 8.0

@@ -15,8 +15,8 @@ import numpy as np
 from tools import samples
 from tools.bench_common import write_json
 from tools.errors import CliError
-from tools.local_session import SessionConfig, run_session
-from xr_runtime.latency import COLUMNS, creep_ms_per_min, stage_ms, summarise
+from xr_runtime.local_session import SessionConfig, run_session
+from xr_runtime.latency.recorder import COLUMNS, creep_ms_per_min, stage_ms, summarise
 
 TARGETS = {"end_to_end_p50_ms": 60.0, "end_to_end_p99_ms": 100.0, "creep_ms_per_min": 0.5}
 

@@ -55,7 +55,7 @@ class CyclingSource:
         self.serial: dict[str, int] = {}
 
     def latest(self, stream_id: str, t_display_ns: int):
-        from xr_runtime.avatar_state import AvatarFrameState
+        from xr_runtime.avatars.state import AvatarFrameState
 
         n = self.serial.get(stream_id, 0) + 1
         self.serial[stream_id] = n
@@ -68,11 +68,11 @@ class CyclingSource:
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
             egl: str = "surfaceless", samples: int = 0, upload: str = "auto") -> dict:
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
-    from xr_runtime.dev_source import dev_head_mesh
-    from xr_runtime.gl_context import GLContextConfig
+    from xr_runtime.avatars.dev_source import dev_head_mesh
+    from xr_runtime.gl.egl_context import GLContextConfig
     from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig
-    from xr_runtime.scene import AvatarSlot, Scene, Transform
-    from xr_runtime.state_sampler import SamplerConfig
+    from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
+    from xr_runtime.avatars.sampler import SamplerConfig
 
     mesh = dev_head_mesh(rows=48, cols=40)  # ~1.9k vertices, 3.6k triangles: a light head mesh
     slots = [AvatarSlot(Path(f"a{i}"), f"s{i}", Transform(((i % 4 - 1.5) * 0.25, 1.4 + 0.3 * (i // 4), -1.2)))

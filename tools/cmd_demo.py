@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tools import samples
 from tools.errors import CliError
-from tools.local_session import SessionConfig, run_session
+from xr_runtime.local_session import SessionConfig, run_session
 
 
 def register(sub) -> None:

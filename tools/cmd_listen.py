@@ -13,7 +13,7 @@ from calibration.clock_service import ClockServer
 
 from tools.errors import CliError
 from tools.net_args import add_server_args, curve_server_from_args, start_clock_server
-from xr_runtime.receiver import Receiver, ReceiverConfig, status_as_dict
+from streaming.receiver import Receiver, ReceiverConfig, status_as_dict
 
 
 def register(sub) -> None:

@@ -8,7 +8,7 @@ Avatars come from packages (`inference/avatar_package.py`): mesh, blendshapes, a
 neutral face (z = 0) as the idle texture. `--dev-avatars` replaces every slot's package with a
 procedural test head (development, CI). The receiver binds `--bind`. With `--engine auto`
 (default) packages that carry an animation network are driven by the streaming engine
-(`tools/render_engine.py`: receiver → LSTM → decoder on a worker thread); otherwise each avatar
+(`xr_runtime/avatars/engine_source.py`: receiver → LSTM → decoder on a worker thread); otherwise each avatar
 shows its neutral face and fades with its stream's presence (live, face lost, lost).
 """
 from __future__ import annotations
@@ -87,13 +87,13 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def load_assets(scene, dev: bool) -> list:
     """AvatarAssets per slot: from its package, or the procedural dev head."""
-    from xr_runtime.dev_source import dev_head_mesh, dev_texture
+    from xr_runtime.avatars.dev_source import dev_head_mesh, dev_texture
     from xr_runtime.render_node import AvatarAssets
 
     if dev:
         return [AvatarAssets(dev_head_mesh(), dev_texture(128)) for _ in scene.avatars]
     from inference.avatar_package import AvatarPackage, AvatarPackageError
-    from xr_runtime.avatar_mesh import AvatarMeshData
+    from xr_runtime.avatars.mesh import AvatarMeshData
 
     out, cache = [], {}
     for slot in scene.avatars:
@@ -116,7 +116,7 @@ def load_assets(scene, dev: bool) -> list:
 
 def build_source(scene, assets, receiver):
     """Without an animation network: neutral faces whose presence follows the live streams."""
-    from xr_runtime.dev_source import StaticAvatarStateSource, StaticStream
+    from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream
 
     log.warning("no animation engine for these avatars: they show their neutral face, fading with their "
                 "stream's presence")
@@ -133,14 +133,14 @@ def _head_motion(args):
 def _make_source(engine: str, scene, receiver, args, clock=None):
     """(source, assets, closer) for the chosen engine; 'auto' falls back to neutral faces."""
     if engine == "reference":
-        from tools.render_engine import reference_engine_source
+        from xr_runtime.avatars.engine_source import reference_engine_source
 
         source, assets = reference_engine_source(scene, receiver, device=args.device, clock=clock,
                                                  head_motion=_head_motion(args))
         return source, assets, source.stop
     if engine in ("package", "auto"):
         from inference.avatar_package import AvatarPackageError
-        from tools.render_engine import package_engine_source
+        from xr_runtime.avatars.engine_source import package_engine_source
 
         try:
             source, assets = package_engine_source(scene, receiver, device=args.device, clock=clock,
@@ -176,7 +176,7 @@ def make_backend(name: str, args, scene):
                                             head_position=tuple(scene.viewer.position),
                                             head_rotation=tuple(scene.viewer.rotation)))
     from xr_runtime.backends.openxr import OpenXRBackend
-    from xr_runtime.openxr_session import XrSessionConfig
+    from xr_runtime.openxr.session import XrSessionConfig
 
     if args.samples is not None and args.samples < 0:
         raise CliError("--samples must be 0 or more")
@@ -189,10 +189,10 @@ def make_backend(name: str, args, scene):
 def run(args) -> int:
     from xr_runtime.backends.select import choose_backend
     from xr_runtime.interrupts import stop_event_on_signals
-    from xr_runtime.receiver import Receiver, ReceiverConfig
+    from streaming.receiver import Receiver, ReceiverConfig
     from xr_runtime.render_node import RenderNode, RenderNodeConfig
-    from xr_runtime.scene import Scene, SceneError, single_avatar_scene
-    from xr_runtime.worker_source import WorkerStateSource
+    from xr_runtime.scene.scene_file import Scene, SceneError, single_avatar_scene
+    from xr_runtime.avatars.worker_source import WorkerStateSource
 
     if args.frames is not None and args.frames < 1:
         raise CliError("--frames must be at least 1")
@@ -231,7 +231,7 @@ def run(args) -> int:
     print(f"listening on {endpoint}{' (CURVE)' if curve else ''}", flush=True)
     # The streaming engine already relaxes its latent to the neutral face when presence drops, so the
     # node's own fade only needs to smooth that (short); neutral-face sources rely on the node's fade.
-    from xr_runtime.state_sampler import SamplerConfig
+    from xr_runtime.avatars.sampler import SamplerConfig
 
     fade_s = 0.1 if isinstance(source, WorkerStateSource) else SamplerConfig().fade_s
     node = RenderNode(scene, assets, source,
@@ -241,7 +241,7 @@ def run(args) -> int:
     try:
         backend = make_backend(choice.name, args, scene)
         if args.latency_bind:
-            from xr_runtime.latency_publisher import LatencyPublisher
+            from xr_runtime.latency.publisher import LatencyPublisher
 
             publisher = LatencyPublisher(node.latency, args.latency_bind, insecure=args.insecure)
             print(f"latency records on {publisher.endpoint}", flush=True)

@@ -117,10 +117,10 @@ class FrontalAvatarRenderer:
     """The runtime's renderer on a headless EGL context, camera straight in front of the face."""
 
     def __init__(self, mesh, size: int):
-        from xr_runtime import math3d
-        from xr_runtime.gl_context import HeadlessGLContext
-        from xr_runtime.gl_renderer import Renderer, SceneStyle
-        from xr_runtime.gl_target import RenderTarget
+        from geometry import transforms
+        from xr_runtime.gl.egl_context import HeadlessGLContext
+        from xr_runtime.gl.renderer import Renderer, SceneStyle
+        from xr_runtime.gl.target import RenderTarget
 
         self.ctx = HeadlessGLContext()
         self.renderer = Renderer(SceneStyle(sky_horizon=(0.18, 0.18, 0.2), show_sky=False, show_room=False))
@@ -133,11 +133,11 @@ class FrontalAvatarRenderer:
         height = float(hi[1] - lo[1])
         fov = 30.0
         dist = 0.62 * height / np.tan(np.radians(fov / 2))
-        self.view = math3d.look_at((centre[0], centre[1], hi[2] + dist), (centre[0], centre[1], 0.0))
-        self.proj = math3d.projection_symmetric(fov, 1.0, 0.01, 10.0)
+        self.view = transforms.look_at((centre[0], centre[1], hi[2] + dist), (centre[0], centre[1], 0.0))
+        self.proj = transforms.projection_symmetric(fov, 1.0, 0.01, 10.0)
 
     def render(self, texture: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        from xr_runtime.gl_renderer import AvatarDrawState
+        from xr_runtime.gl.renderer import AvatarDrawState
 
         if self.handle is None:
             self.handle = self.renderer.add_avatar(self.mesh, texture_size=texture.shape[:2])
@@ -171,7 +171,7 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
     from inference.features.alignment import to_canonical
     from inference.features.face_tracker import FaceTracker
     from streaming.protocol import FeatureFrame, FeatureKind, Flags
-    from xr_runtime.avatar_mesh import AvatarMeshData
+    from xr_runtime.avatars.mesh import AvatarMeshData
 
     try:
         pkg = AvatarPackage.load(cfg.avatar)

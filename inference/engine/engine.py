@@ -7,7 +7,7 @@
 A *slot* binds a stream id to an avatar (the scene file's avatar slots). ``step`` takes
 
 * a receiver (anything with ``window_received(stream_id, n)`` and optionally ``snapshot()``, like
-  ``xr_runtime.receiver.Receiver``): the newest frames not consumed yet are read from its history
+  ``streaming.receiver.Receiver``): the newest frames not consumed yet are read from its history
   (at most one window's worth — older ones could not influence the output anyway), and its
   ``lost`` flag counts as stream-lost; or
 * a mapping ``stream_id -> [FeatureFrame | ReceivedFrame, ...]`` of *new* frames, oldest first (offline

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
 
@@ -16,7 +16,7 @@ class ShaderError(RuntimeError):
 
 def shader_source(name: str, defines: dict[str, object] | None = None) -> str:
     """Source of a shipped shader, with `#define`s inserted right after its `#version` line."""
-    text = resources.files("xr_runtime.shaders").joinpath(name).read_text()
+    text = resources.files("assets").joinpath("shaders", name).read_text()
     if not defines:
         return text
     version, _, body = text.partition("\n")

@@ -38,20 +38,22 @@ from typing import Callable, Literal, Protocol
 
 import numpy as np
 
-from xr_runtime import math3d, openxr_refresh_rate
-from xr_runtime.gl_context_config import GLContextConfig
-from xr_runtime.gl_platform import import_xr
-from xr_runtime.gl_target import RenderTarget
-from xr_runtime.glfw_context import GlfwContextConfig
-from xr_runtime.msaa import choose_samples
-from xr_runtime.openxr_bindings import create_graphics
-from xr_runtime.openxr_clock import CONVERT_TIMESPEC_EXTENSION, XrClock
-from xr_runtime.openxr_errors import XrUnavailableError
-from xr_runtime.openxr_graphics import (EGL_EXTENSION, GraphicsChoice, GraphicsRequest, choose_graphics,
+from geometry import transforms
+
+from xr_runtime.openxr import refresh_rate as openxr_refresh_rate
+from xr_runtime.gl.context_config import GLContextConfig
+from xr_runtime.gl.platform import import_xr
+from xr_runtime.gl.target import RenderTarget
+from xr_runtime.gl.glfw_context import GlfwContextConfig
+from xr_runtime.gl.msaa import choose_samples
+from xr_runtime.openxr.bindings import create_graphics
+from xr_runtime.openxr.clock import CONVERT_TIMESPEC_EXTENSION, XrClock
+from xr_runtime.openxr.errors import XrUnavailableError
+from xr_runtime.openxr.graphics import (EGL_EXTENSION, GraphicsChoice, GraphicsRequest, choose_graphics,
                                         required_extensions)
-from xr_runtime.openxr_input import ControllerInput, HandState
-from xr_runtime.openxr_refresh_rate import RefreshRate
-from xr_runtime.openxr_swapchain import COLOR_PREFERENCE, DEPTH_PREFERENCE, EyeSwapchain, pick_format
+from xr_runtime.openxr.input import ControllerInput, HandState
+from xr_runtime.openxr.refresh_rate import RefreshRate
+from xr_runtime.openxr.swapchain import COLOR_PREFERENCE, DEPTH_PREFERENCE, EyeSwapchain, pick_format
 
 xr = import_xr()  # keeps PyOpenGL's EGL platform in place (see gl_platform)
 
@@ -238,8 +240,8 @@ class OpenXRSession:
                  self.space_name)
 
     def _create_graphics(self, offered: set[str]):
-        from xr_runtime.gl_native_handles import NativeHandleError
-        from xr_runtime.glfw_context import GlfwContextError
+        from xr_runtime.gl.native_handles import NativeHandleError
+        from xr_runtime.gl.glfw_context import GlfwContextError
 
         choice = self.graphics_choice
         try:
@@ -402,8 +404,8 @@ class OpenXRSession:
             try:
                 draw_eye(info, EyeView(
                     index=index, position=position, orientation=orientation, fov=fov,
-                    view=math3d.view_matrix(position, orientation),
-                    projection=math3d.projection_from_fov(*fov, self.config.near, self.config.far),
+                    view=transforms.view_matrix(position, orientation),
+                    projection=transforms.projection_from_fov(*fov, self.config.near, self.config.far),
                     target=target))
             finally:
                 swapchain.release()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from xr_runtime.gl_target import RenderTarget
+from xr_runtime.gl.target import RenderTarget
 
 log = logging.getLogger(__name__)
 

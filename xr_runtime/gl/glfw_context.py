@@ -13,7 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from xr_runtime.gl_platform import select_egl_platform, use_platform
+from xr_runtime.gl.platform import select_egl_platform, use_platform
 
 select_egl_platform()
 

@@ -8,7 +8,7 @@ Usage, with a current GL context:
     renderer.draw(view, proj, [AvatarDrawState(head, model, weights, rgba, serial)], target)
     pixels = target.read_rgba()
 
-`view` and `proj` are 4×4 float32 matrices in math layout (see `math3d`); one `draw` per eye.
+`view` and `proj` are 4×4 float32 matrices in math layout (see `geometry.transforms`); one `draw` per eye.
 All colours are linear; targets are sRGB and GL_FRAMEBUFFER_SRGB is on while drawing, so the
 stored bytes are correctly encoded sRGB (what displays and OpenXR's sRGB swapchains expect).
 """
@@ -20,12 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
-from xr_runtime.avatar_mesh import MAX_BLENDSHAPES, AvatarMeshData
-from xr_runtime.gl_avatar import AvatarGPU
-from xr_runtime.gl_platform import select_egl_platform
-from xr_runtime.gl_shaders import build_program, uniform_locations
-from xr_runtime.gl_target import RenderTarget
-from xr_runtime.scene_geometry import FLOATS_PER_VERTEX, RoomConfig, build_room
+from xr_runtime.avatars.mesh import MAX_BLENDSHAPES, AvatarMeshData
+from xr_runtime.gl.avatar_drawing import AvatarGPU
+from xr_runtime.gl.platform import select_egl_platform
+from xr_runtime.gl.shaders import build_program, uniform_locations
+from xr_runtime.gl.target import RenderTarget
+from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX, RoomConfig, build_room
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xr_runtime.avatar_mesh import AvatarMeshData
-from xr_runtime.avatar_state import AvatarFrameState, HeadPose
+from xr_runtime.avatars.mesh import AvatarMeshData
+from xr_runtime.avatars.state import AvatarFrameState, HeadPose
 
 QUADRANT_COLOURS = ((220, 40, 40), (40, 200, 60), (40, 80, 220), (230, 210, 40))  # TL, TR, BL, BR
 

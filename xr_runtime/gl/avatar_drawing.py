@@ -10,8 +10,8 @@ import ctypes
 
 import numpy as np
 
-from xr_runtime.avatar_mesh import AvatarMeshData
-from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.avatars.mesh import AvatarMeshData
+from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
 

@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from xr_runtime import math3d
-from xr_runtime.openxr_input import HandState
+from geometry import transforms
+from xr_runtime.openxr.input import HandState
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,13 @@ class GrabConfig:
 class _Hand:
     squeezed: bool = False
     held: str | None = None
-    offset: np.ndarray = field(default_factory=math3d.identity)   # inverse(grip) @ model
+    offset: np.ndarray = field(default_factory=transforms.identity)   # inverse(grip) @ model
 
 
 def _yaw_only(matrix: np.ndarray) -> np.ndarray:
     """Keep translation and the rotation about +Y; drop pitch and roll."""
     forward = matrix[:3, :3] @ np.array([0.0, 0.0, 1.0])
-    out = math3d.rotation_y(math.atan2(forward[0], forward[2]))
+    out = transforms.rotation_y(math.atan2(forward[0], forward[2]))
     out[:3, 3] = matrix[:3, 3]
     return out
 
@@ -60,7 +60,7 @@ class GrabController:
             if not hand.active:
                 state.squeezed, state.held = False, None   # lost tracking drops the avatar
                 continue
-            grip = math3d.pose_matrix(hand.position, hand.orientation)
+            grip = transforms.pose_matrix(hand.position, hand.orientation)
             was_squeezed = state.squeezed
             threshold = self.config.release if was_squeezed else self.config.press
             state.squeezed = hand.squeeze >= threshold

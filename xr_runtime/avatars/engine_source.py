@@ -25,9 +25,9 @@ import numpy as np
 
 from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
 from inference.avatar_manifest import CANONICAL_UNIT_M
-from xr_runtime.avatar_state import AvatarFrameState, HeadPose, IDENTITY_POSE
-from xr_runtime.latency import LatencyTrace
-from xr_runtime.worker_source import WorkerStateSource
+from xr_runtime.avatars.state import AvatarFrameState, HeadPose, IDENTITY_POSE
+from xr_runtime.latency.recorder import LatencyTrace
+from xr_runtime.avatars.worker_source import WorkerStateSource
 
 # Where a head turns and nods: the top of the neck, behind and below the canonical origin (the
 # bridge of the nose), in interocular units of the canonical frame (y up, z out of the face).
@@ -107,7 +107,7 @@ def reference_engine_source(scene, receiver, texture_size: int = 128, device: st
     Returns (source, assets)."""
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.reference_avatar import reference_avatar
-    from xr_runtime.dev_source import dev_head_mesh
+    from xr_runtime.avatars.dev_source import dev_head_mesh
     from xr_runtime.render_node import AvatarAssets
 
     import torch
@@ -136,7 +136,7 @@ def package_engine_source(scene, receiver, device: str = "cpu", clock=None,
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.model import to_rgba8
     from inference.engine.package_loader import load_avatar_model
-    from xr_runtime.avatar_mesh import AvatarMeshData
+    from xr_runtime.avatars.mesh import AvatarMeshData
     from xr_runtime.render_node import AvatarAssets
 
     loaded: dict = {}

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Collection, Literal, Mapping
 
-from xr_runtime.openxr_errors import XrUnavailableError
+from xr_runtime.openxr.errors import XrUnavailableError
 
 GraphicsRequest = Literal["auto", "egl", "glx", "win32"]
 GraphicsKind = Literal["egl", "glx", "win32"]

@@ -13,7 +13,7 @@ import threading
 import zmq
 
 from streaming.transport import check_bind_policy
-from xr_runtime.latency import COLUMNS, LatencyRecorder
+from xr_runtime.latency.recorder import COLUMNS, LatencyRecorder
 
 
 class LatencyPublisher:

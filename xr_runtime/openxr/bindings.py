@@ -17,9 +17,9 @@ import ctypes
 import logging
 from types import ModuleType
 
-from xr_runtime.gl_context_config import GLContextConfig
-from xr_runtime.glfw_context import GlfwContextConfig, GlfwGLContext
-from xr_runtime.openxr_graphics import GraphicsKind
+from xr_runtime.gl.context_config import GLContextConfig
+from xr_runtime.gl.glfw_context import GlfwContextConfig, GlfwGLContext
+from xr_runtime.openxr.graphics import GraphicsKind
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class EglGraphics(_Graphics):
     kind: GraphicsKind = "egl"
 
     def __init__(self, xr: ModuleType, config: GLContextConfig) -> None:
-        from xr_runtime.gl_context import HeadlessGLContext  # OpenGL.EGL: only where EGL is used
+        from xr_runtime.gl.egl_context import HeadlessGLContext  # OpenGL.EGL: only where EGL is used
 
         self.context = HeadlessGLContext(config)
         display, egl_config, context = self.context.typed_handles()
@@ -82,7 +82,7 @@ class GlxGraphics(_WindowGraphics):
         log.info("GLX binding: visual 0x%x, drawable 0x%x", self.handles.visualid, self.handles.drawable)
 
     def _binding(self):
-        from xr_runtime.gl_native_handles import current_glx_handles
+        from xr_runtime.gl.native_handles import current_glx_handles
 
         xr = self._xr
         handles = self.handles = current_glx_handles()
@@ -106,7 +106,7 @@ class Win32Graphics(_WindowGraphics):
         super().__init__(config)
 
     def _binding(self):
-        from xr_runtime.gl_native_handles import current_wgl_handles
+        from xr_runtime.gl.native_handles import current_wgl_handles
 
         xr = self._xr
         handles = current_wgl_handles()

@@ -55,7 +55,7 @@ class AvatarFrameState:
     t_ready_ns: int = 0
     texture_serial: int = 0
     cuda_stream: int | None = None
-    trace: Any = None  # xr_runtime.latency.LatencyTrace of the newest captured frame in this state
+    trace: Any = None  # xr_runtime.latency.recorder.LatencyTrace of the newest captured frame in this state
 
 
 @runtime_checkable

@@ -18,8 +18,8 @@ from __future__ import annotations
 import ctypes
 import logging
 
-from xr_runtime.gl_context_config import DisplayKind, GLContextConfig  # noqa: F401  (re-exported)
-from xr_runtime.gl_platform import select_egl_platform, use_platform
+from xr_runtime.gl.context_config import DisplayKind, GLContextConfig  # noqa: F401  (re-exported)
+from xr_runtime.gl.platform import select_egl_platform, use_platform
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
 

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()
 

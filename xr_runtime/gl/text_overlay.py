@@ -10,7 +10,7 @@ import ctypes
 
 import numpy as np
 
-from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()
 
@@ -73,7 +73,7 @@ class TextOverlay:
     """Create with a current GL context; `draw(lines, width, height)` into the bound framebuffer."""
 
     def __init__(self) -> None:
-        from xr_runtime.gl_shaders import build_program
+        from xr_runtime.gl.shaders import build_program
 
         self.program = build_program("overlay.vert", "overlay.frag")
         self.atlas = build_atlas()

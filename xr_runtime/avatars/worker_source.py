@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from xr_runtime.avatar_state import AvatarFrameState
+from xr_runtime.avatars.state import AvatarFrameState
 
 log = logging.getLogger(__name__)
 

@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from xr_runtime import math3d
-from xr_runtime.gl_platform import select_egl_platform
-from xr_runtime.scene_geometry import FLOATS_PER_VERTEX
+from geometry import transforms
+from xr_runtime.gl.platform import select_egl_platform
+from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX
 
 select_egl_platform()
 
 from OpenGL import GL  # noqa: E402
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer  # noqa: E402
 
-from xr_runtime.gl_renderer import Renderer, SceneStyle  # noqa: E402
+from xr_runtime.gl.renderer import Renderer, SceneStyle  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,13 @@ class _GltfReader:
 def _node_matrix(node) -> np.ndarray:
     if node.matrix:
         return np.asarray(node.matrix, dtype=np.float32).reshape(4, 4).T  # glTF is column-major
-    m = math3d.identity()
+    m = transforms.identity()
     if node.translation:
-        m = m @ math3d.translation(*node.translation)
+        m = m @ transforms.translation(*node.translation)
     if node.rotation:
-        m = m @ math3d.quaternion_to_matrix(node.rotation)  # glTF stores xyzw, like OpenXR
+        m = m @ transforms.quaternion_to_matrix(node.rotation)  # glTF stores xyzw, like OpenXR
     if node.scale:
-        m = m @ math3d.scaling(*node.scale)
+        m = m @ transforms.scaling(*node.scale)
     return m
 
 
@@ -156,7 +156,7 @@ def load_environment(path: Path, scale: float = 1.0) -> list[EnvironmentMesh]:
     scene_index = gltf.scene if gltf.scene is not None else 0
     if not gltf.scenes:
         raise GltfEnvironmentError(f"{path}: no scenes")
-    root = math3d.scaling(scale)
+    root = transforms.scaling(scale)
     out: list[EnvironmentMesh] = []
     stack = [(n, root) for n in gltf.scenes[scene_index].nodes or []]
     while stack:

@@ -20,8 +20,8 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from xr_runtime.avatar_state import is_cuda_tensor
-from xr_runtime.host_upload import METHODS, calibrate, make_method
+from xr_runtime.avatars.state import is_cuda_tensor
+from xr_runtime.gl.host_upload import METHODS, calibrate, make_method
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class TextureUploader:
     def _cuda_slot(self, handle, tensor) -> int | None:
         if not self._allow_interop:
             return None
-        from xr_runtime.cuda_gl_interop import InteropUnavailable, try_create
+        from xr_runtime.gl.cuda_interop import InteropUnavailable, try_create
 
         storage = self.renderer.avatar_texture(handle)
         if storage is None:
@@ -183,7 +183,7 @@ class TextureUploader:
         return slot
 
     def _cuda_copy(self, stream: int, batch: dict, passthrough: dict) -> None:
-        from xr_runtime.cuda_gl_interop import InteropUnavailable
+        from xr_runtime.gl.cuda_interop import InteropUnavailable
 
         try:
             self._interop.copy({slot: tensor for slot, _, tensor, _ in batch.values()}, stream)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xr_runtime.avatar_state import AvatarFrameState, HeadPose, is_cuda_tensor
+from xr_runtime.avatars.state import AvatarFrameState, HeadPose, is_cuda_tensor
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
 

@@ -10,14 +10,14 @@ import numpy as np
 
 from geometry.rotations import rotation_to_quaternion
 
-from xr_runtime import math3d
-from xr_runtime.avatar_state import HeadPose
-from xr_runtime.scene import Transform
+from geometry import transforms
+from xr_runtime.avatars.state import HeadPose
+from xr_runtime.scene.scene_file import Transform
 
 
 def rigid_matrix(position, rotation_wxyz) -> np.ndarray:
     w, x, y, z = rotation_wxyz
-    return math3d.pose_matrix(position, (x, y, z, w))
+    return transforms.pose_matrix(position, (x, y, z, w))
 
 
 def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: HeadPose) -> np.ndarray:
@@ -25,8 +25,8 @@ def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: HeadPose) 
     s = slot_scale * pose.scale
     pivot = s * np.asarray(pose.pivot, dtype=np.float64)
     rotation = rigid_matrix((0.0, 0.0, 0.0), pose.rotation)
-    head = math3d.translation(*(np.asarray(pose.translation) + pivot)) @ rotation @ math3d.translation(*-pivot)
-    return (placement @ head @ math3d.scaling(s)).astype(np.float32)
+    head = transforms.translation(*(np.asarray(pose.translation) + pivot)) @ rotation @ transforms.translation(*-pivot)
+    return (placement @ head @ transforms.scaling(s)).astype(np.float32)
 
 
 def matrix_to_quaternion_wxyz(m: np.ndarray) -> tuple[float, float, float, float]:
