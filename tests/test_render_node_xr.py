@@ -98,7 +98,7 @@ def test_openxr_avatar_driven_live_over_a_socket_changes_on_the_swapchain():
 
     torch = pytest.importorskip("torch")  # noqa: F841
     from streaming.protocol import FeatureFrame, FeatureKind
-    from streaming.transport import Publisher
+    from streaming.publisher import Publisher
     from xr_runtime.avatars.engine_source import reference_engine_source
     from streaming.receiver import Receiver, ReceiverConfig
 

@@ -16,7 +16,8 @@ from tools import samples
 from tools.bench_common import write_json
 from tools.errors import CliError
 from xr_runtime.local_session import SessionConfig, run_session
-from xr_runtime.latency.recorder import COLUMNS, creep_ms_per_min, stage_ms, summarise
+from xr_runtime.latency.publisher import collect_published_latency
+from xr_runtime.latency.recorder import creep_ms_per_min, stage_ms, summarise
 
 TARGETS = {"end_to_end_p50_ms": 60.0, "end_to_end_p99_ms": 100.0, "creep_ms_per_min": 0.5}
 
@@ -62,38 +63,9 @@ def plot(times: dict[str, np.ndarray], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def attach(endpoint: str, seconds: float) -> dict[str, np.ndarray]:
-    """Collects a live render node's latency records for ``seconds``."""
-    import time
-
-    import zmq
-
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.maxmsgsize = 64 << 20
-    sock.connect(endpoint)
-    cols: dict[str, list] = {}
-    deadline = time.monotonic() + seconds
-    try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(remaining * 1000) + 1):
-                continue
-            try:
-                msg = json.loads(sock.recv())
-                for name in COLUMNS:
-                    cols.setdefault(name, []).extend(int(v) for v in msg[name])
-            except (ValueError, KeyError, TypeError):
-                continue  # not a latency message: ignore, keep listening
-    finally:
-        sock.close(0)
-        ctx.term()
-    return {name: np.asarray(cols.get(name, []), dtype=np.int64) for name in COLUMNS}
-
-
 def run(args) -> int:
     if args.attach:
-        times = attach(args.attach, args.seconds)
+        times = collect_published_latency(args.attach, args.seconds)
         if len(times["display"]) == 0:
             raise CliError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
                            "running there with --latency-bind, and is an avatar being driven?")

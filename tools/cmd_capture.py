@@ -13,7 +13,7 @@ from capture.node import CaptureConfig, CaptureNode
 from capture.sources import SourceConfig, SourceError
 from capture.stats import format_table
 from streaming.protocol import FeatureKind, validate_stream_id
-from streaming.transport import InsecureBindError
+from streaming.sockets import InsecureBindError
 from tools.errors import CliError
 from calibration.clock_service import clock_endpoint_for
 from tools.net_args import add_client_args, curve_client_from_args

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from streaming.transport import generate_keys
+from streaming.sockets import generate_keys
 from tools.errors import CliError
 
 

@@ -8,7 +8,7 @@ import zmq
 
 from capture.recording import RecordingError
 from capture.replay import ReplayConfig, replay
-from streaming.transport import InsecureBindError
+from streaming.sockets import InsecureBindError
 from tools.errors import CliError
 from tools.net_args import add_client_args, curve_client_from_args
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import zmq
 
 from calibration.clock_service import ClockServer, clock_endpoint_for
-from streaming.transport import DEFAULT_ENDPOINT, CurveClient, CurveServer, InsecureBindError, check_bind_policy
+from streaming.sockets import DEFAULT_ENDPOINT, CurveClient, CurveServer, InsecureBindError, check_bind_policy
 from tools.errors import CliError
 
 
