@@ -17,6 +17,7 @@ from typing import Callable
 
 import zmq
 
+from core.errors import HeadcastError
 from streaming.protocol import validate_stream_id
 from streaming.sockets import CurveClient, CurveServer, SocketOptions, open_socket
 
@@ -206,3 +207,21 @@ class ClockClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def start_clock_service(spec: str, feature_endpoint: str, curve: CurveServer | None, insecure: bool) -> ClockServer | None:
+    """The clock service capture nodes ping: `spec` "auto" (the feature port + 1), "off", or an endpoint.
+
+    With "auto", a service that cannot start (port taken) is logged and skipped: streams still
+    work, only cross-host latency figures lose their calibration. An endpoint the user named
+    explicitly must work: its failure raises the `HeadcastError` that says why."""
+    if spec == "off":
+        return None
+    if spec != "auto":
+        return ClockServer(spec, curve_server=curve, insecure=insecure)
+    try:
+        return ClockServer(clock_endpoint_for(feature_endpoint), curve_server=curve, insecure=insecure)
+    except (HeadcastError, ValueError) as exc:
+        log.warning("no clock service: %s", exc)
+        return None
+

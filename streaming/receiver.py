@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import zmq
 
@@ -71,6 +72,15 @@ class _StreamState:
     lost_events: int = 0
     last_seq: int = -1
     lost: bool = False
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What a consumer of received frames reads (the engine): the `Receiver`, or a test's feed."""
+
+    def window_received(self, stream_id: str, n: int) -> list[ReceivedFrame]: ...
+
+    def snapshot(self) -> dict[str, StreamStatus]: ...
 
 
 @dataclass(frozen=True)
@@ -283,4 +293,4 @@ def status_as_dict(status: StreamStatus) -> dict:
     return d
 
 
-__all__ = ["Receiver", "ReceiverConfig", "ReceivedFrame", "StreamStatus", "ReceiverCounters", "status_as_dict"]
+__all__ = ["FrameSource", "Receiver", "ReceiverConfig", "ReceivedFrame", "StreamStatus", "ReceiverCounters", "status_as_dict"]

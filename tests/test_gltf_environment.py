@@ -14,7 +14,8 @@ from geometry import transforms  # noqa: E402
 from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig  # noqa: E402
 from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
 from xr_runtime.gl.gltf_environment import GltfEnvironmentError, load_environment  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode  # noqa: E402
 from xr_runtime.scene.scene_file import Scene  # noqa: E402
 
 W, H = 160, 120

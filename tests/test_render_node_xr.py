@@ -21,7 +21,8 @@ from geometry import transforms  # noqa: E402
 from xr_runtime.backends.openxr import OpenXRBackend  # noqa: E402
 from xr_runtime.backends.select import choose_backend  # noqa: E402
 from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode, RenderNodeConfig  # noqa: E402
 from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform  # noqa: E402
 from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
 

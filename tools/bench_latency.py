@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import HeadcastError
 from tools import samples
 from tools.bench_common import write_json
-from tools.errors import CliError
-from xr_runtime.local_session import SessionConfig, run_session
 from xr_runtime.latency.publisher import collect_published_latency
 from xr_runtime.latency.recorder import creep_ms_per_min, stage_ms, summarise
+from xr_runtime.local_session import SessionConfig, run_session
 
 TARGETS = {"end_to_end_p50_ms": 60.0, "end_to_end_p99_ms": 100.0, "creep_ms_per_min": 0.5}
 
@@ -67,7 +67,7 @@ def run(args) -> int:
     if args.attach:
         times = collect_published_latency(args.attach, args.seconds)
         if len(times["display"]) == 0:
-            raise CliError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
+            raise HeadcastError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
                            "running there with --latency-bind, and is an avatar being driven?")
         return report(args, times, {"attached": args.attach}, {}, None)
     return run_local(args)
@@ -80,7 +80,7 @@ def run_local(args) -> int:
         try:
             source = str(samples.sample_path(samples.DRIVER_CLIP))
         except samples.SampleError as exc:
-            raise CliError(str(exc)) from exc
+            raise HeadcastError(str(exc)) from exc
         is_file = True
     else:
         source, is_file = args.source, not args.source.isdigit()
@@ -92,7 +92,7 @@ def run_local(args) -> int:
     times = {k: np.asarray(v, dtype=np.int64) for k, v in raw.items() if isinstance(v, list)}
     n = len(times["display"])
     if n == 0:
-        raise CliError("no driven frame reached the display: does the avatar carry an animation network?\n"
+        raise HeadcastError("no driven frame reached the display: does the avatar carry an animation network?\n"
                        + "\n".join(result.render_log[-10:]))
     return report(args, times, {"source": source, "avatar": str(avatar)}, result.render_stats, result.capture_stats)
 

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from xr_runtime.avatars.mesh import AvatarMeshData
+from xr_runtime.avatars.assets import AvatarAssets
 from xr_runtime.avatars.state import AvatarStateSource, BadState, check_state
 from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, SubmitTiming
 from xr_runtime.latency.frame_stats import FrameRecord, FrameStats
@@ -46,20 +46,6 @@ select_egl_platform()
 from OpenGL import GL  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AvatarAssets:
-    """What the renderer needs of one slot's avatar, independent of where it came from."""
-
-    mesh: AvatarMeshData
-    neutral_texture: np.ndarray          # (H, W, 4) uint8: the idle look, and the texture size
-    neutral_weights: np.ndarray | None = None   # (K,), default zeros
-
-    def weights0(self) -> np.ndarray:
-        if self.neutral_weights is None:
-            return np.zeros(self.mesh.blendshape_count, dtype=np.float32)
-        return np.asarray(self.neutral_weights, dtype=np.float32)
 
 
 @dataclass(frozen=True)

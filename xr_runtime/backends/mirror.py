@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.errors import BackendUnavailable
 from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()
@@ -26,7 +27,7 @@ from OpenGL import GL  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-class MirrorUnavailable(RuntimeError):
+class MirrorUnavailable(BackendUnavailable):
     pass
 
 

@@ -13,6 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 
+from core.errors import BackendUnavailable
 from xr_runtime.gl.platform import select_egl_platform, use_platform
 
 select_egl_platform()
@@ -22,7 +23,7 @@ from OpenGL import GL  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-class GlfwContextError(RuntimeError):
+class GlfwContextError(BackendUnavailable):
     """GLFW missing, no display, or no OpenGL >= 3.3 core window; the message says which."""
 
 

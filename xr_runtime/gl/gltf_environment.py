@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import HeadcastError
 from geometry import transforms
 from xr_runtime.gl.platform import select_egl_platform
 from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX
@@ -41,7 +42,7 @@ _DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125:
 _NORMALISE = {5121: 255.0, 5123: 65535.0, 5120: 127.0, 5122: 32767.0}
 
 
-class GltfEnvironmentError(ValueError):
+class GltfEnvironmentError(HeadcastError, ValueError):
     pass
 
 

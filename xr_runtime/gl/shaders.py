@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from importlib import resources
 
+from core.errors import HeadcastError
 from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
@@ -10,7 +11,7 @@ select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
 from OpenGL import GL  # noqa: E402
 
 
-class ShaderError(RuntimeError):
+class ShaderError(HeadcastError, RuntimeError):
     """A shader failed to compile or link; the message holds the driver's log."""
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.errors import BackendUnavailable
 from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
@@ -14,7 +15,7 @@ select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
 from OpenGL import GL  # noqa: E402
 
 
-class FramebufferError(RuntimeError):
+class FramebufferError(BackendUnavailable):
     pass
 
 
