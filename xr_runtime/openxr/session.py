@@ -36,14 +36,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol
 
-import numpy as np
-
 from geometry import transforms
 from xr_runtime.gl.context_config import GLContextConfig
+from xr_runtime.gl.eye_view import EyeView
 from xr_runtime.gl.glfw_context import GlfwContextConfig
 from xr_runtime.gl.msaa import choose_samples
 from xr_runtime.gl.platform import import_xr
-from xr_runtime.gl.target import RenderTarget
 from xr_runtime.openxr import refresh_rate as openxr_refresh_rate
 from xr_runtime.openxr.bindings import create_graphics
 from xr_runtime.openxr.clock import CONVERT_TIMESPEC_EXTENSION, XrClock
@@ -98,25 +96,6 @@ class FrameInfo:
     # Hands at the predicted display time, in the session's reference space (FOCUSED only;
     # empty when controllers are off or the session is not focused).
     hands: dict[str, HandState] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EyeView:
-    index: int                           # 0 = left, 1 = right
-    position: tuple[float, float, float]
-    orientation: tuple[float, float, float, float]  # xyzw
-    fov: tuple[float, float, float, float]          # left, right, up, down (radians)
-    view: np.ndarray                     # world → eye, (4, 4) float32
-    projection: np.ndarray               # asymmetric, (4, 4) float32
-    target: RenderTarget                 # bound by the caller's renderer; an acquired image
-
-    @property
-    def width(self) -> int:
-        return self.target.width
-
-    @property
-    def height(self) -> int:
-        return self.target.height
 
 
 class DrawEye(Protocol):
