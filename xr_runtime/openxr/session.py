@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -141,6 +142,11 @@ class OpenXRSession:
         self.stats = RunStats()
         try:
             self._create()
+        except xr.ResultException as exc:  # the loader or runtime refused a set-up call: say which
+            self.close()
+            layers = os.environ.get("XR_ENABLE_API_LAYERS")
+            hint = f" (XR_ENABLE_API_LAYERS={layers})" if layers and "LAYER" in type(exc).__name__.upper() else ""
+            raise XrUnavailableError(f"OpenXR set-up failed: {type(exc).__name__}: {exc}{hint}") from exc
         except BaseException:
             self.close()
             raise
