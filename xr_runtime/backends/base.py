@@ -22,7 +22,7 @@ import numpy as np
 
 from geometry import transforms
 from xr_runtime.gl.eye_view import EyeView
-from xr_runtime.openxr.input import HandState
+from xr_runtime.scene.hand import HandState
 
 IPD_M = 0.064  # eye distance of the simulated head (adult average)
 

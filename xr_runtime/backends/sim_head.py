@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geometry.rotations import quaternion_multiply, quaternion_to_rotation
-from xr_runtime.openxr.input import HandState
+from xr_runtime.scene.hand import HandState
 
 MOVE_KEYS = {"w": (0, 0, -1), "s": (0, 0, 1), "a": (-1, 0, 0), "d": (1, 0, 0), "q": (0, -1, 0), "e": (0, 1, 0)}
 

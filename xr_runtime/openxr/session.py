@@ -54,9 +54,10 @@ from xr_runtime.openxr.graphics import (
     choose_graphics,
     required_extensions,
 )
-from xr_runtime.openxr.input import ControllerInput, HandState
+from xr_runtime.openxr.input import ControllerInput
 from xr_runtime.openxr.refresh_rate import RefreshRate
 from xr_runtime.openxr.swapchain import COLOR_PREFERENCE, DEPTH_PREFERENCE, EyeSwapchain, pick_format
+from xr_runtime.scene.hand import HandState
 
 xr = import_xr()  # keeps PyOpenGL's EGL platform in place (see gl_platform)
 
