@@ -18,6 +18,7 @@ from typing import Callable
 from core.errors import BackendUnavailable, HeadcastError
 from streaming.sockets import CurveServer
 from xr_runtime.avatars.sources import StateSourceConfig, make_state_source
+from xr_runtime.avatars.worker_source import WorkerStateSource
 from xr_runtime.backends.factory import BackendOptions, make_backend
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         node.save_scene(cfg.save_scene_to)
     stats["receiver"] = {"endpoint": endpoint, "messages": counters.messages, "malformed": counters.malformed}
     stats["backend_choice"] = {"name": choice.name, "reason": choice.reason}
+    if isinstance(setup.source, WorkerStateSource):
+        stats["engine"] = {"pacing": setup.source.pacing.mode, "steps": setup.source.steps,
+                           "errors": setup.source.errors}
     return stats, node
 
 
