@@ -273,7 +273,7 @@ def holdout_ranges(avatar: Path, driver: Path) -> tuple[tuple[int, int], ...]:
     by sha256 against the manifest's sources), as (start, end) frame ranges of that clip."""
     import json
 
-    from inference.avatar_package import sha256_file
+    from core.atomic_files import sha256_file
 
     raw = json.loads((Path(avatar) / "avatar.json").read_text())
     build = raw["build"]

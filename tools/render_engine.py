@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
-from inference.avatar_manifest import CANONICAL_UNIT_M
+from inference.avatar_package import CANONICAL_UNIT_M
 from xr_runtime.avatar_state import AvatarFrameState, HeadPose, IDENTITY_POSE
 from xr_runtime.latency import LatencyTrace
 from xr_runtime.worker_source import WorkerStateSource
