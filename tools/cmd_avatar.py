@@ -74,6 +74,11 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _short(what: str) -> str:
+    """The name part of a manifest ``weights`` description ("head model VAE decoder: z -> ...")."""
+    return what.split(":")[0].split(" (")[0]
+
+
 def _animation_summary(block: dict) -> dict | None:
     """The animation block's essentials: window T, layers, width, held-out metrics."""
     if not block.get("included"):
@@ -121,8 +126,8 @@ def run_info(args) -> int:
           f"{summary['n_blendshapes']} blendshapes; mesh {summary['vertices']} vertices, {summary['triangles']} triangles")
     w = summary["weights"]
     print(f"  package {summary['package_bytes'] / 1e6:.1f} MB; {WEIGHTS} {w['bytes'] / 1e6:.1f} MB holds "
-          + ", ".join(f"{k}* ({v.split(':')[0]})" for k, v in w["holds"].items())
-          + "".join(f"; not included: {k}* ({v.split(':')[0]})" for k, v in w["not_included"].items()))
+          + ", ".join(f"{k}* ({_short(v)})" for k, v in w["holds"].items())
+          + "".join(f"; not included: {k}* ({_short(v)})" for k, v in w["not_included"].items()))
     print(f"  decoder {params:,} parameters; decode {ms:.2f} ms on this machine (CPU, 1 thread; "
           f"{ms2:.2f} ms with 2 threads; median of 50)")
     print(f"  held-out PSNR {met.get('holdout_psnr_db')} dB, SSIM {met.get('holdout_ssim')}, "
