@@ -10,7 +10,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def egl_available():
     """Skips (with the reason) where no headless EGL OpenGL context can be made."""
-    from xr_runtime import gl_context
+    from xr_runtime.gl import egl_context as gl_context
 
     try:
         gl_context.HeadlessGLContext().close()

@@ -10,7 +10,7 @@ from _xvfb import xvfb  # noqa: F401  (fixture: a private X server)
 
 from xr_runtime.backends.select import active_runtime_manifest, choose_backend
 from xr_runtime.backends.sim_head import MouseHand, SimulatedHead
-from xr_runtime.grab import GrabController
+from xr_runtime.scene.grab import GrabController
 
 
 def never(*_):
@@ -77,13 +77,14 @@ def test_mouse_hand_grabs_the_avatar_under_the_cursor():
 # ---------------------------------------------------------------------------------- desktop window
 
 def test_desktop_backend_shows_avatars_side_by_side_with_a_status_overlay(xvfb, tmp_path):
-    from xr_runtime import math3d
+    from geometry import transforms
     from xr_runtime.backends.base import head_eye_views
     from xr_runtime.backends.desktop import DesktopBackend, DesktopConfig
-    from xr_runtime.dev_source import QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture
-    from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig
-    from xr_runtime.scene import AvatarSlot, Scene, Transform
-    from xr_runtime.state_sampler import SamplerConfig
+    from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture
+    from xr_runtime.avatars.assets import AvatarAssets
+    from xr_runtime.render_node import RenderNode, RenderNodeConfig
+    from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
+    from xr_runtime.avatars.sampler import SamplerConfig
 
     assert choose_backend("auto").name in ("desktop", "openxr")
     scene = Scene([AvatarSlot(tmp_path / "a", "alice", Transform((0.0, 1.6, -0.7)))])
@@ -110,12 +111,12 @@ def test_desktop_backend_shows_avatars_side_by_side_with_a_status_overlay(xvfb, 
         cv2.imwrite(os.path.join(os.environ["HEADCAST_SCREENSHOT_DIR"], "desktop_window.png"), image[..., 2::-1])
     assert image.shape == (240, 480, 4)
     mesh = dev_head_mesh()
-    proj = math3d.projection_symmetric(70.0, 240 / 240, 0.05, 100.0)
-    model = math3d.translation(0.0, 1.6, -0.7)
+    proj = transforms.projection_symmetric(70.0, 240 / 240, 0.05, 100.0)
+    model = transforms.translation(0.0, 1.6, -0.7)
     for eye, (view, _) in enumerate(head_eye_views((0, 1.6, 0), (1, 0, 0, 0), True)):
         for uv, colour in zip(((0.25, 0.25), (0.75, 0.75)), (QUADRANT_COLOURS[0], QUADRANT_COLOURS[3])):
             i = int(np.argmin(np.linalg.norm(mesh.uvs - np.asarray(uv), axis=1)))
-            x, y = math3d.project_point(proj @ view @ model, mesh.positions[i], 240, 240)
+            x, y = transforms.project_point(proj @ view @ model, mesh.positions[i], 240, 240)
             got = image[int(y), eye * 240 + int(x), :3]
             assert max(abs(int(a) - int(b)) for a, b in zip(got, colour)) <= 12, (eye, uv, got)
     # The overlay: a dark panel with white glyphs in the top-left corner, saying fps and the stream.
@@ -132,8 +133,8 @@ def test_mirror_window_shows_frames_of_a_surfaceless_context(xvfb):
     from OpenGL import GL
 
     from xr_runtime.backends.mirror import MirrorWindow
-    from xr_runtime.gl_context import HeadlessGLContext
-    from xr_runtime.gl_target import RenderTarget
+    from xr_runtime.gl.egl_context import HeadlessGLContext
+    from xr_runtime.gl.target import RenderTarget
 
     ctx = HeadlessGLContext()
     target = RenderTarget(320, 240)

@@ -87,7 +87,7 @@ def test_engine_drives_the_built_avatar_from_another_persons_capture(package_dir
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.package_loader import load_avatar_model
     from streaming.protocol import Flags
-    from xr_runtime.receiver import Receiver, ReceiverConfig
+    from streaming.receiver import Receiver, ReceiverConfig
 
     model, note = load_avatar_model(package_dir)  # no allow_untrained: the package carries its network
     assert note == "package animation network"

@@ -14,7 +14,7 @@ from capture.sources import LatestFrameGrabber, SourceConfig, SourceError, open_
 from streaming.protocol import FeatureKind, Flags
 from tools import cli
 from tools.samples import sample_path
-from xr_runtime.receiver import Receiver, ReceiverConfig
+from streaming.receiver import Receiver, ReceiverConfig
 
 MAN, WOMAN, NO_FACE = "single_face.mp4", "WolfgangLanger_Pexels.mp4", "no_face.mp4"
 

@@ -13,10 +13,10 @@ from capture.node import CaptureConfig, CaptureNode
 from capture.sources import SourceConfig
 from geometry.rotations import quaternion_to_rotation
 from streaming.protocol import FeatureKind, Flags
-from streaming.transport import CurveServer
+from streaming.sockets import CurveServer
 from tools import cli
 from tools.samples import sample_path
-from xr_runtime.receiver import Receiver, ReceiverConfig
+from streaming.receiver import Receiver, ReceiverConfig
 
 WOMAN, MAN = "WolfgangLanger_Pexels.mp4", "single_face.mp4"
 

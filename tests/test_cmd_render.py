@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("xr_runtime.gl_context")
+pytest.importorskip("xr_runtime.gl.egl_context")
 
 from streaming.protocol import FeatureFrame, FeatureKind, Flags  # noqa: E402
-from streaming.transport import Publisher  # noqa: E402
+from streaming.publisher import Publisher  # noqa: E402
 
 HEADCAST = [sys.executable, "-m", "tools.cli"]
 

@@ -22,7 +22,7 @@ from inference.features.face_tracker import FaceTracker
 from streaming.protocol import FeatureKind
 from tools import cli
 from tools.samples import sample_path
-from xr_runtime.receiver import Receiver, ReceiverConfig
+from streaming.receiver import Receiver, ReceiverConfig
 
 MAN = "single_face.mp4"
 

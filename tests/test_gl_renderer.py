@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from xr_runtime import math3d
-from xr_runtime.avatar_mesh import AvatarMeshData
+from geometry import transforms
+from xr_runtime.avatars.mesh import AvatarMeshData
 
-gl_context = pytest.importorskip("xr_runtime.gl_context")
+gl_context = pytest.importorskip("xr_runtime.gl.egl_context")
 
-from xr_runtime.gl_renderer import AvatarDrawState, Renderer, SceneStyle  # noqa: E402
-from xr_runtime.gl_target import RenderTarget  # noqa: E402
-from xr_runtime.scene_geometry import RoomConfig  # noqa: E402
+from xr_runtime.gl.renderer import AvatarDrawState, Renderer, SceneStyle  # noqa: E402
+from xr_runtime.gl.target import RenderTarget  # noqa: E402
+from xr_runtime.scene.room_geometry import RoomConfig  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
@@ -68,8 +68,8 @@ def quadrant_texture(size: int = 64) -> np.ndarray:
 
 def camera():
     """Viewer at 1.6 m looking level along -Z; avatars go 1.5 m in front."""
-    view = math3d.look_at((0, 1.6, 0), (0, 1.6, -1))
-    proj = math3d.projection_symmetric(60, WIDTH / HEIGHT, 0.05, 50)
+    view = transforms.look_at((0, 1.6, 0), (0, 1.6, -1))
+    proj = transforms.projection_symmetric(60, WIDTH / HEIGHT, 0.05, 50)
     return view, proj
 
 
@@ -99,10 +99,10 @@ def test_walls_occlude_what_is_behind_them(renderer, target):
     mesh = renderer.add_avatar(quad_mesh(1.0))
     texture = np.full((8, 8, 4), 255, np.uint8)
     texture[..., :3] = (255, 0, 255)
-    behind_wall = AvatarDrawState(mesh, math3d.translation(0, 1.6, -6.0), texture=texture)
+    behind_wall = AvatarDrawState(mesh, transforms.translation(0, 1.6, -6.0), texture=texture)
     renderer.draw(view, proj, [behind_wall], target)
     assert not colour_mask(target.read_rgba(), (255, 0, 255)).any()
-    in_room = AvatarDrawState(mesh, math3d.translation(0, 1.6, -3.0))
+    in_room = AvatarDrawState(mesh, transforms.translation(0, 1.6, -3.0))
     renderer.draw(view, proj, [in_room], target)
     assert colour_mask(target.read_rgba(), (255, 0, 255)).sum() > 100
 
@@ -124,7 +124,7 @@ def test_avatar_texture_round_trips_sRGB(renderer, target):
     texture = np.full((16, 16, 4), 128, np.uint8)
     texture[..., 3] = 255
     view, proj = camera()
-    renderer.draw(view, proj, [AvatarDrawState(mesh, math3d.translation(0, 1.6, -1.5), texture=texture)], target)
+    renderer.draw(view, proj, [AvatarDrawState(mesh, transforms.translation(0, 1.6, -1.5), texture=texture)], target)
     centre = target.read_rgba()[HEIGHT // 2 - 5: HEIGHT // 2 + 5, WIDTH // 2 - 5: WIDTH // 2 + 5, :3]
     assert np.abs(centre.astype(int) - 128).max() <= 1
 
@@ -132,20 +132,20 @@ def test_avatar_texture_round_trips_sRGB(renderer, target):
 def test_texture_quadrants_appear_where_the_avatar_is(renderer, target):
     mesh_data = quad_mesh(0.3)
     mesh = renderer.add_avatar(mesh_data, texture_size=(64, 64))
-    model = math3d.translation(0.2, 1.5, -1.5)
+    model = transforms.translation(0.2, 1.5, -1.5)
     view, proj = camera()
     renderer.draw(view, proj, [AvatarDrawState(mesh, model, texture=quadrant_texture())], target)
     image = target.read_rgba()
     mvp = proj @ view @ model
     for corner, colour in (((-0.15, 0.15), RED), ((0.15, 0.15), GREEN),
                            ((-0.15, -0.15), BLUE), ((0.15, -0.15), YELLOW)):
-        xy = math3d.project_point(mvp, (*corner, 0.0), WIDTH, HEIGHT)
+        xy = transforms.project_point(mvp, (*corner, 0.0), WIDTH, HEIGHT)
         assert pixel(image, xy) == colour, f"quadrant at {corner} → pixel {xy}"
     # Outside the quad there is no texture colour.
-    outside = math3d.project_point(mvp, (-0.45, 0.0, 0.0), WIDTH, HEIGHT)
+    outside = transforms.project_point(mvp, (-0.45, 0.0, 0.0), WIDTH, HEIGHT)
     assert pixel(image, outside) not in (RED, GREEN, BLUE, YELLOW)
     # The covered area matches the projected quad's area (within edge pixels).
-    corners = [math3d.project_point(mvp, (*c, 0.0), WIDTH, HEIGHT) for c in ((-0.3, -0.3), (0.3, 0.3))]
+    corners = [transforms.project_point(mvp, (*c, 0.0), WIDTH, HEIGHT) for c in ((-0.3, -0.3), (0.3, 0.3))]
     area = abs(corners[1][0] - corners[0][0]) * abs(corners[1][1] - corners[0][1])
     covered = sum(colour_mask(image, c).sum() for c in (RED, GREEN, BLUE, YELLOW))
     assert abs(covered - area) < 0.15 * area
@@ -165,7 +165,7 @@ def test_blendshape_weights_move_vertices(renderer, target):
     mesh = renderer.add_avatar(mesh_data)
     texture = np.full((8, 8, 4), 255, np.uint8)
     texture[..., :3] = (255, 0, 255)
-    model = math3d.translation(0, 1.6, -1.5)
+    model = transforms.translation(0, 1.6, -1.5)
     view, proj = camera()
     mvp = proj @ view @ model
     centroids = {}
@@ -175,7 +175,7 @@ def test_blendshape_weights_move_vertices(renderer, target):
         centroids[weights] = mask_centroid(target.read_rgba(), (255, 0, 255))
         # The shader's deformation equals the CPU reference: compare with its projected centre.
         deformed = mesh_data.deformed_positions(np.array(weights))
-        projected = np.array([math3d.project_point(mvp, p, WIDTH, HEIGHT) for p in deformed])
+        projected = np.array([transforms.project_point(mvp, p, WIDTH, HEIGHT) for p in deformed])
         assert np.allclose(centroids[weights], projected.mean(axis=0), atol=1.5)
     shift = centroids[(1.0, 0.0)] - centroids[(0.0, 0.0)]
     assert shift[0] > 10 and abs(shift[1]) < 1
@@ -187,12 +187,12 @@ def test_wrong_weight_count_is_an_error(renderer, target):
     mesh = renderer.add_avatar(quad_mesh(0.2, np.zeros((3, 4, 3))))
     view, proj = camera()
     with pytest.raises(ValueError, match="3 blendshapes"):
-        renderer.draw(view, proj, [AvatarDrawState(mesh, math3d.identity(), np.zeros(2))], target)
+        renderer.draw(view, proj, [AvatarDrawState(mesh, transforms.identity(), np.zeros(2))], target)
 
 
 def test_texture_updates_per_frame_and_serial_skips_reupload(renderer, target):
     mesh = renderer.add_avatar(quad_mesh(0.4))
-    model = math3d.translation(0, 1.6, -1.5)
+    model = transforms.translation(0, 1.6, -1.5)
     view, proj = camera()
     centre = (WIDTH // 2, HEIGHT // 2)
     frames = []
@@ -208,11 +208,11 @@ def test_texture_updates_per_frame_and_serial_skips_reupload(renderer, target):
 def test_texture_size_change_reallocates(renderer, target):
     mesh = renderer.add_avatar(quad_mesh(0.4), texture_size=(16, 16))
     view, proj = camera()
-    model = math3d.translation(0, 1.6, -1.5)
+    model = transforms.translation(0, 1.6, -1.5)
     renderer.draw(view, proj, [AvatarDrawState(mesh, model, texture=quadrant_texture(128))], target)
     image = target.read_rgba()
     mvp = proj @ view @ model
-    assert pixel(image, math3d.project_point(mvp, (0.2, -0.2, 0), WIDTH, HEIGHT)) == YELLOW
+    assert pixel(image, transforms.project_point(mvp, (0.2, -0.2, 0), WIDTH, HEIGHT)) == YELLOW
 
 
 def test_several_avatars_and_model_rotation(renderer, target):
@@ -220,18 +220,18 @@ def test_several_avatars_and_model_rotation(renderer, target):
     view, proj = camera()
     red, green = (np.full((4, 4, 4), 255, np.uint8) for _ in range(2))
     red[..., :3], green[..., :3] = RED, GREEN
-    left = AvatarDrawState(mesh, math3d.translation(-0.4, 1.6, -1.5), texture=red)
+    left = AvatarDrawState(mesh, transforms.translation(-0.4, 1.6, -1.5), texture=red)
     renderer.draw(view, proj, [left], target)
     other = renderer.add_avatar(quad_mesh(0.15))
     # Turned by 60° about y: still visible, but smaller on screen, by what projection predicts.
-    turned = math3d.translation(0.4, 1.6, -1.5) @ math3d.rotation_y(math.radians(60))
+    turned = transforms.translation(0.4, 1.6, -1.5) @ transforms.rotation_y(math.radians(60))
     right = AvatarDrawState(other, turned, texture=green)
     renderer.draw(view, proj, [left, right], target)
     image = target.read_rgba()
     assert mask_centroid(image, RED)[0] < WIDTH / 2 < mask_centroid(image, GREEN)[0]
     for state, colour in ((left, RED), (right, GREEN)):
         corners = quad_mesh(0.15).positions
-        xy = np.array([math3d.project_point(proj @ view @ state.model_matrix, p, WIDTH, HEIGHT)
+        xy = np.array([transforms.project_point(proj @ view @ state.model_matrix, p, WIDTH, HEIGHT)
                        for p in corners])
         area = 0.5 * abs(np.dot(xy[:, 0], np.roll(xy[:, 1], 1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], 1)))
         assert colour_mask(image, colour).sum() == pytest.approx(area, rel=0.2)
@@ -241,14 +241,14 @@ def test_multisampled_target_resolves(context, renderer):
     target = RenderTarget(WIDTH, HEIGHT, samples=4)
     try:
         mesh = renderer.add_avatar(quad_mesh(0.3))
-        model = math3d.translation(0, 1.6, -1.5)
+        model = transforms.translation(0, 1.6, -1.5)
         view, proj = camera()
         renderer.draw(view, proj, [AvatarDrawState(mesh, model, texture=quadrant_texture())], target)
         image = target.read_rgba()
         mvp = proj @ view @ model
-        assert pixel(image, math3d.project_point(mvp, (-0.15, 0.15, 0), WIDTH, HEIGHT)) == RED
+        assert pixel(image, transforms.project_point(mvp, (-0.15, 0.15, 0), WIDTH, HEIGHT)) == RED
         # Antialiased edges produce blends that a single-sample render never has.
-        edge_row = image[int(math3d.project_point(mvp, (0, 0.15, 0), WIDTH, HEIGHT)[1])]
+        edge_row = image[int(transforms.project_point(mvp, (0, 0.15, 0), WIDTH, HEIGHT)[1])]
         assert len({tuple(p[:3]) for p in edge_row}) > 3
     finally:
         target.delete()
@@ -287,7 +287,7 @@ def test_mesh_validation_names_the_problem():
 
 def test_asymmetric_fov_projection_maps_fov_edges_to_ndc_edges():
     left, right, up, down = -0.9, 0.6, 0.7, -0.8
-    proj = math3d.projection_from_fov(left, right, up, down, 0.1, 10.0)
+    proj = transforms.projection_from_fov(left, right, up, down, 0.1, 10.0)
     for angle_x, angle_y, expected in ((left, 0.0, (-1, None)), (right, 0.0, (1, None)),
                                        (0.0, up, (None, 1)), (0.0, down, (None, -1))):
         point = np.array([math.tan(angle_x) * 2.0, math.tan(angle_y) * 2.0, -2.0, 1.0])
@@ -305,8 +305,8 @@ def test_asymmetric_fov_projection_maps_fov_edges_to_ndc_edges():
 def test_view_matrix_inverts_pose():
     q = (0.1, 0.7, -0.2, 0.68)
     q = tuple(np.array(q) / np.linalg.norm(q))
-    pose = math3d.pose_matrix((0.3, 1.6, -0.2), q)
-    assert np.allclose(math3d.view_matrix((0.3, 1.6, -0.2), q) @ pose, np.eye(4), atol=1e-5)
+    pose = transforms.pose_matrix((0.3, 1.6, -0.2), q)
+    assert np.allclose(transforms.view_matrix((0.3, 1.6, -0.2), q) @ pose, np.eye(4), atol=1e-5)
 
 
 def _render_centre_pixel() -> tuple[int, ...]:
@@ -314,10 +314,10 @@ def _render_centre_pixel() -> tuple[int, ...]:
     try:
         mesh = renderer.add_avatar(quad_mesh(0.3))
         view, proj = camera()
-        model = math3d.translation(0, 1.6, -1.5)
+        model = transforms.translation(0, 1.6, -1.5)
         renderer.draw(view, proj, [AvatarDrawState(mesh, model, texture=quadrant_texture())], target)
         mvp = proj @ view @ model
-        return pixel(target.read_rgba(), math3d.project_point(mvp, (0.15, 0.15, 0), WIDTH, HEIGHT))
+        return pixel(target.read_rgba(), transforms.project_point(mvp, (0.15, 0.15, 0), WIDTH, HEIGHT))
     finally:
         target.delete()
         renderer.close()
@@ -349,7 +349,7 @@ def test_renderer_works_when_pyopenxr_is_imported_first(tmp_path):
         "import xr, OpenGL.platform as p\n"
         "assert type(p.PLATFORM).__name__ == 'GLXPlatform', type(p.PLATFORM)\n"
         "import tests.test_gl_renderer as t\n"
-        "from xr_runtime.gl_context import HeadlessGLContext\n"
+        "from xr_runtime.gl.egl_context import HeadlessGLContext\n"
         "with HeadlessGLContext():\n"
         "    print(t._render_centre_pixel())\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -365,13 +365,13 @@ def test_mipmapped_texture_keeps_colours_when_minified(renderer, target):
     # Far away and small: every quadrant still shows its own colour (mip levels are regenerated
     # after each upload; stale or missing levels would show black or the old texture).
     mesh = renderer.add_avatar(quad_mesh(0.3), texture_size=(256, 256), mipmaps=True)
-    model = math3d.translation(0, 1.6, -3.5)
+    model = transforms.translation(0, 1.6, -3.5)
     view, proj = camera()
     mvp = proj @ view @ model
     for serial, tex in ((1, quadrant_texture(256)), (2, quadrant_texture(256)[::-1].copy())):
         renderer.draw(view, proj, [AvatarDrawState(mesh, model, texture=tex, texture_serial=serial)], target)
         image = target.read_rgba()
-        top_left = pixel(image, math3d.project_point(mvp, (-0.15, 0.15, 0), WIDTH, HEIGHT))
+        top_left = pixel(image, transforms.project_point(mvp, (-0.15, 0.15, 0), WIDTH, HEIGHT))
         assert top_left == (RED if serial == 1 else BLUE)
 
 
@@ -389,6 +389,6 @@ def test_external_writer_texture_is_rgba8_storage_sampled_as_sRGB(renderer, targ
     GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
     renderer.avatar_texture_written(mesh)
     view, proj = camera()
-    renderer.draw(view, proj, [AvatarDrawState(mesh, math3d.translation(0, 1.6, -1.5))], target)
+    renderer.draw(view, proj, [AvatarDrawState(mesh, transforms.translation(0, 1.6, -1.5))], target)
     # Sampled through the sRGB view: 128 in, 128 out (a plain RGBA8 sample would give 188).
     assert pixel(target.read_rgba(), (WIDTH // 2, HEIGHT // 2)) == (128, 128, 128)

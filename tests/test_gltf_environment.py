@@ -6,16 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("xr_runtime.gl_context")
+pytest.importorskip("xr_runtime.gl.egl_context")
 pygltflib = pytest.importorskip("pygltflib")
 cv2 = pytest.importorskip("cv2")
 
-from xr_runtime import math3d  # noqa: E402
+from geometry import transforms  # noqa: E402
 from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig  # noqa: E402
-from xr_runtime.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
-from xr_runtime.gltf_environment import GltfEnvironmentError, load_environment  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode  # noqa: E402
-from xr_runtime.scene import Scene  # noqa: E402
+from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
+from xr_runtime.gl.gltf_environment import GltfEnvironmentError, load_environment  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode  # noqa: E402
+from xr_runtime.scene.scene_file import Scene  # noqa: E402
 
 W, H = 160, 120
 
@@ -116,11 +117,11 @@ def test_scene_with_gltf_environment_renders_it_around_the_avatar(tmp_path):
     stats = RenderNode(scene, [AvatarAssets(dev_head_mesh(), dev_texture())], source).run(backend, max_frames=3)
     assert stats["frames"] == 3
     image = backend.last_image
-    view = math3d.look_at((0, 1.6, 0), (0, 1.6, -1))
-    proj = math3d.projection_symmetric(60, W / H, 0.05, 100.0)
+    view = transforms.look_at((0, 1.6, 0), (0, 1.6, -1))
+    proj = transforms.projection_symmetric(60, W / H, 0.05, 100.0)
 
     def at(point):
-        x, y = math3d.project_point(proj @ view, point, W, H)
+        x, y = transforms.project_point(proj @ view, point, W, H)
         return image[int(y), int(x), :3].astype(int)
 
     panel = at((0.0, 1.6, -3.0))

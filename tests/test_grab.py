@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from xr_runtime import math3d
-from xr_runtime.grab import GrabConfig, GrabController
-from xr_runtime.openxr_input import HandState
+from geometry import transforms
+from xr_runtime.scene.grab import GrabConfig, GrabController
+from xr_runtime.openxr.input import HandState
 
 
 def hand(position, squeeze, yaw_deg=0.0, roll_deg=0.0) -> HandState:
@@ -25,7 +25,7 @@ def hand(position, squeeze, yaw_deg=0.0, roll_deg=0.0) -> HandState:
 
 @pytest.fixture
 def scene():
-    return {"a": math3d.translation(0.0, 1.5, -1.0), "b": math3d.translation(1.0, 1.5, -1.0)}
+    return {"a": transforms.translation(0.0, 1.5, -1.0), "b": transforms.translation(1.0, 1.5, -1.0)}
 
 
 def test_squeeze_near_avatar_moves_it_with_the_hand(scene):
@@ -46,7 +46,7 @@ def test_turning_the_hand_turns_the_avatar_about_the_grip(scene):
     moved = grab.update({"left": hand((0.0, 1.5, -0.8), 1.0, yaw_deg=90)}, scene)["a"]
     # The avatar sat 0.2 m in front (-Z) of the grip; a 90° turn about +Y puts it at -X.
     assert np.allclose(moved[:3, 3], (-0.2, 1.5, -0.8), atol=1e-5)
-    assert np.allclose(moved[:3, :3], math3d.rotation_y(math.radians(90))[:3, :3], atol=1e-5)
+    assert np.allclose(moved[:3, :3], transforms.rotation_y(math.radians(90))[:3, :3], atol=1e-5)
 
 
 def test_upright_ignores_roll_unless_disabled(scene):

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from xr_runtime.gl_context import HeadlessGLContext
-from xr_runtime.host_upload import DirectUpload, PboUpload, calibrate
+from xr_runtime.gl.egl_context import HeadlessGLContext
+from xr_runtime.gl.host_upload import DirectUpload, PboUpload, calibrate
 
 
 @pytest.fixture
@@ -89,9 +89,9 @@ def test_calibration_times_both_methods_and_keeps_the_faster(gl):
 
 @pytest.mark.parametrize("method", ["auto", "direct", "pbo"])
 def test_uploader_records_its_method_and_the_avatar_texture_holds_the_bytes(gl, method, caplog):
-    from xr_runtime.avatar_mesh import AvatarMeshData
-    from xr_runtime.gl_renderer import Renderer
-    from xr_runtime.texture_upload import TextureUploader
+    from xr_runtime.avatars.mesh import AvatarMeshData
+    from xr_runtime.gl.renderer import Renderer
+    from xr_runtime.gl.texture_upload import TextureUploader
 
     mesh = AvatarMeshData(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float), np.array([[0, 0], [1, 0], [0, 1]], float),
                           np.array([[0, 1, 2]]), np.zeros((1, 3, 3)))
@@ -99,7 +99,7 @@ def test_uploader_records_its_method_and_the_avatar_texture_holds_the_bytes(gl, 
     uploader = TextureUploader(renderer, allow_interop=False, host_method=method)
     try:
         handle = renderer.add_avatar(mesh, texture_size=(96, 128))
-        with caplog.at_level(logging.INFO, logger="xr_runtime.texture_upload"):
+        with caplog.at_level(logging.INFO, logger="xr_runtime.gl.texture_upload"):
             uploader.prepare([(96, 128)])
         counters = uploader.counters
         assert counters.host_methods == {"128x96": method if method != "auto" else counters.host_methods["128x96"]}
@@ -125,7 +125,7 @@ def test_uploader_records_its_method_and_the_avatar_texture_holds_the_bytes(gl, 
 
 
 def test_uploader_rejects_an_unknown_method(gl):
-    from xr_runtime.texture_upload import TextureUploader
+    from xr_runtime.gl.texture_upload import TextureUploader
 
     with pytest.raises(ValueError, match="unknown host upload method"):
         TextureUploader(renderer=None, host_method="dma")

@@ -1,7 +1,7 @@
 """Latency recorder: each captured frame counted once, stages add up, creep is detected."""
 import numpy as np
 
-from xr_runtime.latency import LatencyRecorder, LatencyTrace, creep_ms_per_min, stage_ms
+from xr_runtime.latency.recorder import LatencyRecorder, LatencyTrace, creep_ms_per_min, stage_ms
 
 
 def trace(seq, t0, extra_ns=0):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from xr_runtime.msaa import choose_samples, is_software_renderer
-from xr_runtime.openxr_errors import XrUnavailableError
-from xr_runtime.openxr_graphics import choose_graphics, required_extensions
-from xr_runtime.openxr_refresh_rate import choose_refresh_rate
+from xr_runtime.gl.msaa import choose_samples, is_software_renderer
+from xr_runtime.openxr.errors import XrUnavailableError
+from xr_runtime.openxr.graphics import choose_graphics, required_extensions
+from xr_runtime.openxr.refresh_rate import choose_refresh_rate
 
 MONADO = {"XR_KHR_opengl_enable", "XR_MNDX_egl_enable", "XR_KHR_composition_layer_depth"}
 STEAMVR_LINUX = {"XR_KHR_opengl_enable", "XR_KHR_vulkan_enable2"}   # no XR_MNDX_egl_enable
@@ -102,8 +102,8 @@ def test_refresh_rate_wish_takes_the_nearest_offered_rate():
 
 def test_refresh_rate_change_events_are_recorded():
     """The runtime's change event, as the real pyopenxr struct the session casts it to."""
-    from xr_runtime.gl_platform import import_xr
-    from xr_runtime.openxr_refresh_rate import RefreshRateState
+    from xr_runtime.gl.platform import import_xr
+    from xr_runtime.openxr.refresh_rate import RefreshRateState
 
     xr = import_xr()
     state = RefreshRateState(offered=[72.0, 90.0], requested=90.0, current=90.0)

@@ -24,10 +24,10 @@ from _xvfb import xvfb  # noqa: E402,F401  (fixture)
 from test_openxr_session import (BLUE, GREEN, QUAD_HALF, RED, YELLOW, head_locked_model, quad_mesh,  # noqa: E402
                                  quadrant_texture)
 
-from xr_runtime import math3d  # noqa: E402
-from xr_runtime.gl_platform import current_platform_name  # noqa: E402
-from xr_runtime.gl_renderer import AvatarDrawState, Renderer  # noqa: E402
-from xr_runtime.openxr_session import OpenXRSession, XrSessionConfig  # noqa: E402
+from geometry import transforms  # noqa: E402
+from xr_runtime.gl.platform import current_platform_name  # noqa: E402
+from xr_runtime.gl.renderer import AvatarDrawState, Renderer  # noqa: E402
+from xr_runtime.openxr.session import OpenXRSession, XrSessionConfig  # noqa: E402
 
 CORNERS = (((-1, 1), RED), ((1, 1), GREEN), ((-1, -1), BLUE), ((1, -1), YELLOW))
 
@@ -49,7 +49,7 @@ def _render_quadrants(session: OpenXRSession, frames: int, check_every: int = 4)
             image = eye.target.read_rgba()  # the swapchain image itself, before release
             mvp = eye.projection @ eye.view @ state.model_matrix
             for corner, colour in CORNERS:
-                x, y = math3d.project_point(mvp, (corner[0] * QUAD_HALF / 2, corner[1] * QUAD_HALF / 2, 0.0),
+                x, y = transforms.project_point(mvp, (corner[0] * QUAD_HALF / 2, corner[1] * QUAD_HALF / 2, 0.0),
                                             eye.width, eye.height)
                 checks.append((frame.index, eye.index, colour, tuple(int(v) for v in image[int(y), int(x), :3])))
 
@@ -105,10 +105,11 @@ def test_render_node_auto_picks_glx_and_mirrors_the_left_eye_in_the_session_wind
     from test_render_node_xr import CheckingNode
 
     from xr_runtime.backends.openxr import OpenXRBackend
-    from xr_runtime.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture
-    from xr_runtime.render_node import AvatarAssets, RenderNodeConfig
-    from xr_runtime.scene import AvatarSlot, Scene, Transform
-    from xr_runtime.state_sampler import SamplerConfig
+    from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture
+    from xr_runtime.avatars.assets import AvatarAssets
+    from xr_runtime.render_node import RenderNodeConfig
+    from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
+    from xr_runtime.avatars.sampler import SamplerConfig
 
     backend = OpenXRBackend()           # mirror: default, on because a display exists
     pairs = []
@@ -168,7 +169,7 @@ def test_auto_falls_back_to_egl_when_the_x_display_gives_no_context(monkeypatch,
         stats, checks = _render_quadrants(session, frames=3, check_every=1)
         assert stats.frames_rendered == 3 and checks and all(c[2] == c[3] for c in checks)
     # Asked for explicitly, GLX does not fall back: the error names the cause.
-    from xr_runtime.openxr_errors import XrUnavailableError
+    from xr_runtime.openxr.errors import XrUnavailableError
 
     with pytest.raises(XrUnavailableError, match="no glx context"):
         OpenXRSession(XrSessionConfig(graphics="glx", controllers=False))

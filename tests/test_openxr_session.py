@@ -23,11 +23,11 @@ if not IN_MONADO_ENV and not os.environ.get("XR_RUNTIME_JSON"):
     pytest.skip("needs an OpenXR runtime: run under scripts/monado_env.sh run",
                 allow_module_level=True)
 
-from xr_runtime import math3d  # noqa: E402
-from xr_runtime.avatar_mesh import AvatarMeshData  # noqa: E402
-from xr_runtime.gl_renderer import AvatarDrawState, Renderer  # noqa: E402
+from geometry import transforms  # noqa: E402
+from xr_runtime.avatars.mesh import AvatarMeshData  # noqa: E402
+from xr_runtime.gl.renderer import AvatarDrawState, Renderer  # noqa: E402
 from xr_runtime.interrupts import stop_event_on_signals  # noqa: E402
-from xr_runtime.openxr_session import OpenXRSession, XrSessionConfig  # noqa: E402
+from xr_runtime.openxr.session import OpenXRSession, XrSessionConfig  # noqa: E402
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 QUAD_HALF = 0.12
@@ -52,7 +52,7 @@ def quad_mesh() -> AvatarMeshData:
 
 def head_locked_model(eye) -> np.ndarray:
     """Place the quad in front of the (left) eye, facing it, wherever the simulated head looks."""
-    return math3d.pose_matrix(eye.position, eye.orientation) @ math3d.translation(0, 0, -AVATAR_DISTANCE)
+    return transforms.pose_matrix(eye.position, eye.orientation) @ transforms.translation(0, 0, -AVATAR_DISTANCE)
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_session_focuses_renders_stereo_and_shows_the_avatar(xr_session):
             mvp = eye.projection @ eye.view @ state.model_matrix
             for corner, colour in (((-1, 1), RED), ((1, 1), GREEN), ((-1, -1), BLUE), ((1, -1), YELLOW)):
                 point = (corner[0] * QUAD_HALF / 2, corner[1] * QUAD_HALF / 2, 0.0)
-                x, y = math3d.project_point(mvp, point, eye.width, eye.height)
+                x, y = transforms.project_point(mvp, point, eye.width, eye.height)
                 checks.append((frame.index, eye.index, colour, tuple(int(v) for v in image[int(y), int(x), :3])))
             if frame.index == 16 and os.environ.get("HEADCAST_SCREENSHOT_DIR"):
                 from PIL import Image
@@ -150,7 +150,7 @@ def test_depth_layer_and_both_reference_spaces(xr_session):
         # The quad straight ahead of this eye, so its depth at the image centre is known.
         model = head_locked_model(eye)
         renderer.draw(eye.view, eye.projection, [AvatarDrawState(avatar, model)], eye.target)
-        centre = math3d.project_point(eye.projection @ eye.view @ model, (0, 0, 0), eye.width, eye.height)
+        centre = transforms.project_point(eye.projection @ eye.view @ model, (0, 0, 0), eye.width, eye.height)
         clip = eye.projection @ np.array([0.0, 0.0, -AVATAR_DISTANCE, 1.0])
         expected = clip[2] / clip[3] * 0.5 + 0.5
         depths.append((float(eye.target.read_depth()[int(centre[1]), int(centre[0])]), expected))
@@ -190,7 +190,7 @@ def test_multisampled_eyes_resolve_into_swapchain_images():
                                     texture_serial=1)
             renderer.draw(eye.view, eye.projection, [state], eye.target)
             mvp = eye.projection @ eye.view @ state.model_matrix
-            x, y = math3d.project_point(mvp, (QUAD_HALF / 2, QUAD_HALF / 2, 0), eye.width, eye.height)
+            x, y = transforms.project_point(mvp, (QUAD_HALF / 2, QUAD_HALF / 2, 0), eye.width, eye.height)
             centre_colours.append(tuple(int(v) for v in eye.target.read_rgba()[int(y), int(x), :3]))
 
         stats = session.run(draw_eye, max_frames=4, timeout_s=15)
@@ -217,7 +217,7 @@ def test_display_refresh_rate_is_requested_and_matches_the_frame_period(xr_sessi
 
 
 def test_an_unoffered_refresh_rate_takes_the_nearest_offered_one(caplog):
-    with caplog.at_level("WARNING", logger="xr_runtime.openxr_refresh_rate"):
+    with caplog.at_level("WARNING", logger="xr_runtime.openxr.refresh_rate"):
         with OpenXRSession(XrSessionConfig(refresh_rate=90.0, controllers=False)) as session:
             assert session.refresh_rate.state.requested == 20.0
             assert session.refresh_rate.state.current == 20.0

@@ -17,7 +17,7 @@ from capture.sources import SourceConfig
 from streaming import protocol
 from tools import cli
 from tools.samples import sample_path
-from xr_runtime.receiver import Receiver, ReceiverConfig
+from streaming.receiver import Receiver, ReceiverConfig
 
 REPO = Path(__file__).resolve().parents[1]
 MAN = "single_face.mp4"

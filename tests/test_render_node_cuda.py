@@ -16,15 +16,16 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU here", allow_module_level=True)
 
-from xr_runtime import math3d  # noqa: E402
-from xr_runtime.avatar_state import AvatarFrameState  # noqa: E402
+from geometry import transforms  # noqa: E402
+from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
+from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
+from xr_runtime.avatars.state import AvatarFrameState  # noqa: E402
 from xr_runtime.backends.base import head_eye_views  # noqa: E402
 from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig  # noqa: E402
-from xr_runtime.dev_source import QUADRANT_COLOURS, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
-from xr_runtime.gl_context import GLContextConfig, GLContextError, HeadlessGLContext  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig  # noqa: E402
-from xr_runtime.scene import AvatarSlot, Scene, Transform  # noqa: E402
-from xr_runtime.state_sampler import SamplerConfig  # noqa: E402
+from xr_runtime.gl.egl_context import GLContextConfig, GLContextError, HeadlessGLContext  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode, RenderNodeConfig  # noqa: E402
+from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform  # noqa: E402
 
 GL_CONFIG = GLContextConfig(display="device", cuda_device=0)
 W, H = 200, 150
@@ -82,10 +83,10 @@ def _render(source, allow_interop: bool, texture_size=64):
 def _check_quadrants(image):
     mesh = dev_head_mesh()
     view = head_eye_views((0, 1.6, 0), (1, 0, 0, 0), False)[0][0]
-    proj = math3d.projection_symmetric(60.0, W / H, 0.05, 100.0)
+    proj = transforms.projection_symmetric(60.0, W / H, 0.05, 100.0)
     for uv, colour in zip(((0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)), QUADRANT_COLOURS):
         i = int(np.argmin(np.linalg.norm(mesh.uvs - np.asarray(uv), axis=1)))
-        x, y = math3d.project_point(proj @ view @ math3d.translation(*POS), mesh.positions[i], W, H)
+        x, y = transforms.project_point(proj @ view @ transforms.translation(*POS), mesh.positions[i], W, H)
         got = image[int(y), int(x), :3]
         assert max(abs(int(a) - int(b)) for a, b in zip(got, colour)) <= 12, (uv, got, colour)
 
@@ -115,19 +116,23 @@ def test_streaming_engine_on_cuda_drives_the_avatar_through_interop(nvidia_gl):
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.reference_avatar import reference_avatar
     from streaming.protocol import FeatureFrame, FeatureKind
-    from tools.render_engine import engine_state_source
+    from xr_runtime.avatars.engine_source import engine_state_source
 
     model = reference_avatar(64, seed=0)
     engine = StreamingEngine({"alice": model}, EngineConfig(device="cuda"))
     rng = np.random.default_rng(0)
     feats = np.zeros((478, 3), np.float32)
 
-    class Feed:  # the receiver's interface the engine reads: new frames each step
+    class Feed:  # the receiver's interface the engine reads (FrameSource): new frames each step
         seq = 0
+
+        def snapshot(self):
+            return {}
 
         def window_received(self, sid, n):
             import time
-            from xr_runtime.receiver import ReceivedFrame
+
+            from streaming.receiver import ReceivedFrame
 
             nonlocal feats
             feats = feats + rng.normal(0, 0.3, feats.shape).astype(np.float32)
@@ -140,7 +145,7 @@ def test_streaming_engine_on_cuda_drives_the_avatar_through_interop(nvidia_gl):
         with torch.no_grad():
             tex, w = model.decoder(model.net.neutral_z[None])
         scene = Scene([AvatarSlot(Path("a"), "alice", Transform(POS))])
-        from xr_runtime.dev_source import dev_head_mesh as mesh_of
+        from xr_runtime.avatars.dev_source import dev_head_mesh as mesh_of
 
         node = RenderNode(scene, [AvatarAssets(mesh_of(blendshapes=int(w.shape[-1])), solid_texture((30, 30, 200), 64))],
                           source, RenderNodeConfig(sampler=SamplerConfig(fade_s=0.05)))

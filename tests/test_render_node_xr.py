@@ -17,13 +17,14 @@ if os.environ.get("HEADCAST_MONADO_ENV") != "1" and not os.environ.get("XR_RUNTI
 
 from pathlib import Path  # noqa: E402
 
-from xr_runtime import math3d  # noqa: E402
+from geometry import transforms  # noqa: E402
 from xr_runtime.backends.openxr import OpenXRBackend  # noqa: E402
 from xr_runtime.backends.select import choose_backend  # noqa: E402
-from xr_runtime.dev_source import QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig  # noqa: E402
-from xr_runtime.scene import AvatarSlot, Scene, Transform  # noqa: E402
-from xr_runtime.state_sampler import SamplerConfig  # noqa: E402
+from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode, RenderNodeConfig  # noqa: E402
+from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform  # noqa: E402
+from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
 
 UVS = ((0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75))
 
@@ -46,7 +47,7 @@ class CheckingNode(RenderNode):
         if not self.placed:
             head = np.linalg.inv(eye.view.astype(np.float64)).astype(np.float32)
             for avatar, dx in zip(self.avatars, (-0.09, 0.09)):
-                avatar.placement = head @ math3d.translation(dx, 0.0, -0.6)
+                avatar.placement = head @ transforms.translation(dx, 0.0, -0.6)
             self.placed = True
             self.begin_frame(frame)  # recompute model matrices with the new placements
         super().draw_eye(frame, eye)
@@ -56,7 +57,7 @@ class CheckingNode(RenderNode):
             mesh = self.assets[0].mesh
             for uv, colour in zip(UVS, QUADRANT_COLOURS):
                 i = int(np.argmin(np.linalg.norm(mesh.uvs - np.asarray(uv), axis=1)))
-                x, y = math3d.project_point(eye.projection @ eye.view @ self.avatars[0].model,
+                x, y = transforms.project_point(eye.projection @ eye.view @ self.avatars[0].model,
                                             mesh.positions[i], eye.width, eye.height)
                 if 0 <= x < eye.width and 0 <= y < eye.height:
                     self.checks.append((frame.index, eye.index, colour, tuple(int(v) for v in image[int(y), int(x), :3])))
@@ -98,9 +99,9 @@ def test_openxr_avatar_driven_live_over_a_socket_changes_on_the_swapchain():
 
     torch = pytest.importorskip("torch")  # noqa: F841
     from streaming.protocol import FeatureFrame, FeatureKind
-    from streaming.transport import Publisher
-    from tools.render_engine import reference_engine_source
-    from xr_runtime.receiver import Receiver, ReceiverConfig
+    from streaming.publisher import Publisher
+    from xr_runtime.avatars.engine_source import reference_engine_source
+    from streaming.receiver import Receiver, ReceiverConfig
 
     receiver = Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*")).start()
     scene = Scene([AvatarSlot(Path("a"), "alice", Transform((0, 1.6, -0.6)))])
@@ -127,7 +128,7 @@ def test_openxr_avatar_driven_live_over_a_socket_changes_on_the_swapchain():
         def draw_eye(self, frame, eye):
             super().draw_eye(frame, eye)
             if eye.index == 0 and frame.index >= 10:
-                x, y = math3d.project_point(eye.projection @ eye.view @ self.avatars[0].model, (0, 0, 0.05),
+                x, y = transforms.project_point(eye.projection @ eye.view @ self.avatars[0].model, (0, 0, 0.05),
                                             eye.width, eye.height)
                 image = eye.target.read_rgba()
                 crops.append(image[int(y) - 10:int(y) + 10, int(x) - 10:int(x) + 10, :3].astype(int))
@@ -162,8 +163,8 @@ def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
     import threading
 
     from capture.replay import ReplayConfig, replay
-    from tools.render_engine import package_engine_source
-    from xr_runtime.receiver import Receiver, ReceiverConfig
+    from xr_runtime.avatars.engine_source import package_engine_source
+    from streaming.receiver import Receiver, ReceiverConfig
 
     assets_dir = Path(os.environ.get("HEADCAST_XR_ASSETS", Path(__file__).resolve().parents[1] / ".xr-assets"))
     package, recording = assets_dir / "quick-avatar", assets_dir / "man.hcrec"
@@ -196,7 +197,7 @@ def test_recorded_smile_changes_the_avatars_mouth_on_the_swapchain():
             # and the avatar fades in from idle, so the neutral phase starts at 10.
             phase = "neutral" if 10 <= seq <= 16 else ("smile" if 32 <= seq <= 62 else None)
             if phase and self.avatars[0].look.fade >= 0.95:
-                x, y = math3d.project_point(eye.projection @ eye.view @ self.avatars[0].model, mouth,
+                x, y = transforms.project_point(eye.projection @ eye.view @ self.avatars[0].model, mouth,
                                             eye.width, eye.height)
                 image = eye.target.read_rgba()
                 crop = image[int(y) - 12:int(y) + 12, int(x) - 16:int(x) + 16, :3].astype(float)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from xr_runtime.scene import Scene, SceneError, single_avatar_scene
+from xr_runtime.scene.scene_file import Scene, SceneError, single_avatar_scene
 
 GOOD = {
     "version": 1,

@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from tools.errors import CliError
+from core.errors import HeadcastError
 from tools.registry import register_all
 
 # Subcommand modules, in the order `headcast --help` lists them.
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
+    except HeadcastError as exc:
         print(f"headcast {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

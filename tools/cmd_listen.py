@@ -1,7 +1,6 @@
 """`headcast listen`: a debug view of what arrives at a render node's endpoint."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -9,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.clock_service import ClockServer
-
-from tools.errors import CliError
-from tools.net_args import add_server_args, curve_server_from_args, start_clock_server
-from xr_runtime.receiver import Receiver, ReceiverConfig, status_as_dict
+from calibration.clock_service import ClockServer, start_clock_service
+from core.atomic_files import atomic_write_json
+from streaming.receiver import Receiver, ReceiverConfig, status_as_dict
+from tools.net_args import add_server_args, curve_server_from_args
 
 
 def register(sub) -> None:
@@ -88,11 +86,12 @@ def run(args) -> int:
     curve = curve_server_from_args(args)
     cfg = ReceiverConfig(endpoint=args.bind, bind=True, curve_server=curve, insecure=args.insecure,
                          lost_after_s=args.lost_after)
+    receiver = Receiver(cfg).start()  # a port in use, a bad endpoint or key: a HeadcastError naming it
     try:
-        receiver = Receiver(cfg).start()
-    except Exception as exc:  # zmq.ZMQError on a port in use, bad endpoint, bad key file
-        raise CliError(f"cannot listen on {args.bind}: {exc}") from exc
-    clock = start_clock_server(args.clock_bind, receiver.bound_endpoint, curve, args.insecure)
+        clock = start_clock_service(args.clock_bind, receiver.bound_endpoint, curve, args.insecure)
+    except BaseException:
+        receiver.stop()
+        raise
     print(f"listening on {receiver.bound_endpoint}{' (CURVE)' if curve else ''}"
           f"{f', clock service on {clock.endpoint}' if clock else ''}", flush=True)
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
@@ -112,7 +111,5 @@ def run(args) -> int:
         if clock:
             clock.close()
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=2))
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, stats)
     return 0

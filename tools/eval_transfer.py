@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.errors import CliError
+from core.errors import HeadcastError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
     try:
         source = open_source(SourceConfig(str(path)))
     except SourceError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     marks, frames = [], []
     with source, FaceTracker() as tracker:
         try:
@@ -69,7 +69,7 @@ def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
                     frames.append(frame.image)
         except SourceError as exc:
             if not marks:
-                raise CliError(str(exc)) from exc
+                raise HeadcastError(str(exc)) from exc
             # A clip that ends a few frames early is still worth evaluating on what did decode.
             log.warning("%s; evaluating the %d frames that decoded", exc, len(marks))
         fps = source.fps or float(cv2.CAP_PROP_FPS)
@@ -89,7 +89,7 @@ def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutra
         try:
             neutral = NeutralFace.load(neutral_file).canonical
         except NeutralError as exc:
-            raise CliError(str(exc)) from exc
+            raise HeadcastError(str(exc)) from exc
     else:
         online = OnlineNeutralEstimator(source="eval driver")
         for m in track.landmarks:
@@ -98,7 +98,7 @@ def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutra
                 if online.converged:
                     break
         if online.estimate is None:
-            raise CliError("driver clip: no face found in any frame")
+            raise HeadcastError("driver clip: no face found in any frame")
         neutral = online.estimate.canonical
     ex.neutral = neutral
     feats, canons = [], []
@@ -117,10 +117,10 @@ class FrontalAvatarRenderer:
     """The runtime's renderer on a headless EGL context, camera straight in front of the face."""
 
     def __init__(self, mesh, size: int):
-        from xr_runtime import math3d
-        from xr_runtime.gl_context import HeadlessGLContext
-        from xr_runtime.gl_renderer import Renderer, SceneStyle
-        from xr_runtime.gl_target import RenderTarget
+        from geometry import transforms
+        from xr_runtime.gl.egl_context import HeadlessGLContext
+        from xr_runtime.gl.renderer import Renderer, SceneStyle
+        from xr_runtime.gl.target import RenderTarget
 
         self.ctx = HeadlessGLContext()
         self.renderer = Renderer(SceneStyle(sky_horizon=(0.18, 0.18, 0.2), show_sky=False, show_room=False))
@@ -133,11 +133,11 @@ class FrontalAvatarRenderer:
         height = float(hi[1] - lo[1])
         fov = 30.0
         dist = 0.62 * height / np.tan(np.radians(fov / 2))
-        self.view = math3d.look_at((centre[0], centre[1], hi[2] + dist), (centre[0], centre[1], 0.0))
-        self.proj = math3d.projection_symmetric(fov, 1.0, 0.01, 10.0)
+        self.view = transforms.look_at((centre[0], centre[1], hi[2] + dist), (centre[0], centre[1], 0.0))
+        self.proj = transforms.projection_symmetric(fov, 1.0, 0.01, 10.0)
 
     def render(self, texture: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        from xr_runtime.gl_renderer import AvatarDrawState
+        from xr_runtime.gl.renderer import AvatarDrawState
 
         if self.handle is None:
             self.handle = self.renderer.add_avatar(self.mesh, texture_size=texture.shape[:2])
@@ -171,26 +171,26 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
     from inference.features.alignment import to_canonical
     from inference.features.face_tracker import FaceTracker
     from streaming.protocol import FeatureFrame, FeatureKind, Flags
-    from xr_runtime.avatar_mesh import AvatarMeshData
+    from xr_runtime.avatars.mesh import AvatarMeshData
 
     try:
         pkg = AvatarPackage.load(cfg.avatar)
         model, note = load_avatar_model(cfg.avatar)
     except (AvatarPackageError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     track = track_driver(cfg.driver, keep_frames=cfg.video is not None)
     n = len(track.landmarks)
     ranges = cfg.ranges if cfg.ranges is not None else ((cfg.start, n if cfg.end is None else cfg.end),)
     ranges = tuple((int(lo), min(int(hi), n)) for lo, hi in ranges)
     for lo, hi in ranges:
         if not (0 <= lo < hi):
-            raise CliError(f"frame range {lo}..{hi} is empty (driver has {n} frames)")
+            raise HeadcastError(f"frame range {lo}..{hi} is empty (driver has {n} frames)")
     target_neutral = None
     if cfg.target_neutral:
         from inference.animation.serialize import TARGET_NEUTRAL
 
         if TARGET_NEUTRAL not in pkg.extra_tensors:
-            raise CliError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
+            raise HeadcastError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
                            "or pass --neutral")
         target_neutral = pkg.extra_tensors[TARGET_NEUTRAL].numpy()
     feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral)
@@ -242,7 +242,7 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
     seg_ids = np.array(segment)
     both = np.isfinite(d).all(1) & np.isfinite(a).all(1)
     if both.sum() < 8:
-        raise CliError(f"only {int(both.sum())} frames with a face in both driver and avatar: nothing to compare")
+        raise HeadcastError(f"only {int(both.sum())} frames with a face in both driver and avatar: nothing to compare")
     sb = seg_ids[both]
     signals = {name: agreement(name, d[both, k], a[both, k], cfg.max_lag, sb).as_dict()
                for k, name in enumerate(SIGNALS)}

@@ -29,37 +29,23 @@ from typing import Literal
 
 import numpy as np
 
-from xr_runtime.avatar_mesh import AvatarMeshData
-from xr_runtime.avatar_state import AvatarStateSource, BadState, check_state
+from xr_runtime.avatars.assets import AvatarAssets
+from xr_runtime.avatars.state import AvatarStateSource, BadState, check_state
 from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, SubmitTiming
-from xr_runtime.frame_stats import FrameRecord, FrameStats
-from xr_runtime.gl_platform import select_egl_platform
-from xr_runtime.latency import LatencyRecorder
-from xr_runtime.grab import GrabConfig, GrabController
-from xr_runtime.placement import head_model_matrix, rigid_matrix, transform_from_rigid
-from xr_runtime.scene import Scene
-from xr_runtime.state_sampler import AvatarSampler, SampledLook, SamplerConfig
-from xr_runtime.texture_upload import TextureUploader
+from xr_runtime.latency.frame_stats import FrameRecord, FrameStats
+from xr_runtime.gl.platform import select_egl_platform
+from xr_runtime.latency.recorder import LatencyRecorder
+from xr_runtime.scene.grab import GrabConfig, GrabController
+from xr_runtime.scene.placement import head_model_matrix, rigid_matrix, transform_from_rigid
+from xr_runtime.scene.scene_file import Scene
+from xr_runtime.avatars.sampler import AvatarSampler, SampledLook, SamplerConfig
+from xr_runtime.gl.texture_upload import TextureUploader
 
 select_egl_platform()
 
 from OpenGL import GL  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AvatarAssets:
-    """What the renderer needs of one slot's avatar, independent of where it came from."""
-
-    mesh: AvatarMeshData
-    neutral_texture: np.ndarray          # (H, W, 4) uint8: the idle look, and the texture size
-    neutral_weights: np.ndarray | None = None   # (K,), default zeros
-
-    def weights0(self) -> np.ndarray:
-        if self.neutral_weights is None:
-            return np.zeros(self.mesh.blendshape_count, dtype=np.float32)
-        return np.asarray(self.neutral_weights, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -129,7 +115,7 @@ class RenderNode:
 
     def setup_gl(self) -> None:
         """Create the renderer and upload every avatar; the backend's GL context must be current."""
-        from xr_runtime.gltf_environment import make_scene_renderer
+        from xr_runtime.gl.gltf_environment import make_scene_renderer
 
         self.renderer = make_scene_renderer(self.scene.environment)
         self.uploader = TextureUploader(self.renderer, self.config.allow_interop, self.config.upload_method)
@@ -288,7 +274,7 @@ class RenderNode:
                 self.counters.placement_changes += 1
 
     def draw_eye(self, frame: BackendFrame, eye: EyeView) -> None:
-        from xr_runtime.gl_renderer import AvatarDrawState
+        from xr_runtime.gl.renderer import AvatarDrawState
 
         t = time.perf_counter()
         states = []

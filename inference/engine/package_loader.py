@@ -34,27 +34,29 @@ if TYPE_CHECKING:
 PACKAGE_NETWORK = "package animation network"
 
 
-def avatar_model_from_package(package: "AvatarPackage", allow_untrained: bool = False,
-                              seed: int = 0) -> tuple[AvatarModel, str]:
-    """(model, note) from an already loaded package; the note says where the animation network came from."""
-    decoder = package.vae_decoder.eval()
-    if package.animation is not None:  # validated by the package loader against the manifest's block
-        net, norm = package.animation
-        return AvatarModel(net, norm, decoder, name=package.manifest.name), PACKAGE_NETWORK
-    if not allow_untrained:
+def avatar_model_from_package(package: "AvatarPackage") -> AvatarModel:
+    """The engine's model of an already loaded package (no second read or hash). Raises
+    ValueError naming the package when it carries no animation network."""
+    if package.animation is None:
         raise ValueError(f"{package.path}: the package carries no animation network (built before that step?)")
-    from .reference_avatar import reference_avatar
-
-    feature_dim = 1434 if package.manifest.feature_kind == "mp478" else 2048
-    model = reference_avatar(feature_dim=feature_dim, z_dim=package.manifest.z_dim, seed=seed, decoder=decoder)
-    return model, "package decoder; no animation network in the package: untrained stand-in of default shape"
+    net, norm = package.animation  # validated by the package loader against the manifest's block
+    return AvatarModel(net, norm, package.vae_decoder.eval(), name=package.manifest.name)
 
 
 def load_avatar_model(path: str | Path, allow_untrained: bool = False, seed: int = 0) -> tuple[AvatarModel, str]:
-    """``avatar_model_from_package`` of the package at ``path`` (for callers that need nothing else from it)."""
+    """(model, note) of the package at ``path``, for callers that need nothing else from it; the
+    note says where the animation network came from."""
     from inference.avatar_package import AvatarPackage
 
-    return avatar_model_from_package(AvatarPackage.load(Path(path)), allow_untrained, seed)
+    package = AvatarPackage.load(Path(path))
+    if package.animation is not None or not allow_untrained:
+        return avatar_model_from_package(package), PACKAGE_NETWORK
+    from .reference_avatar import reference_avatar
+
+    feature_dim = 1434 if package.manifest.feature_kind == "mp478" else 2048
+    model = reference_avatar(feature_dim=feature_dim, z_dim=package.manifest.z_dim, seed=seed,
+                             decoder=package.vae_decoder.eval())
+    return model, "package decoder; no animation network in the package: untrained stand-in of default shape"
 
 
 def idle_z(package: "AvatarPackage") -> torch.Tensor:

@@ -20,8 +20,8 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from xr_runtime import math3d
-from xr_runtime.openxr_input import HandState
+from geometry import transforms
+from xr_runtime.openxr.input import HandState
 
 IPD_M = 0.064  # eye distance of the simulated head (adult average)
 
@@ -102,11 +102,11 @@ def head_eye_views(position, rotation_wxyz, stereo: bool) -> list[tuple[np.ndarr
     Returns (view matrix, horizontal offset) pairs; the offset is ±IPD/2 along the head's x axis.
     """
     w, x, y, z = rotation_wxyz
-    head = math3d.pose_matrix(position, (x, y, z, w))
+    head = transforms.pose_matrix(position, (x, y, z, w))
     offsets = (-IPD_M / 2, IPD_M / 2) if stereo else (0.0,)
     views = []
     for dx in offsets:
-        eye = head @ math3d.translation(dx, 0.0, 0.0)
+        eye = head @ transforms.translation(dx, 0.0, 0.0)
         views.append((np.linalg.inv(eye.astype(np.float64)).astype(np.float32), dx))
     return views
 

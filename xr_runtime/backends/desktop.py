@@ -19,10 +19,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xr_runtime import math3d
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views, stop_reason
+from core.errors import BackendUnavailable
+from geometry import transforms
+from xr_runtime.backends.base import (
+    Backend,
+    BackendFrame,
+    BackendStats,
+    EyeView,
+    FrameHandler,
+    SubmitTiming,
+    head_eye_views,
+    stop_reason,
+)
 from xr_runtime.backends.sim_head import MouseHand, SimulatedHead
-from xr_runtime.gl_platform import select_egl_platform, use_platform
+from xr_runtime.gl.platform import select_egl_platform, use_platform
 
 select_egl_platform()
 
@@ -31,7 +41,7 @@ from OpenGL import GL  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-class DesktopUnavailable(RuntimeError):
+class DesktopUnavailable(BackendUnavailable):
     """No display, no GLFW, or no OpenGL 3.3 core window; the message says which."""
 
 
@@ -95,7 +105,7 @@ class DesktopBackend(Backend):
         glfw.swap_interval(1 if c.vsync else 0)
         glfw.set_scroll_callback(self.window, self._on_scroll)
         glfw.set_key_callback(self.window, self._on_key)
-        from xr_runtime.text_overlay import TextOverlay
+        from xr_runtime.gl.text_overlay import TextOverlay
 
         self.overlay = TextOverlay()
         self.gl_renderer = (GL.glGetString(GL.GL_RENDERER) or b"?").decode()
@@ -111,7 +121,7 @@ class DesktopBackend(Backend):
         return self._glfw.get_framebuffer_size(self.window)
 
     def _ensure_targets(self, fb_w: int, fb_h: int) -> tuple[int, int]:
-        from xr_runtime.gl_target import RenderTarget
+        from xr_runtime.gl.target import RenderTarget
 
         eyes = 2 if self.config.stereo else 1
         eye_w, eye_h = max(1, fb_w // eyes), max(1, fb_h)
@@ -183,7 +193,7 @@ class DesktopBackend(Backend):
             half_v = math.radians(c.vertical_fov_deg) / 2
             tans = (math.tan(half_v) * eye_w / eye_h, math.tan(half_v))
             hands = self._input(dt, handler, tans, (fb_w, fb_h))
-            projection = math3d.projection_symmetric(c.vertical_fov_deg, eye_w / eye_h, c.near, c.far)
+            projection = transforms.projection_symmetric(c.vertical_fov_deg, eye_w / eye_h, c.near, c.far)
             frame = BackendFrame(index, last_swap_ns + period_ns, period_ns, hands=hands)
             handler.begin_frame(frame)
             views = head_eye_views(self.head.position, self.head.rotation, c.stereo)
@@ -229,7 +239,7 @@ class DesktopBackend(Backend):
 
     @staticmethod
     def _read_back_buffer(fb_w: int, fb_h: int) -> np.ndarray:
-        from xr_runtime.gl_target import read_back_buffer
+        from xr_runtime.gl.target import read_back_buffer
 
         return read_back_buffer(fb_w, fb_h)
 

@@ -17,11 +17,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from xr_runtime import math3d
+from geometry import transforms
 from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views, stop_reason
-from xr_runtime.gl_context import GLContextConfig, GLContextError, HeadlessGLContext
-from xr_runtime.gl_target import RenderTarget
-from xr_runtime.openxr_input import HandState
+from xr_runtime.gl.egl_context import GLContextConfig, GLContextError, HeadlessGLContext
+from xr_runtime.gl.target import RenderTarget
+from xr_runtime.openxr.input import HandState
 
 from OpenGL import GL  # noqa: E402  (platform chosen by gl_context's import)
 
@@ -107,7 +107,7 @@ class HeadlessBackend(Backend):
         self._targets = [RenderTarget(c.width, c.height, samples=c.samples) for _ in range(2 if c.stereo else 1)]
         if c.out is not None:
             self._writer = FrameWriter(c.out, c.fps)
-        self.projection = math3d.projection_symmetric(c.vertical_fov_deg, c.width / c.height, c.near, c.far)
+        self.projection = transforms.projection_symmetric(c.vertical_fov_deg, c.width / c.height, c.near, c.far)
 
     @property
     def renderer_name(self) -> str:

@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from xr_runtime.gl_platform import select_egl_platform
+from core.errors import BackendUnavailable
+from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()
 
@@ -26,7 +27,7 @@ from OpenGL import GL  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-class MirrorUnavailable(RuntimeError):
+class MirrorUnavailable(BackendUnavailable):
     pass
 
 
@@ -87,7 +88,7 @@ class MirrorWindow:
         self._frames += 1
         if self.window is None or (self._frames - 1) % self.every:
             return
-        from xr_runtime.gl_target import RenderTarget
+        from xr_runtime.gl.target import RenderTarget
 
         if self._small is None:
             self._small = RenderTarget(self.width, self.height)
@@ -119,7 +120,7 @@ class MirrorWindow:
                 GL.glBlitFramebuffer(0, 0, self.width, self.height, 0, 0, fb_w, fb_h,
                                      GL.GL_COLOR_BUFFER_BIT, GL.GL_LINEAR)
                 if self._capture_requested:
-                    from xr_runtime.gl_target import read_back_buffer
+                    from xr_runtime.gl.target import read_back_buffer
 
                     self.captured = read_back_buffer(fb_w, fb_h)
                     self._capture_requested = False

@@ -38,7 +38,7 @@ class OpenXRBackend(Backend):
 
     def __init__(self, config=None, mirror: bool | None = None) -> None:
         """`mirror`: a desktop window showing the left eye; None = when a display exists."""
-        from xr_runtime.openxr_session import XrSessionConfig
+        from xr_runtime.openxr.session import XrSessionConfig
 
         self.config = config or XrSessionConfig()
         self.session = None
@@ -49,7 +49,7 @@ class OpenXRBackend(Backend):
         self._stats: BackendStats | None = None
 
     def open(self) -> None:
-        from xr_runtime.openxr_session import OpenXRSession
+        from xr_runtime.openxr.session import OpenXRSession
 
         self.session = OpenXRSession(self.config)
         self.session.make_current()

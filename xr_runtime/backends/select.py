@@ -41,7 +41,7 @@ def active_runtime_manifest(env: Mapping[str, str] = os.environ) -> Path | None:
 def probe_openxr() -> tuple[bool, str]:
     """Create and destroy an OpenXR instance with the OpenGL extension; (works, why not)."""
     try:
-        from xr_runtime.gl_platform import import_xr
+        from xr_runtime.gl.platform import import_xr
 
         xr = import_xr()
         offered = {e.extension_name.decode() for e in xr.enumerate_instance_extension_properties()}

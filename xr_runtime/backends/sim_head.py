@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xr_runtime.openxr_input import HandState
+from xr_runtime.openxr.input import HandState
 
 MOVE_KEYS = {"w": (0, 0, -1), "s": (0, 0, 1), "a": (-1, 0, 0), "d": (1, 0, 0), "q": (0, -1, 0), "e": (0, 1, 0)}
 
@@ -67,9 +67,9 @@ class SimulatedHead:
         """World direction through a point of the view (NDC, y up) for a symmetric projection."""
         local = np.array([ndc_x * tan_half_x, ndc_y * tan_half_y, -1.0])
         w, x, y, z = self.rotation
-        from xr_runtime import math3d
+        from geometry import transforms
 
-        r = math3d.quaternion_to_matrix((x, y, z, w))[:3, :3]
+        r = transforms.quaternion_to_matrix((x, y, z, w))[:3, :3]
         d = r @ local
         return d / np.linalg.norm(d)
 

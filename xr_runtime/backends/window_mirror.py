@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from xr_runtime.gl_platform import select_egl_platform
+from xr_runtime.gl.platform import select_egl_platform
 
 select_egl_platform()
 
@@ -67,7 +67,7 @@ class SameContextMirror:
         return self.window.poll()
 
     def _read_back_buffer(self) -> np.ndarray:
-        from xr_runtime.gl_target import read_back_buffer
+        from xr_runtime.gl.target import read_back_buffer
 
         return read_back_buffer(*self.window.framebuffer_size())
 

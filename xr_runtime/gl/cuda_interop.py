@@ -1,0 +1,139 @@
+"""CUDA → OpenGL texture copies without a host round trip (cuda-python graphics interop).
+
+Each GL texture is registered with CUDA once (WriteDiscard: we overwrite it whole every frame).
+Per frame, all textures are mapped in one call, the decoder's RGBA8 device tensors are copied into
+the mapped arrays on the inference stream, and the textures are unmapped before GL samples them;
+map/copy/unmap on one stream are ordered, so no extra synchronisation is needed. Every call must
+happen on the thread where the GL context is current. Registration fails under Mesa or without a
+CUDA driver: :class:`InteropUnavailable` tells the caller to fall back to host uploads.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from core.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+GL_TEXTURE_2D = 0x0DE1
+_REGISTER_WRITE_DISCARD = 2  # cudaGraphicsRegisterFlagsWriteDiscard
+
+
+class InteropUnavailable(BackendUnavailable):
+    """CUDA-GL interop cannot be used here (no CUDA, no NVIDIA GL context, registration failed)."""
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python layout
+        except ImportError as exc:
+            raise InteropUnavailable("cuda-python is not installed (pip install -e .[gpu])") from exc
+    return cudart
+
+
+def _check(result, what: str):
+    err = result[0] if isinstance(result, tuple) else result
+    cudart = _cudart()
+    if int(err) != int(cudart.cudaError_t.cudaSuccess):
+        try:
+            name = cudart.cudaGetErrorName(err)[1].decode()
+        except Exception:
+            name = str(err)
+        raise InteropUnavailable(f"{what} failed: {name}")
+    if isinstance(result, tuple):
+        return result[1] if len(result) == 2 else result[1:]
+    return None
+
+
+@dataclass
+class RegisteredTexture:
+    gl_texture: int
+    width: int
+    height: int
+    resource: object
+
+
+class CudaGLTextures:
+    """A set of GL RGBA8 textures written from CUDA tensors each frame."""
+
+    def __init__(self):
+        self._cudart = _cudart()
+        self._textures: list[RegisteredTexture] = []
+
+    def register(self, gl_texture: int, width: int, height: int) -> int:
+        """Registers an allocated GL_RGBA8 (or SRGB8_ALPHA8) 2D texture; returns its slot."""
+        res = _check(self._cudart.cudaGraphicsGLRegisterImage(int(gl_texture), GL_TEXTURE_2D, _REGISTER_WRITE_DISCARD),
+                     f"cudaGraphicsGLRegisterImage(texture {gl_texture})")
+        self._textures.append(RegisteredTexture(int(gl_texture), width, height, res))
+        return len(self._textures) - 1
+
+    def copy(self, tensors: dict[int, "object"], stream: int = 0) -> None:
+        """Copies ``{slot: uint8 CUDA tensor (H, W, 4), contiguous}`` into the textures.
+
+        ``stream`` is the raw CUDA stream handle the tensors were produced on (e.g.
+        ``torch.cuda.current_stream().cuda_stream``), so the copies queue after the decoder.
+        """
+        if not tensors:
+            return
+        cudart = self._cudart
+        slots = sorted(tensors)
+        resources = [self._textures[s].resource for s in slots]
+        self._map(resources, stream)
+        try:
+            for slot in slots:
+                tex = self._textures[slot]
+                t = tensors[slot]
+                if tuple(t.shape) != (tex.height, tex.width, 4) or str(t.dtype) != "torch.uint8" or not t.is_contiguous():
+                    raise ValueError(f"slot {slot}: need a contiguous uint8 ({tex.height}, {tex.width}, 4) tensor, "
+                                     f"got {tuple(t.shape)} {t.dtype}")
+                array = _check(cudart.cudaGraphicsSubResourceGetMappedArray(tex.resource, 0, 0), "get mapped array")
+                pitch = tex.width * 4
+                _check(cudart.cudaMemcpy2DToArrayAsync(
+                    array, 0, 0, t.data_ptr(), pitch, pitch, tex.height,
+                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream), "cudaMemcpy2DToArrayAsync")
+        finally:
+            self._unmap(resources, stream)
+
+    def _map(self, resources: list, stream: int) -> None:
+        try:
+            _check(self._cudart.cudaGraphicsMapResources(len(resources), resources, stream), "map resources")
+        except TypeError:
+            # Bindings that take one resource per call: map individually (same stream, same order).
+            for r in resources:
+                _check(self._cudart.cudaGraphicsMapResources(1, r, stream), "map resource")
+
+    def _unmap(self, resources: list, stream: int) -> None:
+        try:
+            _check(self._cudart.cudaGraphicsUnmapResources(len(resources), resources, stream), "unmap resources")
+        except TypeError:
+            for r in resources:
+                _check(self._cudart.cudaGraphicsUnmapResources(1, r, stream), "unmap resource")
+
+    def close(self) -> None:
+        """Unregister before the GL context dies."""
+        for tex in self._textures:
+            try:
+                _check(self._cudart.cudaGraphicsUnregisterResource(tex.resource), "unregister")
+            except InteropUnavailable as exc:
+                log.warning("%s", exc)
+        self._textures.clear()
+
+    def __len__(self) -> int:
+        return len(self._textures)
+
+
+def try_create() -> CudaGLTextures | None:
+    """The interop set, or None (logged once by the caller) when CUDA is not usable here."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return CudaGLTextures()
+    except InteropUnavailable as exc:
+        log.info("CUDA-GL interop unavailable: %s", exc)
+        return None
