@@ -28,22 +28,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from OpenGL import GL
 
 from xr_runtime.avatars.assets import AvatarAssets
+from xr_runtime.avatars.sampler import AvatarSampler, SampledLook, SamplerConfig
 from xr_runtime.avatars.state import AvatarStateSource, BadState, check_state
 from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, SubmitTiming
+from xr_runtime.gl.texture_upload import TextureUploader
 from xr_runtime.latency.frame_stats import FrameRecord, FrameStats
-from xr_runtime.gl.platform import select_egl_platform
 from xr_runtime.latency.recorder import LatencyRecorder
 from xr_runtime.scene.grab import GrabConfig, GrabController
 from xr_runtime.scene.placement import head_model_matrix, rigid_matrix, transform_from_rigid
 from xr_runtime.scene.scene_file import Scene
-from xr_runtime.avatars.sampler import AvatarSampler, SampledLook, SamplerConfig
-from xr_runtime.gl.texture_upload import TextureUploader
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
 from inference.avatar_package import CANONICAL_UNIT_M
-from xr_runtime.avatars.assets import AvatarAssets, mesh_data, package_for
+from xr_runtime.avatars.assets import AvatarAssets, load_packages, mesh_data, package_for
 from xr_runtime.avatars.state import IDENTITY_POSE, AvatarFrameState, AvatarPose
 from xr_runtime.avatars.worker_source import WorkerStateSource
 from xr_runtime.latency.recorder import LatencyTrace
@@ -128,15 +128,17 @@ def idle_face_of(model) -> tuple[np.ndarray, np.ndarray]:
     return to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy().astype(np.float32)
 
 
-def package_engine_source(scene, receiver, packages: dict, device: str = "cpu", clock=None,
+def package_engine_source(scene, receiver, packages: dict | None = None, device: str = "cpu", clock=None,
                           head_motion: HeadMotionConfig | None = HeadMotionConfig()):
     """The product path: every slot's package (mesh, decoder, animation network) on the streaming
-    engine. `packages`: the scene's loaded packages (`assets.load_packages`), each loaded once.
+    engine. `packages`: the scene's loaded packages (`assets.load_packages`, each loaded once);
+    None loads them here.
     Raises ValueError naming the package when one carries no animation network.
     Returns (source, assets); slots sharing a package share its model."""
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.package_loader import avatar_model_from_package
 
+    packages = load_packages(scene) if packages is None else packages
     loaded: dict = {}
     models, assets = {}, []
     for slot in scene.avatars:

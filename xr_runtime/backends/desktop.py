@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from OpenGL import GL
 
 from core.errors import BackendUnavailable
 from geometry import transforms
@@ -32,11 +33,7 @@ from xr_runtime.backends.base import (
     stop_reason,
 )
 from xr_runtime.backends.sim_head import MouseHand, SimulatedHead
-from xr_runtime.gl.platform import select_egl_platform, use_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from xr_runtime.gl.platform import use_platform
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,9 @@ import logging
 from typing import Callable
 
 import numpy as np
+from OpenGL import GL
 
 from core.errors import BackendUnavailable
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
 
 log = logging.getLogger(__name__)
 

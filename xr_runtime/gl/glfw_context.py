@@ -13,12 +13,10 @@ import sys
 import warnings
 from dataclasses import dataclass
 
+from OpenGL import GL
+
 from core.errors import BackendUnavailable
-from xr_runtime.gl.platform import select_egl_platform, use_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from xr_runtime.gl.platform import use_platform
 
 log = logging.getLogger(__name__)
 

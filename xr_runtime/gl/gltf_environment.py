@@ -22,18 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from OpenGL import GL
+from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
 from core.errors import HeadcastError
 from geometry import transforms
-from xr_runtime.gl.platform import select_egl_platform
+from xr_runtime.gl.renderer import Renderer, SceneStyle
 from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
-from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer  # noqa: E402
-
-from xr_runtime.gl.renderer import Renderer, SceneStyle  # noqa: E402
 
 log = logging.getLogger(__name__)
 

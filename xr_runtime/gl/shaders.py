@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from importlib import resources
 
+from OpenGL import GL
+
 from core.errors import HeadcastError
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
-
-from OpenGL import GL  # noqa: E402
 
 
 class ShaderError(HeadcastError, RuntimeError):

@@ -6,13 +6,9 @@ GL_FRAMEBUFFER_SRGB enabled, GL encodes on write and blends in linear space.
 from __future__ import annotations
 
 import numpy as np
+from OpenGL import GL
 
 from core.errors import BackendUnavailable
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
-
-from OpenGL import GL  # noqa: E402
 
 
 class FramebufferError(BackendUnavailable):

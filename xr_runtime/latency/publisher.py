@@ -12,7 +12,6 @@ import threading
 import time
 
 import numpy as np
-
 import zmq
 
 from streaming.sockets import SocketOptions, open_socket

@@ -39,18 +39,22 @@ from typing import Callable, Literal, Protocol
 import numpy as np
 
 from geometry import transforms
-
-from xr_runtime.openxr import refresh_rate as openxr_refresh_rate
 from xr_runtime.gl.context_config import GLContextConfig
-from xr_runtime.gl.platform import import_xr
-from xr_runtime.gl.target import RenderTarget
 from xr_runtime.gl.glfw_context import GlfwContextConfig
 from xr_runtime.gl.msaa import choose_samples
+from xr_runtime.gl.platform import import_xr
+from xr_runtime.gl.target import RenderTarget
+from xr_runtime.openxr import refresh_rate as openxr_refresh_rate
 from xr_runtime.openxr.bindings import create_graphics
 from xr_runtime.openxr.clock import CONVERT_TIMESPEC_EXTENSION, XrClock
 from xr_runtime.openxr.errors import XrUnavailableError
-from xr_runtime.openxr.graphics import (EGL_EXTENSION, GraphicsChoice, GraphicsRequest, choose_graphics,
-                                        required_extensions)
+from xr_runtime.openxr.graphics import (
+    EGL_EXTENSION,
+    GraphicsChoice,
+    GraphicsRequest,
+    choose_graphics,
+    required_extensions,
+)
 from xr_runtime.openxr.input import ControllerInput, HandState
 from xr_runtime.openxr.refresh_rate import RefreshRate
 from xr_runtime.openxr.swapchain import COLOR_PREFERENCE, DEPTH_PREFERENCE, EyeSwapchain, pick_format
@@ -240,8 +244,8 @@ class OpenXRSession:
                  self.space_name)
 
     def _create_graphics(self, offered: set[str]):
-        from xr_runtime.gl.native_handles import NativeHandleError
         from xr_runtime.gl.glfw_context import GlfwContextError
+        from xr_runtime.gl.native_handles import NativeHandleError
 
         choice = self.graphics_choice
         try:
