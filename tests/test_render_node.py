@@ -24,7 +24,7 @@ from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
 from xr_runtime.avatars.state import AvatarFrameState, AvatarPose  # noqa: E402
 from xr_runtime.backends.base import head_eye_views  # noqa: E402
 from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig  # noqa: E402
-from xr_runtime.openxr.input import HandState  # noqa: E402
+from xr_runtime.scene.hand import HandState  # noqa: E402
 from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
 from xr_runtime.render_node import RenderNode, RenderNodeConfig  # noqa: E402
 from xr_runtime.scene.placement import head_model_matrix, rigid_matrix  # noqa: E402

@@ -285,3 +285,18 @@ def test_headcast_render_on_openxr_takes_graphics_samples_and_refresh_rate(tmp_p
                         "--bind", "tcp://127.0.0.1:0", "--clock-bind", "off", "--backend", "openxr",
                         "--graphics", "glx", "--frames", "2"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs an X display" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_missing_api_layer_is_a_clear_error_not_a_traceback(tmp_path):
+    """XR_ENABLE_API_LAYERS naming a layer that is not installed: the loader refuses the instance;
+    the user gets the layer named and exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XR_ENABLE_API_LAYERS="XR_APILAYER_LUNARG_not_installed")
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "render", "--avatar", str(tmp_path / "a"), "--dev-avatars",
+                        "--bind", "tcp://127.0.0.1:0", "--clock-bind", "off", "--backend", "openxr", "--frames", "2"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "ApiLayerNotPresent" in r.stderr and "XR_APILAYER_LUNARG_not_installed" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr

@@ -33,7 +33,8 @@ from OpenGL import GL
 from xr_runtime.avatars.assets import AvatarAssets
 from xr_runtime.avatars.sampler import AvatarSampler, SampledLook, SamplerConfig
 from xr_runtime.avatars.state import AvatarStateSource, BadState, check_state
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, SubmitTiming
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, SubmitTiming
+from xr_runtime.gl.eye_view import EyeView
 from xr_runtime.gl.texture_upload import TextureUploader
 from xr_runtime.latency.frame_stats import FrameRecord, FrameStats
 from xr_runtime.latency.recorder import LatencyRecorder

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geometry.rotations import slerp
 from xr_runtime.avatars.state import AvatarFrameState, AvatarPose, is_cuda_tensor
 
 
@@ -34,22 +35,9 @@ class SamplerConfig:
     texture_blend_steps: int = 32     # fade levels at which the blended texture is rebuilt
 
 
-def _slerp(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:
-    """Slerp of unit quaternions (any component order); alpha outside [0, 1] extrapolates."""
-    dot = float(np.dot(q0, q1))
-    if dot < 0.0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        out = q0 + alpha * (q1 - q0)
-    else:
-        theta = math.acos(min(1.0, dot))
-        out = (math.sin((1 - alpha) * theta) * q0 + math.sin(alpha * theta) * q1) / math.sin(theta)
-    return out / np.linalg.norm(out)
-
-
 def blend_pose(a: AvatarPose, b: AvatarPose, alpha: float) -> AvatarPose:
     """a at alpha 0, b at alpha 1; alpha beyond 1 extrapolates."""
-    q = _slerp(np.asarray(a.rotation, dtype=np.float64), np.asarray(b.rotation, dtype=np.float64), alpha)
+    q = slerp(a.rotation, b.rotation, alpha)
     t = np.asarray(a.translation) + alpha * (np.asarray(b.translation) - np.asarray(a.translation))
     p = np.asarray(a.pivot) + alpha * (np.asarray(b.pivot) - np.asarray(a.pivot))
     return AvatarPose(tuple(float(v) for v in q), tuple(float(v) for v in t), a.scale + alpha * (b.scale - a.scale),

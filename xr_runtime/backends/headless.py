@@ -31,7 +31,7 @@ from xr_runtime.backends.base import (
 )
 from xr_runtime.gl.egl_context import GLContextConfig, GLContextError, HeadlessGLContext
 from xr_runtime.gl.target import RenderTarget
-from xr_runtime.openxr.input import HandState
+from xr_runtime.scene.hand import HandState
 
 log = logging.getLogger(__name__)
 

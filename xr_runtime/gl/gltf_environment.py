@@ -146,8 +146,20 @@ def _flat_normals(positions: np.ndarray, indices: np.ndarray) -> tuple[np.ndarra
 
 
 def load_environment(path: Path, scale: float = 1.0) -> list[EnvironmentMesh]:
-    """Every triangle mesh of the default scene, in world space (metres), ready to upload."""
-    reader = _GltfReader(Path(path))
+    """Every triangle mesh of the default scene, in world space (metres), ready to upload.
+
+    Whatever is wrong with the file is a `GltfEnvironmentError` naming it, never a raw exception:
+    a field of the wrong type or an index out of range deep inside pygltflib's objects included."""
+    try:
+        return _load_environment(Path(path), scale)
+    except GltfEnvironmentError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise GltfEnvironmentError(f"{path}: malformed glTF ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_environment(path: Path, scale: float) -> list[EnvironmentMesh]:
+    reader = _GltfReader(path)
     gltf = reader.gltf
     scene_index = gltf.scene if gltf.scene is not None else 0
     if not gltf.scenes:

@@ -27,10 +27,5 @@ def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: AvatarPose
     return (placement @ head @ transforms.scaling(s)).astype(np.float32)
 
 
-def matrix_to_quaternion_wxyz(m: np.ndarray) -> tuple[float, float, float, float]:
-    """Unit quaternion of the rotation part of a rigid matrix (w ≥ 0)."""
-    return rotation_to_quaternion(np.asarray(m, dtype=np.float64)[:3, :3])
-
-
 def transform_from_rigid(m: np.ndarray, scale: float) -> Transform:
-    return Transform(tuple(float(v) for v in np.asarray(m)[:3, 3]), matrix_to_quaternion_wxyz(m), scale)
+    return Transform(tuple(float(v) for v in np.asarray(m)[:3, 3]), rotation_to_quaternion(m), scale)
