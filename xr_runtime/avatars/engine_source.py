@@ -25,9 +25,9 @@ import time
 import numpy as np
 
 from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
-from inference.avatar_manifest import CANONICAL_UNIT_M
+from inference.avatar_package import CANONICAL_UNIT_M
 from streaming.receiver import FrameArrivals
-from xr_runtime.avatars.assets import AvatarAssets, load_packages, mesh_data, package_for
+from xr_runtime.avatars.assets import AvatarAssets, idle_assets, load_packages, package_for
 from xr_runtime.avatars.state import IDENTITY_POSE, AvatarFrameState, AvatarPose
 from xr_runtime.avatars.worker_source import PACINGS, WorkerPacing, WorkerStateSource, receiver_wake
 from xr_runtime.latency.recorder import LatencyTrace
@@ -128,8 +128,9 @@ def reference_engine_source(scene, receiver, texture_size: int = 128, device: st
 
 
 def idle_face_of(model) -> tuple[np.ndarray, np.ndarray]:
-    """The idle look of an engine model: the decoder's output for the network's neutral z, which
-    is what the engine itself relaxes to when a stream is lost (state.py)."""
+    """The idle look of a reference model (no package): the decoder's output for the network's
+    neutral z, what the engine itself relaxes to when a stream is lost (state.py). Packages use
+    `inference.engine.package_loader.idle_face`, the same definition."""
     import torch
 
     from inference.engine.model import to_rgba8
@@ -155,8 +156,7 @@ def package_engine_source(scene, receiver, packages: dict | None = None, device:
     for slot in scene.avatars:
         package = package_for(packages, slot)
         if id(package) not in loaded:
-            model = avatar_model_from_package(package)
-            loaded[id(package)] = (model, AvatarAssets(mesh_data(package), *idle_face_of(model)))
+            loaded[id(package)] = (avatar_model_from_package(package), idle_assets(package))
         models[slot.stream] = loaded[id(package)][0]
         assets.append(loaded[id(package)][1])
     engine = StreamingEngine(models, EngineConfig(device=device, threads=1))
