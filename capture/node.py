@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from calibration.clock_service import ClockClient
+from core.errors import HeadcastError
 from calibration.neutral import NeutralFace, OnlineNeutralConfig, OnlineNeutralEstimator
 from inference.features.face_tracker import FaceTracker, TrackerConfig
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor, head_pose
@@ -31,6 +32,10 @@ from .sources import SourceConfig, open_source
 from .stats import CaptureStats
 
 log = logging.getLogger(__name__)
+
+
+class PeerRefusedError(HeadcastError, RuntimeError):
+    """The render node refused this capture node's connection (CURVE mismatch, key not allowed)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class CaptureNode:
             grace = cfg.connect_grace_s - (time.monotonic() - t_open)
             if grace > 0:
                 time.sleep(grace)
+            self._check_peer(publisher)
             log.info("capturing from %s → %s as stream %r (%s)", source.description, cfg.endpoint,
                      cfg.stream_id, cfg.feature.label)
             t_start = time.perf_counter()
@@ -114,6 +120,8 @@ class CaptureNode:
                     self._process(frame, tracker, extractor, online, deca, publisher, recorder)
                     if self._stop.is_set():
                         break
+                    if self.stats.frames % 16 == 0:
+                        self._check_peer(publisher)
                     if on_progress is not None and time.perf_counter() >= next_report:
                         self.stats.wall_s = time.perf_counter() - t_start
                         self.stats.source_skipped = source.skipped
@@ -122,8 +130,10 @@ class CaptureNode:
             finally:
                 self.stats.wall_s = time.perf_counter() - t_start
                 self.stats.source_skipped = source.skipped
+                self.stats.source_missing_frames = source.missing_frames
                 if publisher is not None:
                     self._send_end_of_stream(publisher, recorder)
+            self._check_peer(publisher, at_end=True)
         finally:
             for closer in (clock, tracker, recorder, publisher, source):
                 if closer is not None:
@@ -132,6 +142,20 @@ class CaptureNode:
                     except Exception:  # closing must not hide the error that got us here
                         log.exception("error while closing %s", type(closer).__name__)
         return self.stats
+
+    def _check_peer(self, publisher: Publisher, at_end: bool = False) -> None:
+        """Fails as soon as the render node has refused the handshake (and never accepted one); at
+        the end, warns when no render node ever accepted the connection."""
+        mon = publisher.handshake
+        if mon is None:
+            return
+        if mon.refused:
+            raise PeerRefusedError(f"{self.config.endpoint} refused this capture node: {mon.failure}; "
+                                   f"{self.stats.sent} frames were sent into the void")
+        if at_end and not mon.succeeded:
+            log.warning("no render node accepted the connection to %s: none of the %d frames was delivered",
+                        self.config.endpoint, self.stats.sent)
+        self.stats.peer_connected = bool(mon.succeeded)
 
     # -- one frame -------------------------------------------------------------------------------
     def _process(self, frame, tracker, extractor, online, deca, publisher, recorder) -> None:

@@ -27,6 +27,8 @@ class CaptureStats:
     send_dropped: int = 0  # messages the socket refused (peer too slow)
     source_skipped: int = 0  # stale camera frames replaced by newer ones before we took them
     calibrating_frames: int = 0
+    source_missing_frames: int = 0  # frames a video's header announced that never decoded (a few: a warning)
+    peer_connected: bool | None = None  # a render node accepted the connection (None: we bound, not connected)
     wall_s: float = 0.0
     stage_ms: dict[str, collections.deque] = field(default_factory=lambda: {s: _series() for s in STAGES})
     capture_to_sent_ms: collections.deque = field(default_factory=_series)
@@ -48,6 +50,8 @@ class CaptureStats:
             "sent": self.sent,
             "send_dropped": self.send_dropped,
             "source_skipped": self.source_skipped,
+            "source_missing_frames": self.source_missing_frames,
+            "peer_connected": self.peer_connected,
             "wall_s": self.wall_s,
             "fps": self.fps,
             "stages_ms": {s: percentiles(self.stage_ms[s], qs=(50, 95)) for s in STAGES},

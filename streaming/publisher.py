@@ -43,6 +43,9 @@ class Publisher:
         self.endpoint = self._socket.endpoint
         self.sent = 0
         self.dropped = 0
+        # A connecting publisher learns from its handshakes whether the peer accepted it at all
+        # (PUB itself never says: a refused one drops every frame silently).
+        self.handshake = None if bind else self._socket.handshake_monitor()
 
     def send(self, frame: protocol.FeatureFrame, t_send_ns: int | None = None) -> bool:
         parts = protocol.encode(frame, time.monotonic_ns() if t_send_ns is None else t_send_ns)

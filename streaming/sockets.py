@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,8 +156,18 @@ class ManagedSocket:
         self._auth = auth
         self._own_context = own_context
         self.endpoint = endpoint  # resolved (tcp://127.0.0.1:0 → the chosen port) when bound
+        self._monitor: HandshakeMonitor | None = None
+
+    def handshake_monitor(self) -> "HandshakeMonitor":
+        """The socket's handshake monitor (made on first use, closed with the socket)."""
+        if self._monitor is None:
+            self._monitor = HandshakeMonitor(self.sock)
+        return self._monitor
 
     def close(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.close()  # before the socket: an open monitor socket would block the context's term()
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()  # with the socket's own linger (SocketOptions.linger_ms)
@@ -233,6 +244,92 @@ def open_socket(kind: int, endpoint: str, *, bind: bool, curve_server: CurveServ
         if own:
             ctx.term()
         raise
+
+
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+class HandshakeMonitor:
+    """What happened to a connecting socket's handshakes (ZeroMQ's socket monitor), read on demand.
+
+    A ZeroMQ socket never tells its user that the peer refused it: a PUB or DEALER whose
+    handshake fails (plaintext against a CURVE port, a key not on the allow-list) queues or drops
+    every message and reconnects for ever, which made a plaintext capture node exit 0 having
+    delivered nothing and `calibrate clock` wait for answers that could never come. The monitor
+    turns those failures into a reason the caller can raise.
+
+        mon = HandshakeMonitor(sock)
+        mon.wait(timeout_s=1.0)       # True once a handshake succeeded, False on failure/timeout
+        mon.failure                   # e.g. "the peer refused this client's CURVE key (...)"
+
+    Not thread-safe: poll it from one thread (the socket's owner)."""
+
+    def __init__(self, sock: zmq.Socket):
+        self._sock = sock
+        self._mon = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        self.succeeded = 0
+        self.failed = 0
+        self.failure: str | None = None  # the reason of the newest failure
+
+    def poll(self) -> None:
+        """Reads every event that has arrived (non-blocking)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._mon is not None:
+            try:
+                event = recv_monitor_message(self._mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except (zmq.ZMQError, RuntimeError):
+                return
+            self._record(int(event["event"]), int(event["value"]))
+
+    def _record(self, event: int, value: int) -> None:
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.succeeded += 1
+            return
+        self.failed += 1
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self.failure = ("the peer refused this client's CURVE key (it is not in the peer's --allow "
+                            "directory, or --server-key is not the peer's public key)")
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            self.failure = ("security mismatch: one side uses CURVE and the other does not (give --server-key "
+                            "and --client-key when the peer was started with --server-key/--allow)")
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            self.failure = f"the handshake failed (ZMTP protocol error 0x{value:x}: not a Headcast peer?)"
+        else:
+            self.failure = ("the handshake failed (the peer closed the connection: it may require CURVE, or "
+                            "not be a Headcast peer)")
+
+    def wait(self, timeout_s: float) -> bool:
+        """Waits until a handshake succeeded (True) or one failed / the time is up (False)."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            self.poll()
+            if self.succeeded:
+                return True
+            if self.failed:
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._mon is None:
+                return False
+            self._mon.poll(max(1, int(remaining * 1000)))
+
+    @property
+    def refused(self) -> bool:
+        """A handshake failed and none has succeeded: nothing this socket sends can arrive."""
+        self.poll()
+        return self.failed > 0 and self.succeeded == 0
+
+    def close(self) -> None:
+        mon, self._mon = self._mon, None
+        if mon is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            mon.close(linger=0)
 
 
 def generate_keys(directory: Path, names: list[str]) -> list[tuple[Path, Path]]:

@@ -126,7 +126,7 @@ def test_binding_a_public_address_without_curve_is_refused(capsys):
     assert "--insecure" in capsys.readouterr().err
 
 
-def test_curve_keys_from_files(tmp_path):
+def test_curve_keys_from_files(tmp_path, capsys):
     keys, allowed = tmp_path / "keys", tmp_path / "allowed"
     keys.mkdir()
     allowed.mkdir()
@@ -136,9 +136,11 @@ def test_curve_keys_from_files(tmp_path):
     curve = CurveServer(keys / "server.key_secret", allowed)
     with Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*", history=64, curve_server=curve)) as rx:
         ep = rx.bound_endpoint
+        # A key the render node does not allow is refused at its handshake: a clear error, not exit 0.
         assert cli.main(["capture", "--source", str(sample_path(MAN)), "--connect", ep, "--stream", "stranger",
                          "--frames", "3", "--server-key", str(keys / "server.key"),
-                         "--client-key", str(keys / "stranger.key_secret")]) == 0
+                         "--client-key", str(keys / "stranger.key_secret")]) == 2
+        assert "refused this client's CURVE key" in capsys.readouterr().err
         assert cli.main(["capture", "--source", str(sample_path(MAN)), "--connect", ep, "--stream", "driver",
                          "--frames", "5", "--server-key", str(keys / "server.key"),
                          "--client-key", str(allowed / "driver.key_secret")]) == 0

@@ -12,6 +12,7 @@ from calibration.clock_service import ClockServer, start_clock_service
 from core.atomic_files import atomic_write_json
 from streaming.receiver import Receiver, ReceiverConfig, status_as_dict
 from tools.net_args import add_server_args, curve_server_from_args
+from xr_runtime.interrupts import stop_event_on_signals
 
 
 def register(sub) -> None:
@@ -61,11 +62,15 @@ def collect(receiver: Receiver, n_values: int, clock: ClockServer | None = None)
         streams[sid] = d
     c = receiver.counters
     return {"streams": streams, "messages": c.messages, "malformed": c.malformed,
-            "malformed_by_kind": c.malformed_by_kind, "unknown_stream": c.unknown_stream}
+            "malformed_by_kind": c.malformed_by_kind, "unknown_stream": c.unknown_stream,
+            "receiver": c.as_dict(), "clock": clock.stats() if clock else None}
 
 
 def format_table(stats: dict) -> str:
-    lines = [f"messages {stats['messages']}  malformed {stats['malformed']}  unknown-stream {stats['unknown_stream']}",
+    r = stats["receiver"]
+    lines = [f"messages {stats['messages']}  malformed {stats['malformed']}  unknown-stream {stats['unknown_stream']}  "
+             f"rejected: jumps {r['jumps']} stale {r['stale']} foreign-key {r['foreign_key']} "
+             f"over-capacity {r['over_capacity']}",
              f"{'stream':<16}{'kind':<9}{'state':<10}{'rate Hz':>8}{'age ms':>9}{'recv':>8}{'drop':>6}{'stale':>6}"
              f"{'cap→rx ms':>10}  features (mean|f|, max|f|, first values)"]
     for sid, d in sorted(stats["streams"].items()):
@@ -97,14 +102,14 @@ def run(args) -> int:
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     t_end = None if args.seconds is None else time.monotonic() + args.seconds
     stats = collect(receiver, args.values, clock)
+    # Ctrl-C and SIGTERM end the run the same way: the final statistics (and --json) are written.
     try:
-        while t_end is None or time.monotonic() < t_end:
-            time.sleep(args.interval if t_end is None else max(0.0, min(args.interval, t_end - time.monotonic())))
-            stats = collect(receiver, args.values, clock)
-            table = format_table(stats)
-            print(("\x1b[H\x1b[J" if tty else "") + table + ("" if tty else "\n"), flush=True)
-    except KeyboardInterrupt:
-        pass
+        with stop_event_on_signals() as stop:
+            while (t_end is None or time.monotonic() < t_end) and not stop.is_set():
+                stop.wait(args.interval if t_end is None else max(0.0, min(args.interval, t_end - time.monotonic())))
+                stats = collect(receiver, args.values, clock)
+                table = format_table(stats)
+                print(("\x1b[H\x1b[J" if tty else "") + table + ("" if tty else "\n"), flush=True)
     finally:
         stats = collect(receiver, args.values, clock)
         receiver.stop()

@@ -45,7 +45,7 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
     """Runs the render node until its frame/time limit, SIGINT/SIGTERM, or the backend ends.
     Returns (statistics, the RenderNode) — the node for callers that want its latency records."""
     from calibration.clock_service import start_clock_service
-    from streaming.receiver import Receiver, ReceiverConfig
+    from streaming.receiver import Receiver, ReceiverConfig, status_as_dict
     from xr_runtime.avatars.sampler import SamplerConfig
     from xr_runtime.backends.select import choose_backend
     from xr_runtime.interrupts import stop_event_on_signals
@@ -56,10 +56,16 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
     except ValueError as exc:
         raise HeadcastError(str(exc)) from exc
     say(f"backend: {choice.name} ({choice.reason})")
+    # The scene's own streams have reserved slots: a flood of made-up ids cannot lock them out.
+    scene_streams = frozenset(slot.stream for slot in cfg.scene.avatars)
     receiver = Receiver(ReceiverConfig(endpoint=cfg.bind, bind=True, curve_server=cfg.curve,
-                                       insecure=cfg.insecure)).start()
+                                       insecure=cfg.insecure, reserved_streams=scene_streams)).start()
     endpoint = receiver.bound_endpoint
-    clock = start_clock_service(cfg.clock_bind, endpoint, cfg.curve, cfg.insecure)
+    try:
+        clock = start_clock_service(cfg.clock_bind, endpoint, cfg.curve, cfg.insecure, reserved=scene_streams)
+    except BaseException:
+        receiver.stop()
+        raise
     setup = publisher = None
     try:
         setup = make_state_source(cfg.scene, receiver, cfg.source, clock)
@@ -90,16 +96,22 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         if setup is not None and setup.close is not None:
             setup.close()
         counters = receiver.counters
+        receiver_streams = {sid: status_as_dict(st) for sid, st in receiver.snapshot().items()}
         receiver.stop()
+        clock_stats = clock.stats() if clock else None
         if clock:
             clock.close()
     if cfg.save_scene_to is not None and node.counters.placement_changes:
         node.save_scene(cfg.save_scene_to)
-    stats["receiver"] = {"endpoint": endpoint, "messages": counters.messages, "malformed": counters.malformed}
+    stats["receiver"] = {"endpoint": endpoint, **counters.as_dict(), "streams": receiver_streams}
+    stats["clock_service"] = clock_stats
     stats["backend_choice"] = {"name": choice.name, "reason": choice.reason}
     if isinstance(setup.source, WorkerStateSource):
         stats["engine"] = {"pacing": setup.source.pacing.mode, "steps": setup.source.steps,
                            "errors": setup.source.errors}
+        engine = getattr(setup.source, "engine", None)
+        if engine is not None and hasattr(engine, "feature_counters"):
+            stats["engine"]["features"] = engine.feature_counters()
     return stats, node
 
 

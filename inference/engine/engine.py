@@ -27,7 +27,7 @@ from streaming.protocol import FeatureFrame
 from streaming.receiver import FrameSource
 
 from .model import AvatarModel
-from .state import TRACKING, AvatarState, FadeConfig, GoodFrame, StreamState
+from .state import TRACKING, AvatarState, FadeConfig, FeatureLimits, FeatureRange, GoodFrame, StreamState
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class EngineConfig:
     cpu_precision: str = "fp32"  # "fp32" | "bf16" (decoder only; see cpu.py)
     cuda_graphs: bool = True  # False: same fp16 kernels eagerly (debugging, graph-vs-eager tests)
     fade: FadeConfig = field(default_factory=FadeConfig)
+    # Features are clamped into each avatar's trained range, far-out frames dropped (state.py);
+    # None: passed through as they come (research on raw features).
+    feature_limits: FeatureLimits | None = field(default_factory=FeatureLimits)
 
 
 class StreamingEngine:
@@ -49,7 +52,10 @@ class StreamingEngine:
         self.config = config
         self.stream_ids = list(slots)
         self.models = [slots[s] for s in self.stream_ids]
-        self.states = {s: StreamState(s, m.window, m.feature_dim, config.fade) for s, m in slots.items()}
+        self.states = {s: StreamState(s, m.window, m.feature_dim, config.fade,
+                                      None if config.feature_limits is None
+                                      else FeatureRange.from_normalisation(m.norm, config.feature_limits))
+                       for s, m in slots.items()}
         if config.device == "cpu":
             from .cpu import CpuBackend
 
@@ -124,6 +130,10 @@ class StreamingEngine:
     def timings(self) -> dict[str, float]:
         """The backend's stage timings of the last step (ms)."""
         return dict(self.backend.timings)
+
+    def feature_counters(self) -> dict[str, dict[str, int]]:
+        """Per stream: frames whose features were clamped into the avatar's range, and frames dropped."""
+        return {sid: {"clamped": st.clamped, "rejected": st.rejected} for sid, st in self.states.items()}
 
     def neutral_z(self, stream_id: str) -> np.ndarray:
         return self.models[self.stream_ids.index(stream_id)].net.neutral_z.detach().cpu().numpy().copy()

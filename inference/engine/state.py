@@ -14,6 +14,14 @@ the face or the stream is lost, ``z_src`` holds the last tracked output and p de
 time constant ``fade_out_s``, so the avatar relaxes exponentially to its neutral (idle) face. When
 tracking is back it resumes from wherever the fade had got to. While tracking with p = 1 nothing
 is filtered: the output is the network's output for the newest frame, no added lag.
+
+**Features outside what the avatar was trained on** (issue 11: values of 10 or 1000 on mp478
+mangled the head, and at 1000 it filled the whole view) are measured in the units of the
+package's own normalisation, (x − mean) / std per dimension. On the builder's avatars real drivers
+stay within ±11.4 of it (the sample clips, both people, every frame: p99.9 at 3.9 and 6.1).
+Values beyond ±`clamp_sigma` (12) are clamped to it and the frame counted (``clamped``); a frame
+with more than `reject_share` (5 %) of its values out there is not a face at all: it is dropped
+like a face-lost frame and counted (``rejected``).
 """
 from __future__ import annotations
 
@@ -37,6 +45,36 @@ class FadeConfig:
     fade_in_s: float = 0.08  # time constant of coming back (short: the expression matters)
     hold_s: float = 0.15  # silence (no frame at all) after which a stream counts as lost here
     reset_after_s: float = 0.5  # a gap longer than this refills the window with the next frame
+
+
+@dataclass(frozen=True)
+class FeatureLimits:
+    clamp_sigma: float = 12.0   # normalised values beyond ± this are clamped to it
+    reject_share: float = 0.05  # a frame with more of its values beyond it is dropped (face lost)
+
+
+class FeatureRange:
+    """The feature range an avatar accepts, per dimension, from its normalisation statistics."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, limits: FeatureLimits = FeatureLimits()):
+        mean = np.asarray(mean, np.float32).reshape(-1)
+        std = np.asarray(std, np.float32).reshape(-1)
+        self.lo = mean - limits.clamp_sigma * std
+        self.hi = mean + limits.clamp_sigma * std
+        self.max_outside = int(limits.reject_share * mean.size)
+
+    @classmethod
+    def from_normalisation(cls, norm, limits: FeatureLimits = FeatureLimits()) -> "FeatureRange":
+        return cls(norm.mean, norm.std, limits)
+
+    def check(self, feats: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """(features clamped into range, whether any was clamped); (None, True) for a frame to drop."""
+        outside = int(np.count_nonzero((feats < self.lo) | (feats > self.hi)))
+        if outside == 0:
+            return feats, False
+        if outside > self.max_outside:
+            return None, True
+        return np.clip(feats, self.lo, self.hi), True
 
 
 @dataclass(frozen=True)
@@ -73,9 +111,13 @@ class GoodFrame:
 
 
 class StreamState:
-    def __init__(self, stream_id: str, window: int, feature_dim: int, fade: FadeConfig):
+    def __init__(self, stream_id: str, window: int, feature_dim: int, fade: FadeConfig,
+                 feature_range: FeatureRange | None = None):
         self.stream_id = stream_id
         self.fade = fade
+        self.feature_range = feature_range
+        self.clamped = 0  # frames with values clamped into the avatar's range
+        self.rejected = 0  # frames dropped as far outside it
         self.window = np.zeros((window, feature_dim), np.float32)  # oldest first
         self.filled = False
         self.version = 0  # bumps whenever the window changes
@@ -101,6 +143,13 @@ class StreamState:
         if feats.shape[0] != self.window.shape[1] or not np.isfinite(feats).all():
             self.face_lost = True  # wrong kind or corrupt: treat like no face rather than crash
             return
+        if self.feature_range is not None:
+            feats, clamped = self.feature_range.check(feats)
+            if feats is None:
+                self.rejected += 1
+                self.face_lost = True
+                return
+            self.clamped += int(clamped)
         self.face_lost = False
         last_capture = self.last_good.t_capture_ns if self.last_good is not None else 0
         gap = self.last_good is None or (frame.t_capture_ns - last_capture) > self.fade.reset_after_s * 1e9 \
