@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streaming import protocol
@@ -44,12 +44,18 @@ class ReplayResult:
     undecodable: int = 0  # records skipped when restamping because they are not protocol frames
     truncated_tail_bytes: int = 0
     tail_reason: str = ""
+    damaged: list = field(default_factory=list)  # recording.DamagedRegion in the middle, skipped
 
 
 def replay(config: ReplayConfig, stop: threading.Event | None = None) -> ReplayResult:
     reader = RecordingReader(config.path)
     records = reader.read_all()
-    result = ReplayResult(truncated_tail_bytes=reader.truncated_tail_bytes, tail_reason=reader.tail_reason)
+    middle = reader.damaged[:-1] if reader.truncated_tail_bytes else list(reader.damaged)  # the tail is the last
+    result = ReplayResult(truncated_tail_bytes=reader.truncated_tail_bytes, tail_reason=reader.tail_reason,
+                          damaged=middle)
+    for d in middle:
+        log.warning("%s: %d damaged bytes at offset %d (%s) skipped; reading resumed at the next valid record",
+                    config.path, d.length, d.offset, d.reason)
     if reader.truncated_tail_bytes:
         log.warning("%s: %d-byte truncated tail (%s) skipped; %d complete records", config.path,
                     reader.truncated_tail_bytes, reader.tail_reason, len(records))

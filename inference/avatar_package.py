@@ -28,11 +28,21 @@ by inference/animation/serialize.py ``animation_manifest``) carries its ``anim.*
 same weights file; they are validated strictly against that block (every tensor present, none
 extra, shapes, finite values, feature kind and z size matching the head model) and exposed as
 ``AvatarPackage.animation`` = (AnimationNet, FeatureNormalisation).
+
+A package is user input, so loading it must never cost more than the package is worth (issue 11:
+an animation window of 10^9 passed `avatar info` and then asked `render` for 5 TiB; a texture size
+of 16384 allocated 3.5 GB before a shape check refused it). Every size in the schema is bounded
+(`LIMITS`: far above what the builder writes, far below what would hurt), integers are JSON
+integers, the ``vae`` block has exactly its six keys, the manifest is strict JSON of bounded size
+and depth, the files are regular files inside the package (a symlink leaving it is refused), and
+the weights' names and shapes are compared with the network the manifest declares — built on
+PyTorch's meta device, which allocates nothing — before a single tensor is read.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -44,8 +54,11 @@ import torch
 
 from core.atomic_files import atomic_write_bytes, atomic_write_json, fsync_dir, pid_alive, sha256_file
 from core.errors import HeadcastError
+from core.strict_json import StrictJsonError, load_strict, validate_strict
 from inference.head_model.gltf_io import GltfError, MeshArrays, read_glb, write_glb
 from inference.head_model.vae import Decoder, HeadVae, RuntimeDecoder, VaeConfig
+
+log = logging.getLogger(__name__)
 
 SCHEMA_ID = "headcast.avatar"
 SCHEMA_VERSION = 2  # 2: the weights carry the decoder only, and say so; 1: the whole VAE
@@ -75,6 +88,19 @@ NOT_INCLUDED = {
                     "directory, vae/vae.safetensors",
 }
 
+# Upper bounds of every size a manifest declares. The builder's avatars: z 16-64, textures 64-256,
+# 13-32 blendshapes, ~800-5000 vertices, window 8, hidden 128-256.
+LIMITS = {"z_dim": 1024, "texture_size": 2048, "n_blendshapes": 512, "n_vertices": 1 << 18,
+          "n_triangles": 1 << 19, "hidden": 4096, "basis_size": 512, "n_basis": 512, "window": 64,
+          "layers": 8, "feature_dim": 4096, "input_proj": 4096, "pca_dim": 4096, "parameters": 1 << 27,
+          "file_bytes": 1 << 30, "basis_values": 1 << 26}
+MANIFEST_MAX_BYTES = 1 << 20
+
+
+def _bounded(key: str, minimum: int = 1) -> dict:
+    return {"type": "integer", "minimum": minimum, "maximum": LIMITS[key]}
+
+
 _INT1 = {"type": "integer", "minimum": 1}
 # The animation block (inference/animation/serialize.py animation_manifest): required in full once
 # a package declares an animation network; a head-model-only package just says included = false.
@@ -88,10 +114,13 @@ _ANIMATION = {
         "properties": {
             "format": {"type": "integer"},
             "feature_kind": {"enum": ["mp478", "deca2048"]},
-            "feature_dim": _INT1, "z_dim": _INT1, "window": _INT1, "parameters": _INT1,
+            "feature_dim": _bounded("feature_dim"), "z_dim": _bounded("z_dim"), "window": _bounded("window"),
+            "parameters": _bounded("parameters"),
             "config": {"type": "object", "required": ["arch", "window", "hidden", "layers", "pca_dim", "input_proj"],
-                       "properties": {"arch": {"enum": ["lstm", "mlp"]}, "window": _INT1, "hidden": _INT1,
-                                      "layers": _INT1}},
+                       "properties": {"arch": {"enum": ["lstm", "mlp"]}, "window": _bounded("window"),
+                                      "hidden": _bounded("hidden"), "layers": _bounded("layers"),
+                                      "pca_dim": _bounded("pca_dim", 0), "input_proj": _bounded("input_proj"),
+                                      "last_frame_skip": {"type": "boolean"}}},
             "normalisation": {"type": "object", "required": ["mode", "dim"],
                               "properties": {"mode": {"enum": ["zero_centred", "per_dim"]}, "dim": _INT1}},
             "metrics": {"type": "object"},
@@ -106,7 +135,7 @@ _WEIGHTS_BLOCK = {
 }
 _FILE_ENTRY = {"type": "object", "required": ["sha256", "bytes"],
                "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                              "bytes": {"type": "integer", "minimum": 1}}}
+                              "bytes": _bounded("file_bytes")}}
 MANIFEST_SCHEMA = {
     "type": "object",
     "required": ["schema", "schema_version", "name", "created_utc", "feature", "head_model", "animation",
@@ -123,16 +152,20 @@ MANIFEST_SCHEMA = {
             "required": ["z_dim", "texture_size", "texture_format", "n_blendshapes", "n_vertices", "n_triangles",
                          "units", "canonical_unit_m", "vae"],
             "properties": {
-                "z_dim": {"type": "integer", "minimum": 1},
-                "texture_size": {"type": "integer", "minimum": 8},
+                "z_dim": _bounded("z_dim"),
+                "texture_size": _bounded("texture_size", 8),
                 "texture_format": {"const": "RGBA8"},
-                "n_blendshapes": {"type": "integer", "minimum": 1},
-                "n_vertices": {"type": "integer", "minimum": 3},
-                "n_triangles": {"type": "integer", "minimum": 1},
+                "n_blendshapes": _bounded("n_blendshapes"),
+                "n_vertices": _bounded("n_vertices", 3),
+                "n_triangles": _bounded("n_triangles"),
                 "units": {"const": "m"},
-                "canonical_unit_m": {"type": "number", "exclusiveMinimum": 0},
-                "vae": {"type": "object", "required": ["texture_size", "n_weights", "z_dim", "hidden", "basis_size",
-                                                       "n_basis"]},
+                "canonical_unit_m": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "vae": {"type": "object", "additionalProperties": False,
+                        "required": ["texture_size", "n_weights", "z_dim", "hidden", "basis_size", "n_basis"],
+                        "properties": {"texture_size": _bounded("texture_size", 8),
+                                       "n_weights": _bounded("n_blendshapes"), "z_dim": _bounded("z_dim"),
+                                       "hidden": _bounded("hidden"), "basis_size": _bounded("basis_size"),
+                                       "n_basis": _bounded("n_basis")}},
             }},
         "animation": _ANIMATION,
         "provenance": {"type": "object", "required": ["sources", "build_command", "libraries"],
@@ -259,37 +292,65 @@ class AvatarPackage:
         return load_package(Path(path))
 
 
-def _read_manifest(path: Path) -> dict:
-    import jsonschema
+def _package_file(path: Path, name: str) -> Path:
+    """`name` inside the package as a regular file; a link is followed only if it stays inside."""
+    f = path / name
+    if f.is_symlink():
+        target = f.resolve()
+        if path.resolve() not in target.parents:
+            raise AvatarPackageError(f"{path}: {name} is a link to {target}, outside the package; refusing it")
+    if not f.exists():
+        raise AvatarPackageError(f"{path}: {name} is missing" + (
+            " (incomplete or interrupted export?)" if name == MANIFEST else ""))
+    if not f.is_file():
+        raise AvatarPackageError(f"{path}: {name} is not a regular file")
+    return f
 
+
+def _read_manifest(path: Path) -> dict:
     if not path.is_dir():
         raise AvatarPackageError(f"{path}: no such avatar package directory")
-    mf = path / MANIFEST
-    if not mf.is_file():
-        raise AvatarPackageError(f"{path}: {MANIFEST} is missing (incomplete or interrupted export?)")
+    mf = _package_file(path, MANIFEST)
     try:
-        raw = json.loads(mf.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AvatarPackageError(f"{mf}: not valid JSON ({exc})") from exc
+        raw = load_strict(mf, str(mf), max_bytes=MANIFEST_MAX_BYTES)
+    except StrictJsonError as exc:
+        raise AvatarPackageError(str(exc)) from None
     if not isinstance(raw, dict):
         raise AvatarPackageError(f"{mf}: top level must be an object")
     if raw.get("schema") == SCHEMA_ID and raw.get("schema_version") not in READABLE_VERSIONS:
         raise AvatarPackageError(f"{mf}: schema_version {raw.get('schema_version')!r} is not supported "
                                  f"(this build reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     try:
-        jsonschema.validate(raw, MANIFEST_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise AvatarPackageError(f"{mf}: schema violation at {where}: {exc.message}") from exc
+        validate_strict(raw, MANIFEST_SCHEMA, str(mf))
+    except StrictJsonError as exc:
+        raise AvatarPackageError(str(exc)) from None
+    _check_sizes(mf, raw)
     return raw
+
+
+def _check_sizes(mf: Path, raw: dict) -> None:
+    """Bounds that span fields (the schema bounds each one alone)."""
+    vae = raw["head_model"]["vae"]
+    basis = vae["n_basis"] * 3 * vae["basis_size"] ** 2
+    if basis > LIMITS["basis_values"]:
+        raise AvatarPackageError(f"{mf}: a texture basis of {vae['n_basis']} × 3 × {vae['basis_size']}² values is "
+                                 f"larger than the {LIMITS['basis_values']} allowed")
+    if vae["basis_size"] > vae["texture_size"]:
+        raise AvatarPackageError(f"{mf}: basis_size {vae['basis_size']} exceeds texture_size {vae['texture_size']}")
+    anim = raw["animation"]
+    if anim.get("included"):
+        dims = {"mp478": 1434, "deca2048": 2048}
+        if anim["feature_dim"] != dims[anim["feature_kind"]]:
+            raise AvatarPackageError(f"{mf}: animation feature_dim {anim['feature_dim']} is not the size of "
+                                     f"{anim['feature_kind']} features ({dims[anim['feature_kind']]})")
+        if anim["config"]["pca_dim"] > anim["feature_dim"]:
+            raise AvatarPackageError(f"{mf}: animation pca_dim {anim['config']['pca_dim']} exceeds feature_dim")
 
 
 def _check_files(path: Path, raw: dict) -> None:
     for name in PAYLOAD:
         entry = raw["files"][name]
-        f = path / name
-        if not f.is_file():
-            raise AvatarPackageError(f"{path}: {name} is missing")
+        f = _package_file(path, name)
         size = f.stat().st_size
         if size != entry["bytes"]:
             what = "truncated" if size < entry["bytes"] else "larger than recorded"
@@ -303,10 +364,23 @@ VAE_PREFIXES = (ENCODER_PREFIX, DECODER_PREFIX)
 
 def _expected_head_model(cfg: VaeConfig, schema_version: int) -> dict[str, torch.Tensor]:
     """Name → tensor of the right shape for the head model's part of the weights: the decoder
-    (schema 2), or the whole VAE (schema 1: the encoder too)."""
-    if schema_version == 1:
-        return HeadVae(cfg).state_dict()
-    return {DECODER_PREFIX + k: v for k, v in Decoder(cfg).state_dict().items()}
+    (schema 2), or the whole VAE (schema 1: the encoder too). On the meta device: shapes only,
+    nothing allocated, whatever sizes the manifest declares."""
+    with torch.device("meta"):
+        if schema_version == 1:
+            return HeadVae(cfg).state_dict()
+        return {DECODER_PREFIX + k: v for k, v in Decoder(cfg).state_dict().items()}
+
+
+def _stored_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape from a safetensors header (reads the header only)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AvatarPackageError(f"{file.parent}: {WEIGHTS} is not a readable safetensors file ({exc})") from exc
 
 
 def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool,
@@ -315,11 +389,16 @@ def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool,
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    expected = _expected_head_model(cfg, schema_version)
+    stored = _stored_shapes(path / WEIGHTS)
+    for k, v in expected.items():  # before any tensor is read: a manifest that lies costs nothing
+        if k in stored and stored[k] != tuple(v.shape):
+            raise AvatarPackageError(f"{path}: {WEIGHTS}: {k} has shape {stored[k]}, the manifest's "
+                                     f"network config needs {tuple(v.shape)}")
     try:
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AvatarPackageError(f"{path}: {WEIGHTS} is not a readable safetensors file ({exc})") from exc
-    expected = _expected_head_model(cfg, schema_version)
     others = {k: v for k, v in tensors.items() if not k.startswith(VAE_PREFIXES)}
     tensors = {k: v for k, v in tensors.items() if k.startswith(VAE_PREFIXES)}
     undeclared = sorted(k for k in others if not (animation_included and k.startswith(ANIMATION_PREFIX)))
@@ -361,6 +440,25 @@ def _check_header(path: Path, raw: dict) -> None:
                                  f"is {digest[:16]}…")
 
 
+def _check_animation_shapes(block: dict, tensors: dict) -> None:
+    """The declared network's tensor shapes, built on the meta device (nothing allocated), against
+    the stored ones — before `load_animation` builds the real network at the declared sizes."""
+    from inference.animation.config import AnimationConfig
+    from inference.animation.network import AnimationNet
+    from inference.animation.serialize import PREFIX
+
+    config = AnimationConfig.from_dict(block["config"])
+    with torch.device("meta"):
+        want = AnimationNet(int(block["feature_dim"]), int(block["z_dim"]), config).state_dict()
+    n = sum(v.numel() for v in want.values())
+    if n > LIMITS["parameters"]:
+        raise ValueError(f"the declared animation network has {n} parameters, more than {LIMITS['parameters']}")
+    for k, v in want.items():
+        name = f"{PREFIX}net.{k}"
+        if name in tensors and tuple(tensors[name].shape) != tuple(v.shape):
+            raise ValueError(f"animation weight {name}: shape {tuple(tensors[name].shape)}, expected {tuple(v.shape)}")
+
+
 def check_animation(block: dict, tensors: dict, feature_kind: str, z_dim: int) -> tuple:
     """Validates the ``anim.*`` tensors against the manifest's animation block, strictly: every
     tensor the declared network needs, with its shape and finite values, and no other ``anim.*``
@@ -379,6 +477,7 @@ def check_animation(block: dict, tensors: dict, feature_kind: str, z_dim: int) -
     for k in ("anim.norm.mean", "anim.norm.std"):  # named here: the normalisation's own check is anonymous
         if k in tensors and tuple(tensors[k].shape) != (dim,):
             raise ValueError(f"animation tensor {k}: shape {tuple(tensors[k].shape)}, expected ({dim},)")
+    _check_animation_shapes(block, tensors)
     net, norm = load_animation(tensors, block)
     expected = animation_tensors(net, norm)
     if TARGET_NEUTRAL in tensors:  # optional: the target's relaxed face
@@ -410,7 +509,7 @@ def load_package(path: Path) -> AvatarPackage:
     if manifest.animation_included:
         try:
             animation = check_animation(raw["animation"], extra_tensors, manifest.feature_kind, manifest.z_dim)
-        except ValueError as exc:
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / animation network: {exc}") from exc
     try:
         mesh = read_glb(path / MESH)
@@ -427,13 +526,34 @@ def load_package(path: Path) -> AvatarPackage:
 
 
 def check_replaceable(out: Path) -> None:
-    """The export replaces ``out`` wholesale: refuse anything but an absent or empty directory or a
-    previous avatar package, so a mistyped --out never deletes unrelated files."""
-    if out.is_file() or out.is_symlink():
+    """The export replaces ``out`` wholesale, so it may be only: absent, an empty directory, or a
+    Headcast avatar package holding nothing but a package's files (its manifest names this schema).
+    A directory with an ``avatar.json`` beside the user's own files used to be deleted whole (issue
+    11: ``{}`` next to notes.txt and photos/); now anything else is refused, naming what is there."""
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise AvatarPackageError(f"{out}: exists and is not a directory; refusing to replace it")
-    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise AvatarPackageError(f"{out}: is a non-empty directory that is not an avatar package; "
-                                 "refusing to replace it (choose a new --out)")
+    if not out.exists():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    foreign = [e for e in entries if e not in (MANIFEST, *PAYLOAD)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise AvatarPackageError(f"{out}: holds files that are not an avatar package's ({shown}); refusing to "
+                                 "replace it (choose a new --out, or move them away)")
+    try:
+        manifest = load_strict(out / MANIFEST, str(out / MANIFEST), max_bytes=MANIFEST_MAX_BYTES) \
+            if (out / MANIFEST).is_file() and not (out / MANIFEST).is_symlink() else None
+    except StrictJsonError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA_ID:
+        raise AvatarPackageError(f"{out}: is not a Headcast avatar package (its {MANIFEST} is missing or does not "
+                                 f"say schema {SCHEMA_ID!r}); refusing to replace it (choose a new --out)")
+    for name in entries:
+        if not (out / name).is_file() or (out / name).is_symlink():
+            raise AvatarPackageError(f"{out}: {name} is not a regular file; refusing to replace the directory")
 
 
 def _remove_stale(out: Path) -> None:
@@ -492,12 +612,19 @@ def write_package(out: Path, manifest: dict, decoder: Decoder, mesh: MeshArrays,
             before_commit(tmp)
         old = None
         if out.exists():
+            check_replaceable(out)  # again: the directory may have changed during the build
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
         os.replace(tmp, out)
         fsync_dir(out.parent)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            # Only the package's own files: whatever else appeared there in the meantime survives.
+            for name in (MANIFEST, *PAYLOAD):
+                (old / name).unlink(missing_ok=True)
+            try:
+                old.rmdir()
+            except OSError:
+                log.warning("%s: left %s in place (it held files that are not the package's)", out, old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -36,6 +36,11 @@ def run(args) -> int:
     except zmq.ZMQError as exc:
         raise HeadcastError(f"cannot use endpoint {args.connect}: {exc}") from exc
     msg = f"replayed {result.sent} messages ({result.dropped} dropped by the socket)"
+    if result.damaged:
+        skipped = sum(d.length for d in result.damaged)
+        msg += (f"; {len(result.damaged)} damaged region(s) of the recording ({skipped} bytes: "
+                + ", ".join(f"{d.length} at byte {d.offset} ({d.reason})" for d in result.damaged[:3])
+                + ") skipped, every valid record after them replayed")
     if result.truncated_tail_bytes:
         msg += f"; the recording ends in a truncated tail of {result.truncated_tail_bytes} bytes ({result.tail_reason}), skipped"
     print(msg, file=sys.stderr)

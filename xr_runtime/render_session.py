@@ -56,6 +56,12 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
     except ValueError as exc:
         raise HeadcastError(str(exc)) from exc
     say(f"backend: {choice.name} ({choice.reason})")
+    if cfg.scene.environment.kind == "gltf":
+        # A hostile or broken environment is refused here, before any socket or engine exists
+        # (the full read happens later, inside the backend's GL context).
+        from xr_runtime.gl.gltf_environment import check_environment
+
+        check_environment(cfg.scene.environment.path)
     # The scene's own streams have reserved slots: a flood of made-up ids cannot lock them out.
     scene_streams = frozenset(slot.stream for slot in cfg.scene.avatars)
     receiver = Receiver(ReceiverConfig(endpoint=cfg.bind, bind=True, curve_server=cfg.curve,

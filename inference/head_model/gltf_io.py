@@ -14,6 +14,7 @@ import pygltflib as g
 
 from core.atomic_files import atomic_write_bytes
 from core.errors import HeadcastError
+from core.gltf_document import GltfDocument, GltfDocumentError, GltfLimits
 
 FLOAT, UINT32 = g.FLOAT, g.UNSIGNED_INT
 
@@ -85,41 +86,50 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
     atomic_write_bytes(Path(path), b"".join(parts), mode=mode)
 
 
+# What an avatar's mesh may be: the builder's heads are ~5 k vertices and 32-64 blendshapes.
+MAX_MESH_VERTICES = 1 << 18
+MAX_MORPH_TARGETS = 512
+MESH_LIMITS = GltfLimits(max_file_bytes=256 << 20, max_buffer_bytes=256 << 20, max_nodes=64)
+
+
 def read_glb(path: Path) -> MeshArrays:
+    """The first primitive of the first mesh, validated (core.gltf_document) before anything is
+    allocated: a tampered mesh.glb is a `GltfError`, never a traceback or a huge allocation."""
+    path = Path(path)
     try:
-        gltf = g.GLTF2().load_binary(str(path))
-    except Exception as exc:  # pygltflib raises assorted errors on damaged files
-        raise GltfError(f"{path.name}: not a readable glTF binary ({exc.__class__.__name__}: {exc})") from exc
-    if gltf is None or not gltf.meshes or not gltf.meshes[0].primitives:
-        raise GltfError(f"{path.name}: holds no mesh")
-    blob = gltf.binary_blob()
-    if blob is None:
-        raise GltfError(f"{path.name}: has no binary chunk")
-    prim = gltf.meshes[0].primitives[0]
-
-    def get(i: int | None, what: str) -> np.ndarray:
-        if i is None:
-            raise GltfError(f"{path.name}: primitive has no {what}")
-        acc = gltf.accessors[i]
-        view = gltf.bufferViews[acc.bufferView]
-        dtype = {FLOAT: np.float32, UINT32: np.uint32}.get(acc.componentType)
-        if dtype is None:
-            raise GltfError(f"{path.name}: {what} has unsupported component type {acc.componentType}")
-        width = {g.SCALAR: 1, g.VEC2: 2, g.VEC3: 3}[acc.type]
-        start = view.byteOffset + (acc.byteOffset or 0)
-        n = acc.count * width
-        if start + n * np.dtype(dtype).itemsize > len(blob):
-            raise GltfError(f"{path.name}: {what} runs past the end of the binary chunk")
-        return np.frombuffer(blob, dtype=dtype, count=n, offset=start).reshape(acc.count, width) if width > 1 \
-            else np.frombuffer(blob, dtype=dtype, count=n, offset=start).copy()
-
-    pos = get(prim.attributes.POSITION, "POSITION").copy()
-    uv = get(prim.attributes.TEXCOORD_0, "TEXCOORD_0").copy()
-    idx = get(prim.indices, "indices").reshape(-1, 3).astype(np.uint32)
-    # pygltflib hands morph targets back as plain dicts after loading.
-    targets = [get(t["POSITION"] if isinstance(t, dict) else t.POSITION, f"morph target {k}")
-               for k, t in enumerate(prim.targets or [])]
-    bs = np.stack(targets).astype(np.float32) if targets else np.zeros((0,) + pos.shape, np.float32)
+        doc = GltfDocument.open(path, MESH_LIMITS)
+        if not doc.items("meshes"):
+            raise GltfError(f"{path.name}: holds no mesh")
+        prim = doc.json["meshes"][0]["primitives"][0]
+        attrs = prim["attributes"]
+        for name in ("POSITION", "TEXCOORD_0"):
+            if name not in attrs:
+                raise GltfError(f"{path.name}: primitive has no {name}")
+        if "indices" not in prim:
+            raise GltfError(f"{path.name}: primitive has no indices")
+        n_vertices = doc.json["accessors"][attrs["POSITION"]]["count"]
+        targets = prim.get("targets", [])
+        if n_vertices > MAX_MESH_VERTICES or len(targets) > MAX_MORPH_TARGETS:
+            raise GltfError(f"{path.name}: {n_vertices} vertices and {len(targets)} morph targets; an avatar "
+                            f"mesh has at most {MAX_MESH_VERTICES} and {MAX_MORPH_TARGETS}")
+        pos = doc.accessor(attrs["POSITION"], (FLOAT,), ("VEC3",), "POSITION").astype(np.float32)
+        uv = doc.accessor(attrs["TEXCOORD_0"], (FLOAT,), ("VEC2",), "TEXCOORD_0").astype(np.float32)
+        idx = doc.accessor(prim["indices"], (UINT32,), ("SCALAR",), "indices").reshape(-1)
+        deltas = []
+        for k, target in enumerate(targets):
+            if "POSITION" not in target:
+                raise GltfError(f"{path.name}: morph target {k} has no POSITION")
+            deltas.append(doc.accessor(target["POSITION"], (FLOAT,), ("VEC3",), f"morph target {k}"))
+    except GltfDocumentError as exc:
+        raise GltfError(f"{path.name}: {str(exc).removeprefix(str(path) + ': ')}") from None
+    if len(uv) != len(pos) or any(len(d) != len(pos) for d in deltas):
+        raise GltfError(f"{path.name}: TEXCOORD_0 or a morph target does not have one element per vertex")
+    if idx.size % 3:
+        raise GltfError(f"{path.name}: {idx.size} indices do not make whole triangles")
     if idx.size and int(idx.max()) >= len(pos):
         raise GltfError(f"{path.name}: triangle indices exceed the vertex count")
-    return MeshArrays(pos, uv, idx, bs)
+    bs = np.stack(deltas).astype(np.float32) if deltas else np.zeros((0,) + pos.shape, np.float32)
+    for name, arr in (("POSITION", pos), ("TEXCOORD_0", uv), ("morph targets", bs)):
+        if not np.isfinite(arr).all():
+            raise GltfError(f"{path.name}: {name} holds non-finite values")
+    return MeshArrays(pos, uv, idx.reshape(-1, 3).astype(np.uint32), bs)

@@ -7,7 +7,13 @@ indices (or none), and the material's baseColorFactor. A *simple* baseColorTextu
 embedded or beside the file, with TEXCOORD_0) is sampled once per vertex at load time and folded
 into the vertex colour: environments are backdrops, and this keeps one shader and one draw per
 environment. Textures with detail finer than the mesh's vertices therefore appear blurred.
-Anything else (skins, animations, other primitive modes, KHR extensions) is skipped with a log line.
+Anything else (skins, animations, other primitive modes, optional extensions) is skipped with a
+log line; a file that *requires* an extension we do not decode (Draco, meshopt) is refused.
+
+The file is validated before anything is allocated (core.gltf_document: container, schema, every
+index, node trees, sizes and strides against their views, buffer URIs confined to the file's
+folder); what it makes is bounded too (`MAX_VERTICES` over all instances). `check_environment`
+runs those checks alone, so the render node refuses a bad environment before it opens sockets.
 
 The environment replaces the built-in room (sky stays). `make_scene_renderer` returns a Renderer
 whose room pass draws the environment instead, so it sits in the depth buffer before the avatars
@@ -15,7 +21,6 @@ are blended in.
 """
 from __future__ import annotations
 
-import base64
 import ctypes
 import logging
 from dataclasses import dataclass
@@ -26,15 +31,16 @@ from OpenGL import GL
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
 from core.errors import HeadcastError
+from core.gltf_document import FLOAT, UNSIGNED_BYTE, UNSIGNED_INT, UNSIGNED_SHORT, GltfDocument, GltfDocumentError
 from geometry import transforms
 from xr_runtime.gl.renderer import Renderer, SceneStyle
 from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX
 
 log = logging.getLogger(__name__)
 
-_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
-_DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
-_NORMALISE = {5121: 255.0, 5123: 65535.0, 5120: 127.0, 5122: 32767.0}
+# Vertices the environment may expand to over all its mesh instances (40 bytes each on the GPU).
+MAX_VERTICES = 4 << 20
+_FLOATISH = (FLOAT, UNSIGNED_BYTE, UNSIGNED_SHORT, 5120, 5122)
 
 
 class GltfEnvironmentError(HeadcastError, ValueError):
@@ -52,87 +58,19 @@ def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
-class _GltfReader:
-    def __init__(self, path: Path) -> None:
-        import pygltflib
-
-        self.path = Path(path)
-        try:
-            self.gltf = pygltflib.GLTF2().load(str(self.path))
-        except Exception as exc:
-            raise GltfEnvironmentError(f"{path}: not a readable glTF file ({exc})") from exc
-        if self.gltf is None:
-            raise GltfEnvironmentError(f"{path}: not a readable glTF file")
-        self._buffers: dict[int, bytes] = {}
-
-    def buffer(self, index: int) -> bytes:
-        if index not in self._buffers:
-            buf = self.gltf.buffers[index]
-            if buf.uri is None:
-                data = self.gltf.binary_blob()
-            elif buf.uri.startswith("data:"):
-                data = base64.b64decode(buf.uri.split(",", 1)[1])
-            else:
-                data = (self.path.parent / buf.uri).read_bytes()
-            if data is None or len(data) < buf.byteLength:
-                raise GltfEnvironmentError(f"{self.path}: buffer {index} is shorter than declared")
-            self._buffers[index] = data
-        return self._buffers[index]
-
-    def view_bytes(self, view_index: int) -> tuple[bytes, int, int | None]:
-        view = self.gltf.bufferViews[view_index]
-        data = self.buffer(view.buffer)
-        start = view.byteOffset or 0
-        return data[start:start + view.byteLength], 0, view.byteStride
-
-    def accessor(self, index: int) -> np.ndarray:
-        acc = self.gltf.accessors[index]
-        dtype = np.dtype(_DTYPES[acc.componentType])
-        width = _COMPONENTS[acc.type]
-        if acc.bufferView is None:
-            return np.zeros((acc.count, width), dtype=np.float32)
-        data, _, stride = self.view_bytes(acc.bufferView)
-        offset = acc.byteOffset or 0
-        item = dtype.itemsize * width
-        stride = stride or item
-        if offset + stride * (acc.count - 1) + item > len(data):
-            raise GltfEnvironmentError(f"{self.path}: accessor {index} runs past its buffer view")
-        raw = np.lib.stride_tricks.as_strided(
-            np.frombuffer(data, dtype=np.uint8, offset=offset), shape=(acc.count, item), strides=(stride, 1))
-        out = np.ascontiguousarray(raw).view(dtype).reshape(acc.count, width)
-        if acc.normalized and acc.componentType in _NORMALISE:
-            out = out.astype(np.float32) / _NORMALISE[acc.componentType]
-        return out
-
-    def image(self, texture_index: int) -> np.ndarray | None:
-        import cv2
-
-        texture = self.gltf.textures[texture_index]
-        if texture.source is None:
-            return None
-        img = self.gltf.images[texture.source]
-        if img.bufferView is not None:
-            raw, _, _ = self.view_bytes(img.bufferView)
-        elif img.uri and img.uri.startswith("data:"):
-            raw = base64.b64decode(img.uri.split(",", 1)[1])
-        elif img.uri:
-            raw = (self.path.parent / img.uri).read_bytes()
-        else:
-            return None
-        bgr = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_COLOR)
-        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _node_matrix(node) -> np.ndarray:
-    if node.matrix:
-        return np.asarray(node.matrix, dtype=np.float32).reshape(4, 4).T  # glTF is column-major
+def _node_matrix(node: dict) -> np.ndarray:
+    if "matrix" in node:
+        return np.asarray(node["matrix"], dtype=np.float64).reshape(4, 4).T  # glTF is column-major
     m = transforms.identity()
-    if node.translation:
-        m = m @ transforms.translation(*node.translation)
-    if node.rotation:
-        m = m @ transforms.quaternion_to_matrix(node.rotation)  # glTF stores xyzw, like OpenXR
-    if node.scale:
-        m = m @ transforms.scaling(*node.scale)
+    if "translation" in node:
+        m = m @ transforms.translation(*node["translation"])
+    if "rotation" in node:
+        q = np.asarray(node["rotation"], dtype=np.float64)
+        n = float(np.linalg.norm(q))
+        if n > 0:  # a zero quaternion is no rotation (the spec wants unit ones; exporters round)
+            m = m @ transforms.quaternion_to_matrix(q / n)  # glTF stores xyzw, like OpenXR
+    if "scale" in node:
+        m = m @ transforms.scaling(*node["scale"])
     return m
 
 
@@ -145,72 +83,118 @@ def _flat_normals(positions: np.ndarray, indices: np.ndarray) -> tuple[np.ndarra
     return positions[flat_idx], np.repeat(n, 3, axis=0), np.arange(flat_idx.size, dtype=np.uint32).reshape(-1, 3)
 
 
-def load_environment(path: Path, scale: float = 1.0) -> list[EnvironmentMesh]:
-    """Every triangle mesh of the default scene, in world space (metres), ready to upload.
-
-    Whatever is wrong with the file is a `GltfEnvironmentError` naming it, never a raw exception:
-    a field of the wrong type or an index out of range deep inside pygltflib's objects included."""
+def _open(path: Path) -> GltfDocument:
     try:
-        return _load_environment(Path(path), scale)
-    except GltfEnvironmentError:
-        raise
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
-        raise GltfEnvironmentError(f"{path}: malformed glTF ({type(exc).__name__}: {exc})") from exc
+        return GltfDocument.open(Path(path))
+    except GltfDocumentError as exc:
+        raise GltfEnvironmentError(str(exc)) from None
 
 
-def _load_environment(path: Path, scale: float) -> list[EnvironmentMesh]:
-    reader = _GltfReader(path)
-    gltf = reader.gltf
-    scene_index = gltf.scene if gltf.scene is not None else 0
-    if not gltf.scenes:
-        raise GltfEnvironmentError(f"{path}: no scenes")
-    root = transforms.scaling(scale)
-    out: list[EnvironmentMesh] = []
-    stack = [(n, root) for n in gltf.scenes[scene_index].nodes or []]
-    while stack:
-        node_index, parent = stack.pop()
-        node = gltf.nodes[node_index]
-        world = parent @ _node_matrix(node)
-        stack += [(child, world) for child in node.children or []]
-        if node.mesh is None:
+def _triangle_primitives(doc: GltfDocument) -> list[tuple[np.ndarray, dict]]:
+    """(world matrix, primitive) for every drawable primitive instance, within the vertex budget."""
+    out, vertices = [], 0
+    for node_index, world in doc.scene_nodes(_node_matrix):
+        mesh = doc.json["nodes"][node_index].get("mesh")
+        if mesh is None:
             continue
-        for prim in gltf.meshes[node.mesh].primitives:
-            mesh = _primitive(reader, prim, world)
-            if mesh is not None:
-                out.append(mesh)
-    if not out:
-        raise GltfEnvironmentError(f"{path}: no triangle meshes in scene {scene_index}")
+        for prim in doc.json["meshes"][mesh]["primitives"]:
+            if prim.get("mode", 4) != 4 or "POSITION" not in prim["attributes"]:
+                log.info("%s: skipping a primitive of mode %s", doc.path, prim.get("mode"))
+                continue
+            n = doc.json["accessors"][prim["indices"]]["count"] if "indices" in prim \
+                else doc.json["accessors"][prim["attributes"]["POSITION"]]["count"]
+            vertices += n
+            if vertices > MAX_VERTICES:
+                raise GltfEnvironmentError(f"{doc.path}: the scene expands to more than {MAX_VERTICES} vertices")
+            out.append((world, prim))
     return out
 
 
-def _primitive(reader: _GltfReader, prim, world: np.ndarray) -> EnvironmentMesh | None:
-    if prim.mode not in (None, 4) or prim.attributes.POSITION is None:
-        log.info("%s: skipping a primitive of mode %s", reader.path, prim.mode)
+def check_environment(path: Path) -> None:
+    """Every check that does not read buffer data (the render node runs it before it starts)."""
+    doc = _open(path)
+    if not _triangle_primitives(doc):
+        raise GltfEnvironmentError(f"{path}: no triangle meshes in its default scene")
+
+
+def load_environment(path: Path, scale: float = 1.0) -> list[EnvironmentMesh]:
+    """Every triangle mesh of the default scene, in world space (metres), ready to upload.
+
+    Whatever is wrong with the file is a `GltfEnvironmentError` naming it, never a raw exception."""
+    if not (np.isfinite(scale) and 0 < scale < 1e6):
+        raise GltfEnvironmentError(f"{path}: environment scale {scale} is not a positive finite number")
+    doc = _open(path)
+    root = transforms.scaling(scale).astype(np.float64)
+    out = [_primitive(doc, prim, root @ world) for world, prim in _triangle_primitives(doc)]
+    if not out:
+        raise GltfEnvironmentError(f"{path}: no triangle meshes in its default scene")
+    return out
+
+
+def _image(doc: GltfDocument, texture_index: int) -> np.ndarray | None:
+    import cv2
+
+    texture = doc.json["textures"][texture_index]
+    if "source" not in texture:
         return None
-    positions = reader.accessor(prim.attributes.POSITION).astype(np.float32)[:, :3]
-    indices = (reader.accessor(prim.indices).reshape(-1) if prim.indices is not None
-               else np.arange(len(positions))).astype(np.uint32)
+    try:
+        raw = doc.image_bytes(texture["source"])
+    except GltfDocumentError as exc:
+        raise GltfEnvironmentError(str(exc)) from None
+    if not raw:
+        return None
+    bgr = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _primitive(doc: GltfDocument, prim: dict, world: np.ndarray) -> EnvironmentMesh:
+    attrs = prim["attributes"]
+    try:
+        positions = doc.accessor(attrs["POSITION"], (FLOAT,), ("VEC3",), "POSITION").astype(np.float32)
+        if "indices" in prim:
+            indices = doc.accessor(prim["indices"], (UNSIGNED_BYTE, UNSIGNED_SHORT, UNSIGNED_INT), ("SCALAR",),
+                                   "indices").reshape(-1).astype(np.uint32)
+        else:
+            indices = np.arange(len(positions), dtype=np.uint32)
+        uv = (doc.accessor(attrs["TEXCOORD_0"], _FLOATISH, ("VEC2",), "TEXCOORD_0").astype(np.float32)
+              if "TEXCOORD_0" in attrs else None)
+        normals_in = (doc.accessor(attrs["NORMAL"], (FLOAT,), ("VEC3",), "NORMAL").astype(np.float64)
+                      if "NORMAL" in attrs else None)
+    except GltfDocumentError as exc:
+        raise GltfEnvironmentError(str(exc)) from None
+    if not np.isfinite(positions).all():
+        raise GltfEnvironmentError(f"{doc.path}: POSITION holds non-finite values")
     if indices.size % 3 or indices.size == 0 or int(indices.max()) >= len(positions):
-        raise GltfEnvironmentError(f"{reader.path}: bad triangle indices")
+        raise GltfEnvironmentError(f"{doc.path}: bad triangle indices")
+    for name, arr in (("TEXCOORD_0", uv), ("NORMAL", normals_in)):
+        if arr is not None and len(arr) != len(positions):
+            raise GltfEnvironmentError(f"{doc.path}: {name} has {len(arr)} elements, POSITION {len(positions)}")
     indices = indices.reshape(-1, 3)
     colour = np.ones((len(positions), 3), dtype=np.float32)
-    material = reader.gltf.materials[prim.material] if prim.material is not None else None
-    pbr = material.pbrMetallicRoughness if material is not None else None
-    if pbr is not None and pbr.baseColorFactor:
-        colour *= np.asarray(pbr.baseColorFactor[:3], dtype=np.float32)  # glTF factors are linear
-    if pbr is not None and pbr.baseColorTexture is not None and prim.attributes.TEXCOORD_0 is not None:
-        image = reader.image(pbr.baseColorTexture.index)
+    material = doc.json["materials"][prim["material"]] if "material" in prim else None
+    pbr = material.get("pbrMetallicRoughness") if material is not None else None
+    if pbr is not None and "baseColorFactor" in pbr:
+        colour *= np.asarray(pbr["baseColorFactor"][:3], dtype=np.float32)  # glTF factors are linear
+    if pbr is not None and "baseColorTexture" in pbr and uv is not None:
+        image = _image(doc, pbr["baseColorTexture"]["index"])
         if image is not None:
-            uv = reader.accessor(prim.attributes.TEXCOORD_0).astype(np.float32)
+            uv = np.nan_to_num(uv, nan=0.0, posinf=0.0, neginf=0.0)
             h, w = image.shape[:2]
             x = np.clip((np.mod(uv[:, 0], 1.0) * w).astype(int), 0, w - 1)
             y = np.clip((np.mod(uv[:, 1], 1.0) * h).astype(int), 0, h - 1)  # glTF v runs down the image
             colour *= _srgb_to_linear(image[y, x])
-    world_pos = (world[:3, :3] @ positions.T).T + world[:3, 3]
-    if prim.attributes.NORMAL is not None:
-        normal_matrix = np.linalg.inv(world[:3, :3].astype(np.float64)).T
-        normals = (normal_matrix @ reader.accessor(prim.attributes.NORMAL).astype(np.float64).T).T
+    world = world.astype(np.float64)
+    world_pos = ((world[:3, :3] @ positions.T.astype(np.float64)).T + world[:3, 3]).astype(np.float32)
+    if not np.isfinite(world_pos).all():
+        raise GltfEnvironmentError(f"{doc.path}: positions are not finite once transformed")
+    if normals_in is not None:
+        try:
+            normal_matrix = np.linalg.inv(world[:3, :3]).T
+        except np.linalg.LinAlgError:
+            raise GltfEnvironmentError(f"{doc.path}: a node transform is singular (zero scale)") from None
+        normals = (normal_matrix @ normals_in.T).T
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        normals = np.nan_to_num(normals)
     else:
         order = indices.reshape(-1)
         world_pos, normals, indices = _flat_normals(world_pos, indices)

@@ -3,23 +3,34 @@
 A scene holds an environment (the built-in room or a glTF 2.0 file), avatar slots (package
 directory, the stream id that drives it, transform, scale) and the viewer's start pose. Placements
 changed at run time are saved back atomically, so a crash never leaves a half-written scene.
+
+Numbers are checked as well as types (issue 11: NaN or 1e308 positions, a NaN scale, a zero
+quaternion and an infinite environment scale were accepted, and the avatar silently disappeared):
+the file is strict JSON (core.strict_json: no NaN/Infinity, bounded depth and size), positions lie
+within ±`MAX_COORDINATE_M`, scales within (0, 100] (environments (0, 1000]), and a rotation must be
+a unit quaternion within 10 % (normalised on load). Errors name the first problem in one line.
+Saving goes through core.atomic_files: the file keeps its mode, and temporaries left by a writer
+killed mid-save are swept by the next save.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jsonschema
-
 from core.atomic_files import atomic_write_json
 from core.errors import HeadcastError
+from core.strict_json import StrictJsonError, load_strict, schema_errors, describe
 
 SCENE_VERSION = 1
+MAX_COORDINATE_M = 10_000.0  # 10 km: any scene; beyond it float32 positions lose millimetres
+MAX_SCENE_BYTES = 4 << 20
+QUATERNION_NORM_TOLERANCE = 0.1
 
-_VEC3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
-_QUAT = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
+_COORD = {"type": "number", "minimum": -MAX_COORDINATE_M, "maximum": MAX_COORDINATE_M}
+_VEC3 = {"type": "array", "items": _COORD, "minItems": 3, "maxItems": 3}
+_QUAT = {"type": "array", "items": {"type": "number", "minimum": -2, "maximum": 2}, "minItems": 4, "maxItems": 4}
 SCENE_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -34,7 +45,7 @@ SCENE_SCHEMA = {
             "properties": {
                 "kind": {"enum": ["room", "gltf", "empty"]},
                 "path": {"type": "string"},
-                "scale": {"type": "number", "exclusiveMinimum": 0},
+                "scale": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
             },
         },
         "avatars": {
@@ -98,22 +109,19 @@ class Scene:
     @classmethod
     def load(cls, path: Path) -> "Scene":
         path = Path(path)
+        if not path.exists():
+            raise SceneError(f"scene file {path} does not exist")
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SceneError(f"scene file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SceneError(f"scene file {path} is not valid JSON: {exc}") from None
+            data = load_strict(path, f"scene file {path}", max_bytes=MAX_SCENE_BYTES)
+        except StrictJsonError as exc:
+            raise SceneError(str(exc)) from None
         return cls.from_dict(data, base_dir=path.parent)
 
     @classmethod
     def from_dict(cls, data: dict, base_dir: Path = Path(".")) -> "Scene":
-        validator = jsonschema.Draft202012Validator(SCENE_SCHEMA)
-        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+        errors = schema_errors(data, SCENE_SCHEMA)
         if errors:
-            e = errors[0]
-            where = "/".join(str(p) for p in e.path) or "(top level)"
-            raise SceneError(f"scene invalid at {where}: {e.message}")
+            raise SceneError(f"scene invalid {describe(errors[0])}")
         env = data.get("environment", {})
         environment = Environment(
             kind=env.get("kind", "room"),
@@ -131,11 +139,12 @@ class Scene:
             slots.append(AvatarSlot(
                 package=base_dir / a["package"],
                 stream=a["stream"],
-                transform=Transform(tuple(a.get("position", (0.0, 1.6, -1.0))), tuple(a.get("rotation", (1.0, 0.0, 0.0, 0.0))),
+                transform=Transform(tuple(a.get("position", (0.0, 1.6, -1.0))),
+                                    _unit_quaternion(a.get("rotation"), f"avatars/{len(slots)}/rotation"),
                                     a.get("scale", 1.0)),
             ))
         v = data.get("viewer", {})
-        viewer = Transform(tuple(v.get("position", (0.0, 1.6, 0.0))), tuple(v.get("rotation", (1.0, 0.0, 0.0, 0.0))))
+        viewer = Transform(tuple(v.get("position", (0.0, 1.6, 0.0))), _unit_quaternion(v.get("rotation"), "viewer/rotation"))
         return cls(slots, environment, viewer, data.get("name", "scene"))
 
     def to_dict(self, base_dir: Path | None = None) -> dict:
@@ -163,8 +172,21 @@ class Scene:
         """Atomic (core.atomic_files): readers see the old scene or the new one; the file keeps its mode."""
         path = Path(path)
         data = self.to_dict(base_dir=path.parent.resolve())
-        jsonschema.validate(data, SCENE_SCHEMA)
+        errors = schema_errors(data, SCENE_SCHEMA)
+        if errors:
+            raise SceneError(f"refusing to save an invalid scene {describe(errors[0])}")
         atomic_write_json(path, data)
+
+
+def _unit_quaternion(q, where: str) -> tuple[float, float, float, float]:
+    """A rotation (w, x, y, z) normalised; one far from unit length (a zero quaternion) is an error."""
+    if q is None:
+        return (1.0, 0.0, 0.0, 0.0)
+    norm = math.sqrt(sum(float(c) * float(c) for c in q))
+    if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise SceneError(f"scene invalid at {where}: {list(q)} is not a unit quaternion (w, x, y, z); its length "
+                         f"is {norm:.3g}")
+    return tuple(float(c) / norm for c in q)
 
 
 def single_avatar_scene(package: Path, stream: str) -> Scene:
