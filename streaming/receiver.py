@@ -170,6 +170,7 @@ class ReceiverCounters:
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["malformed_by_kind"] = dict(self.malformed_by_kind)
+        d["accounted"] = self.accounted
         return d
 
 
