@@ -1,4 +1,4 @@
-"""`headcast avatar info DIR`: validate an avatar package and summarise it."""
+"""`headcast avatar info DIR...`: validate avatar packages and summarise them."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,9 @@ def register(sub) -> None:
     p = sub.add_parser("avatar", help="inspect avatar packages")
     asub = p.add_subparsers(dest="avatar_command", metavar="ACTION")
     asub.required = True
-    info = asub.add_parser("info", help="validate a package and print its summary (parameters, decode ms)")
-    info.add_argument("dir", metavar="DIR")
+    info = asub.add_parser("info", help="validate packages and print their summaries (parameters, decode ms)")
+    info.add_argument("dir", metavar="DIR", nargs="+", help="package directories (each validated; exit 2 if any "
+                                                             "is not a valid package)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
     default = asub.add_parser("default", help="print the default avatar's path, building it from the sample "
@@ -93,13 +94,34 @@ def _animation_summary(block: dict) -> dict | None:
 
 
 def run_info(args) -> int:
-    from inference.avatar_package import WEIGHTS, AvatarPackage, AvatarPackageError, read_weights_header
+    """Each DIR validated in turn: a valid one is summarised, an invalid one is one error line."""
+    import sys
+
+    from inference.avatar_package import AvatarPackage, AvatarPackageError
+
+    dirs = args.dir if isinstance(args.dir, list) else [args.dir]
+    if len(dirs) == 1:
+        try:
+            pkg = AvatarPackage.load(dirs[0])
+        except AvatarPackageError as exc:
+            raise HeadcastError(str(exc)) from exc
+        return _info(pkg, args.json)
+    failed = 0
+    for d in dirs:
+        try:
+            pkg = AvatarPackage.load(d)
+        except AvatarPackageError as exc:
+            print(f"headcast avatar: error: {exc}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        _info(pkg, args.json)
+    return 2 if failed else 0
+
+
+def _info(pkg, as_json: bool) -> int:
+    from inference.avatar_package import WEIGHTS, read_weights_header
     from inference.head_model.metrics import decode_ms
 
-    try:
-        pkg = AvatarPackage.load(args.dir)
-    except AvatarPackageError as exc:
-        raise HeadcastError(str(exc)) from exc
     m = pkg.manifest.raw
     params = sum(p.numel() for p in pkg.decoder.parameters())
     ms = decode_ms(pkg.decoder, pkg.manifest.z_dim, threads=1)
@@ -117,7 +139,7 @@ def run_info(args) -> int:
                     "not_included": m.get("weights", {}).get("not_included", {}),
                     "header": read_weights_header(pkg.path / WEIGHTS)},
     }
-    if args.json:
+    if as_json:
         print(json.dumps(summary, indent=2))
         return 0
     met = m["metrics"]
