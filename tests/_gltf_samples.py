@@ -63,8 +63,8 @@ def write_gltf(path: Path, doc: dict, blob: bytes, external: bool = False) -> Pa
     return path
 
 
-def write_glb(path: Path, doc: dict, blob: bytes) -> Path:
-    text = json.dumps(doc).encode()
+def write_glb(path: Path, doc: dict, blob: bytes, text: str | None = None) -> Path:
+    text = (json.dumps(doc) if text is None else text).encode()
     text += b" " * (-len(text) % 4)
     blob = blob + b"\0" * (-len(blob) % 4)
     body = struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", len(blob), 0x004E4942) + blob

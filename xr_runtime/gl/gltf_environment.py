@@ -93,7 +93,12 @@ def _open(path: Path) -> GltfDocument:
 def _triangle_primitives(doc: GltfDocument) -> list[tuple[np.ndarray, dict]]:
     """(world matrix, primitive) for every drawable primitive instance, within the vertex budget."""
     out, vertices = [], 0
-    for node_index, world in doc.scene_nodes(_node_matrix):
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd transforms end as "not finite" errors
+            instances = doc.scene_nodes(_node_matrix)
+    except GltfDocumentError as exc:
+        raise GltfEnvironmentError(str(exc)) from None
+    for node_index, world in instances:
         mesh = doc.json["nodes"][node_index].get("mesh")
         if mesh is None:
             continue
@@ -125,7 +130,8 @@ def load_environment(path: Path, scale: float = 1.0) -> list[EnvironmentMesh]:
         raise GltfEnvironmentError(f"{path}: environment scale {scale} is not a positive finite number")
     doc = _open(path)
     root = transforms.scaling(scale).astype(np.float64)
-    out = [_primitive(doc, prim, root @ world) for world, prim in _triangle_primitives(doc)]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes a "not finite" error below
+        out = [_primitive(doc, prim, root @ world) for world, prim in _triangle_primitives(doc)]
     if not out:
         raise GltfEnvironmentError(f"{path}: no triangle meshes in its default scene")
     return out
