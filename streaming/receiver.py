@@ -19,11 +19,13 @@ Network input is hostile (issue 11), so no single message decides a stream's sta
   used to make every later legitimate frame "stale" (and wrap the drop counter); now it follows
   nothing and is ignored.
 * **A frame that does not follow is held, not applied.** It starts or extends a *candidate* run;
-  ``resync_frames`` consecutive frames that follow each other (a publisher that really restarted,
-  or changed feature kind) re-anchor the stream — counted in ``restarts`` — and are delivered. A
-  frame that follows the stream ends the candidate, whose frames are then counted as ``stale``
-  (older than the stream) or ``jumps`` (any other implausible move). A lost stream (silent past
-  ``lost_after_s``) takes its next frame as a fresh start at once.
+  a run of at least ``resync_frames`` frames that follow each other (a publisher that really
+  restarted, or changed feature kind) re-anchors the stream — counted in ``restarts`` — and is
+  delivered, but only once the stream's own frames have stopped for ``resync_silence_s``: while
+  the stream is live, any frame that follows it ends the candidate, so no run of forged frames
+  (the soak test's forger sent 200/s) can take a live stream over. A candidate's frames that are
+  not adopted are counted as ``stale`` (older than the stream) or ``jumps`` (any other implausible
+  move). A lost stream (silent past ``lost_after_s``) takes its next frame as a fresh start at once.
 * **A stream keeps its feature kind**: a frame of another kind is a misfit like any other (a change
   of kind needs a run), so single frames of another kind can no longer make the avatar flicker.
 * **Slots are released.** A stream silent for ``release_after_s`` frees its slot and its key
@@ -54,10 +56,11 @@ log = logging.getLogger(__name__)
 class StreamLimits:
     """How far one frame may move its stream, relative to the receive time elapsed since the last one."""
 
-    seq_slack: int = 256          # sequence numbers a frame may skip beyond max_rate_hz × elapsed
+    seq_slack: int = 4096         # sequence numbers a frame may skip beyond max_rate_hz × elapsed (bursts)
     max_rate_hz: float = 1000.0   # no camera sends faster (bounds the sequence advance per second)
     time_slack_s: float = 1.0     # capture-time advance beyond the elapsed receive time (queueing, jitter)
-    resync_frames: int = 3        # consecutive misfits that follow each other and re-anchor a stream
+    resync_frames: int = 3        # consecutive misfits that follow each other and re-anchor a stream ...
+    resync_silence_s: float = 0.25  # ... once the stream itself has been silent this long
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class _StreamState:
     foreign_key: int = 0
     last_seq: int = -1
     lost: bool = False
+    generation: int = 0  # frames accepted on this stream (wakes consumers that watch it)
     owner: str | None = None  # ZAP User-Id of the key bound to this stream
     anchor: ReceivedFrame | None = None  # the newest accepted frame: what the next one must follow
     # Frames that did not follow the anchor but follow each other, with what each counts as if dropped.
@@ -142,7 +146,9 @@ class FrameArrivals(Protocol):
     @property
     def generation(self) -> int: ...
 
-    def wait_for_frame(self, after: int, timeout_s: float) -> int: ...
+    def generation_for(self, streams: frozenset[str] | None) -> int: ...
+
+    def wait_for_frame(self, after: int, timeout_s: float, streams: frozenset[str] | None = None) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -348,6 +354,7 @@ class Receiver:
         self._totals["accepted"] += 1
         st.history.append(rec)
         st.arrivals.append(rec.t_receive_ns)
+        st.generation += 1
         self._generation += 1
         self._arrived.notify_all()
 
@@ -366,7 +373,12 @@ class Receiver:
         if st.candidate and not self._follows(st.candidate[-1][0], rec):
             self._discard_candidate(st)
         st.candidate.append((rec, "stale" if older else "jumps"))
-        if len(st.candidate) < self.config.limits.resync_frames:
+        lim = self.config.limits
+        if len(st.candidate) > self.config.history:  # bounded: the oldest misfit is given up
+            _, verdict = st.candidate.pop(0)
+            self._count_rejected(st, verdict)
+        silent_ns = rec.t_receive_ns - st.anchor.t_receive_ns
+        if len(st.candidate) < lim.resync_frames or silent_ns < lim.resync_silence_s * 1e9:
             return
         run, st.candidate = st.candidate, []
         self._restart(st, f"re-anchored at seq {run[0][0].frame.seq} by {len(run)} consecutive frames")
@@ -375,12 +387,15 @@ class Receiver:
 
     def _discard_candidate(self, st: _StreamState) -> None:
         for _, verdict in st.candidate:
-            if verdict == "stale":
-                st.stale += 1
-            else:
-                st.jumps += 1
-            self._totals[verdict] += 1
+            self._count_rejected(st, verdict)
         st.candidate = []
+
+    def _count_rejected(self, st: _StreamState, verdict: str) -> None:
+        if verdict == "stale":
+            st.stale += 1
+        else:
+            st.jumps += 1
+        self._totals[verdict] += 1
 
     def _update_lost(self, now_ns: int) -> None:
         cfg = self.config
@@ -439,12 +454,23 @@ class Receiver:
         with self._lock:
             return self._generation
 
-    def wait_for_frame(self, after: int, timeout_s: float) -> int:
-        """Block until a frame is accepted after generation `after`, or `timeout_s` passes;
+    def generation_for(self, streams: frozenset[str] | None) -> int:
+        """Frames accepted so far on `streams` (all streams: None), for `wait_for_frame`."""
+        with self._lock:
+            return self._generation_for(streams)
+
+    def _generation_for(self, streams: frozenset[str] | None) -> int:
+        if streams is None:
+            return self._generation
+        return sum(st.generation for sid, st in self._streams.items() if sid in streams)
+
+    def wait_for_frame(self, after: int, timeout_s: float, streams: frozenset[str] | None = None) -> int:
+        """Block until a frame is accepted after generation `after` (of `streams`, when given: a
+        consumer of some streams is not woken by a flood on others), or `timeout_s` passes;
         returns the generation then (equal to `after` on a timeout)."""
         with self._arrived:
-            self._arrived.wait_for(lambda: self._generation != after, timeout=max(0.0, timeout_s))
-            return self._generation
+            self._arrived.wait_for(lambda: self._generation_for(streams) != after, timeout=max(0.0, timeout_s))
+            return self._generation_for(streams)
 
     @property
     def counters(self) -> ReceiverCounters:

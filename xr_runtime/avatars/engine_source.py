@@ -101,7 +101,7 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None,
     if pacing not in PACINGS:
         raise ValueError(f"unknown engine pacing {pacing!r} (one of {', '.join(PACINGS)})")
     if pacing == "frames" and isinstance(receiver, FrameArrivals):
-        worker_pacing = WorkerPacing(wake=receiver_wake(receiver))
+        worker_pacing = WorkerPacing(wake=receiver_wake(receiver, getattr(engine, "stream_ids", None)))
     else:
         worker_pacing = WorkerPacing(period_s=period_s)
     source = WorkerStateSource(step, worker_pacing, name="streaming-engine")
