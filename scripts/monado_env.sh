@@ -14,6 +14,11 @@
 #
 # Overrides: MONADO_ENV_MODE=native|chroot, MONADO_ENV_MIRROR (Debian mirror URL),
 # MONADO_ENV_BINDS (extra colon-separated host paths to bind at their own path).
+#
+# OpenXR validation: CMD runs with the Khronos core validation layer (shipped in pyopenxr's wheel,
+# .venv/.../xr/api_layer/linux_x86_64) enabled, writing to $HEADCAST_XR_VALIDATION_LOG; a run
+# whose log holds a VALID_ERROR fails even if CMD succeeded (tests/conftest.py also fails the test
+# that produced it). HEADCAST_XR_VALIDATION=0 turns it off.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -154,12 +159,44 @@ cmd_inner() {
   export EGL_PLATFORM=surfaceless
   export HEADCAST_MONADO_ENV=1
   unset DISPLAY WAYLAND_DISPLAY
+  enable_validation
   "$@" || rc=$?
   if [ "$rc" -ne 0 ] && [ -s "$HEADCAST_MONADO_LOG" ]; then
     log "command failed ($rc); last lines of the monado-service log:"
     tail -n 20 "$HEADCAST_MONADO_LOG" >&2
   fi
+  check_validation || { [ "$rc" -ne 0 ] || rc=1; }
   exit "$rc"
+}
+
+# The core validation layer from pyopenxr's wheel, when there is one (and not turned off).
+enable_validation() {
+  [ "${HEADCAST_XR_VALIDATION:-1}" != 0 ] || return 0
+  local dir
+  dir="$(ls -d "$REPO"/.venv/lib/python3*/site-packages/xr/api_layer/linux_x86_64 2>/dev/null | head -1)"
+  if [ -z "$dir" ] || [ ! -f "$dir/XrApiLayer_core_validation.json" ]; then
+    log "warning: no OpenXR core validation layer in .venv (pyopenxr); running without validation"
+    return 0
+  fi
+  export XR_API_LAYER_PATH="$dir${XR_API_LAYER_PATH:+:$XR_API_LAYER_PATH}"
+  export XR_ENABLE_API_LAYERS="XR_APILAYER_LUNARG_core_validation${XR_ENABLE_API_LAYERS:+:$XR_ENABLE_API_LAYERS}"
+  export XR_CORE_VALIDATION_EXPORT_TYPE=text
+  export XR_CORE_VALIDATION_FILE_NAME="$XDG_RUNTIME_DIR/xr-validation.log"
+  export HEADCAST_XR_VALIDATION_LOG="$XR_CORE_VALIDATION_FILE_NAME"
+  : >"$XR_CORE_VALIDATION_FILE_NAME"
+}
+
+# Fails (and shows them) when the layer reported errors. Tests that provoke one on purpose mark
+# their lines by running with XR_CORE_VALIDATION_FILE_NAME pointed elsewhere.
+check_validation() {
+  local f="${HEADCAST_XR_VALIDATION_LOG:-}"
+  [ -n "$f" ] && [ -f "$f" ] || return 0
+  if grep -q "VALID_ERROR" "$f"; then
+    log "OpenXR core validation reported $(grep -c VALID_ERROR "$f") error(s):"
+    grep "VALID_ERROR" "$f" | head -n 20 >&2
+    return 1
+  fi
+  log "OpenXR core validation: $(grep -c 'Core Validation Layer is initialized' "$f") instance(s), no errors"
 }
 
 run_chroot() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Host tests, then the OpenXR tests inside the Monado environment. pytest's exit code 5
-# ("no tests collected") is a failure here: an empty run proves nothing.
+# ("no tests collected") is a failure here: an empty run proves nothing. The XR tests run under the
+# Khronos core validation layer (scripts/monado_env.sh enables it); any VALID_ERROR fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
