@@ -283,9 +283,10 @@ class RenderNode:
         self._draw_eyes.append((time.perf_counter() - t) * 1e3)
 
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
-        t_submit = time.monotonic_ns()
+        t_submit = timing.submitted_ns or time.monotonic_ns()
+        t_display = timing.displayed_ns or frame.display_time_ns
         for trace in self._traces:
-            self.latency.displayed(trace, self._t_upload_ns, t_submit, frame.display_time_ns)
+            self.latency.displayed(trace, self._t_upload_ns, t_submit, t_display)
         self._traces = []
         frame_ms = (time.perf_counter() - self._frame_start) * 1e3 - timing.output_ms
         self.stats.add(FrameRecord(self._stage.get("wait", 0.0), self._stage.get("sample", 0.0),

@@ -159,7 +159,9 @@ class HeadlessBackend(Backend):
             t = time.perf_counter()
             GL.glFinish()  # the offscreen analogue of submit: the frame is complete on the GPU
             submit_ms = (time.perf_counter() - t) * 1e3
-            pacer.record_work(time.monotonic_ns() - frame_start)
+            submitted_ns = time.monotonic_ns()
+            pacer.record_work(submitted_ns - frame_start)
+            displayed_ns = pacer.shown_at(display_ns, submitted_ns) if c.paced else submitted_ns
             t = time.perf_counter()
             if self._writer is not None or c.read_back:
                 image = np.hstack([target.read_rgba() for target in self._targets])
@@ -167,12 +169,14 @@ class HeadlessBackend(Backend):
                     self.last_image = image
                 if self._writer is not None:
                     self._writer.write(image)
-            handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3))
+            handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3,
+                                                  submitted_ns=submitted_ns, displayed_ns=displayed_ns))
             index += 1
             stats.frames += 1
         stats.seconds = (time.monotonic_ns() - t0) / 1e9
         if c.paced:
             stats.info["missed_vsyncs"] = pacer.missed
+            stats.info["late_frames"] = pacer.late_frames
         if self._writer is not None:
             stats.info["out"] = str(self._writer.out)
             stats.info["frames_written"] = self._writer.frames
