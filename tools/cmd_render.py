@@ -73,6 +73,8 @@ def register(sub) -> None:
                    help="write every displayed frame's stage timestamps (JSON columns, ns) for headcast bench latency")
     p.add_argument("--latency-bind", metavar="ENDPOINT",
                    help="publish latency records live here for `headcast bench latency --attach` (loopback unless --insecure)")
+    p.add_argument("--optical-marker", action="store_true",
+                   help="draw an optical frame counter (ArUco marker) in each eye's corner, for headcast bench glass")
     p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
                    help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
     p.set_defaults(func=run)
@@ -111,7 +113,8 @@ def run(args) -> int:
         source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars, pacing=args.engine_pacing,
                                  head_motion=HeadMotionConfig() if args.head_motion else None),
         frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,
-        latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None)
+        latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None,
+        optical_marker=args.optical_marker)
     stats, node = run_render_session(cfg, say=lambda line: print(line, flush=True))
     s = stats["stages_ms"]
     p50 = lambda d: float("nan") if d.get("p50") is None else d["p50"]  # noqa: E731
@@ -120,7 +123,11 @@ def run(args) -> int:
     if args.out is not None:
         print(f"wrote {args.out}", flush=True)
     if args.latency_trace:
-        write_json(args.latency_trace, {k: v.tolist() for k, v in node.latency.times().items()})
+        trace = {k: v.tolist() for k, v in node.latency.times().items()}
+        trace["seq"] = [seq for _, seq in node.latency.sequence_numbers()]
+        if args.optical_marker:
+            trace["markers_shown"] = [list(m) for m in node.markers_shown]
+        write_json(args.latency_trace, trace)
     if args.json:
         atomic_write_json(args.json, stats, default=str)
     return 0

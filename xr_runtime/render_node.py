@@ -20,6 +20,7 @@ the pipeline, so not for production).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -54,6 +55,9 @@ class RenderNodeConfig:
     upload_method: Literal["auto", "direct", "pbo"] = "auto"
     sync_timings: bool = False
     scene_save_path: Path | None = None   # where `save_scene()` writes (default: nowhere)
+    # Draw the optical frame counter (media.optical_marker) in every eye's corner and log when
+    # each frame was shown, for `headcast bench glass`.
+    optical_marker: bool = False
 
 
 @dataclass
@@ -105,6 +109,7 @@ class RenderNode:
         self._upload_counters = None
         self._sessions: list = []             # BackendStats of each session of the last run
         self.latency = LatencyRecorder()
+        self.markers_shown: collections.deque = collections.deque(maxlen=1_000_000)  # (frame index, shown at)
         self._traces: list = []               # traces of the states polled this frame
         self._t_upload_ns = 0
 
@@ -278,7 +283,12 @@ class RenderNode:
         for a in self.avatars:
             texture = self._passthrough.pop(a.handle.id, None)  # first eye only
             states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
-        self.renderer.draw(eye.view, eye.projection, states, eye.target)
+        overlay = None
+        if self.config.optical_marker:
+            from xr_runtime.gl.marker_overlay import draw_marker
+
+            overlay = lambda w, h: draw_marker(frame.index, w, h)  # noqa: E731
+        self.renderer.draw(eye.view, eye.projection, states, eye.target, overlay=overlay)
         self._sync()
         self._draw_eyes.append((time.perf_counter() - t) * 1e3)
 
@@ -287,6 +297,8 @@ class RenderNode:
         t_display = timing.displayed_ns or frame.display_time_ns
         for trace in self._traces:
             self.latency.displayed(trace, self._t_upload_ns, t_submit, t_display)
+        if self.config.optical_marker:
+            self.markers_shown.append((frame.index, t_display))
         self._traces = []
         frame_ms = (time.perf_counter() - self._frame_start) * 1e3 - timing.output_ms
         self.stats.add(FrameRecord(self._stage.get("wait", 0.0), self._stage.get("sample", 0.0),

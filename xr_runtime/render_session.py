@@ -39,6 +39,7 @@ class RenderSessionConfig:
     clock_bind: str = "auto"                       # clock service endpoint (auto: bind port + 1; off)
     latency_bind: str | None = None                # publish latency records here (bench latency --attach)
     save_scene_to: Path | None = None              # write moved placements back here on exit
+    optical_marker: bool = False                   # draw the optical frame counter (bench glass)
 
 
 def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = log.info) -> tuple[dict, object]:
@@ -70,7 +71,8 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         # node's own fade only needs to smooth that (short); idle-face sources rely on the node's fade.
         fade_s = 0.1 if setup.engine_driven else SamplerConfig().fade_s
         node = RenderNode(cfg.scene, setup.assets, setup.source,
-                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to))
+                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to,
+                                           optical_marker=cfg.optical_marker))
         backend = make_backend(choice.name, cfg.backend_options, cfg.scene.viewer)
         if cfg.latency_bind:
             from xr_runtime.latency.publisher import LatencyPublisher

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from OpenGL import GL
@@ -165,8 +165,10 @@ class Renderer:
     # ------------------------------------------------------------------------------ drawing
 
     def draw(self, view: np.ndarray, projection: np.ndarray,
-             avatars: Sequence[AvatarDrawState] = (), target: RenderTarget | None = None) -> None:
-        """Draw one view: sky, room, then avatars. Into `target`, else the bound framebuffer."""
+             avatars: Sequence[AvatarDrawState] = (), target: RenderTarget | None = None,
+             overlay: Callable[[int, int], None] | None = None) -> None:
+        """Draw one view: sky, room, then avatars. Into `target`, else the bound framebuffer.
+        `overlay(width, height)` draws last, in target pixels, before a multisampled target resolves."""
         if target is not None:
             target.bind()
         GL.glEnable(GL.GL_FRAMEBUFFER_SRGB)
@@ -187,6 +189,8 @@ class Renderer:
         GL.glDisable(GL.GL_DEPTH_TEST)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
+        if overlay is not None and target is not None:
+            overlay(target.width, target.height)
         if target is not None:
             target.resolve()
 

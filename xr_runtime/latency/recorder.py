@@ -79,6 +79,10 @@ class LatencyRecorder:
         cols = np.array([r[2:] for r in self._rows], dtype=np.int64)
         return {n: cols[:, i] for i, n in enumerate(names)}
 
+    def sequence_numbers(self) -> list[tuple[str, int]]:
+        """(stream, seq) of every recorded frame, in the order of `times()`."""
+        return [(r[0], r[1]) for r in self._rows]
+
     def recent_ms(self, n: int = 120) -> dict[str, float]:
         """Mean per stage (and end to end) over the last ``n`` recorded frames: the live overlay."""
         rows = self._rows[-n:]
