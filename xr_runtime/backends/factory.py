@@ -15,6 +15,7 @@ class BackendOptions:
     fps: float = 60.0                    # headless pacing / video rate
     paced: bool = True                   # headless: at `fps`, or as fast as possible
     wake: str = "late"                   # headless paced: start frames just in time, or at the period start
+    frame_feed: str | None = None        # headless: publish the shown frames here (bench glass without a camera)
     out: Path | None = None              # headless: *.mp4 or a directory for PNG frames
     mirror: bool | None = None           # openxr: a desktop mirror of the left eye (None: when a display exists)
     graphics: str = "auto"               # openxr: GL binding (auto, egl, glx, win32)
@@ -29,7 +30,7 @@ def make_backend(name: str, options: BackendOptions, viewer):
         from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
 
         return HeadlessBackend(HeadlessConfig(width=o.width, height=o.height, stereo=o.stereo, fps=o.fps,
-                                              paced=o.paced, wake=o.wake, out=o.out, head_position=tuple(viewer.position),
+                                              paced=o.paced, wake=o.wake, out=o.out, frame_feed=o.frame_feed, head_position=tuple(viewer.position),
                                               head_rotation=tuple(viewer.rotation)))
     if o.out is not None:
         raise HeadcastError("an output file is for the headless backend")
