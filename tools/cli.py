@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 
+from core.errors import HeadcastError
 from tools.errors import CliError
 from tools.registry import register_all
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
+    except (CliError, HeadcastError) as exc:
         print(f"headcast {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

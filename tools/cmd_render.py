@@ -14,9 +14,7 @@ shows its neutral face and fades with its stream's presence (live, face lost, lo
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +70,26 @@ def register(sub) -> None:
                    help="publish latency records live here for `headcast bench latency --attach` (loopback unless --insecure)")
     p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
                    help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
+    p.add_argument("--video-codec", default="h264", choices=["h264", "mp4v"],
+                   help="codec of an --out *.mp4 (default h264: plays in browsers; mp4v: the old MPEG-4 Part 2)")
+    web = p.add_argument_group("live page and virtual camera (the spectator view: one eye)")
+    web.add_argument("--web", metavar="[HOST:]PORT",
+                     help="serve a live page: the spectator view, the stream table and the latency plot "
+                          "(loopback unless HOST is given with --web-public)")
+    web.add_argument("--web-public", action="store_true",
+                     help="allow --web on a non-loopback address; every viewer then needs the printed token")
+    web.add_argument("--web-token-file", type=Path, metavar="FILE",
+                     help="token viewers must present (default with --web-public: a new random one, printed)")
+    web.add_argument("--web-max-viewers", type=int, default=4, metavar="N", help="viewers at once (default 4)")
+    web.add_argument("--web-fps", type=float, default=30.0, help="spectator frames a second at most (default 30)")
+    web.add_argument("--spectator-eye", default="left", choices=["left", "right"],
+                     help="which eye the page and the virtual camera show (default left; mono backends: the only one)")
+    web.add_argument("--virtual-camera", nargs="?", const="auto", metavar="DEVICE",
+                     help="publish the spectator view as a system camera (v4l2loopback on Linux, OBS elsewhere; "
+                          "pyvirtualcam); DEVICE e.g. /dev/video10, default: the first loopback device")
+    web.add_argument("--virtual-camera-size", default="1280x720", metavar="WxH",
+                     help="virtual camera frame size (default 1280x720; the view is letterboxed into it)")
+    web.add_argument("--virtual-camera-fps", type=float, default=30.0, help="virtual camera rate (default 30)")
     p.set_defaults(func=run)
 
 
@@ -163,8 +181,11 @@ def make_backend(name: str, args, scene):
     if name == "headless":
         from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
 
+        from media.video_writer import VideoConfig
+
         return HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=args.stereo, fps=args.fps,
                                               paced=not args.unpaced, out=args.out,
+                                              video=VideoConfig(codec=getattr(args, "video_codec", "h264")),
                                               head_position=tuple(scene.viewer.position),
                                               head_rotation=tuple(scene.viewer.rotation)))
     if args.out is not None:
@@ -186,6 +207,39 @@ def make_backend(name: str, args, scene):
                          mirror=args.mirror)
 
 
+def spectator_config(args):
+    """The --web / --virtual-camera flags as a SpectatorConfig, or None when neither is given."""
+    from xr_runtime.spectator.outputs import SpectatorConfig
+
+    if not args.web and not args.virtual_camera:
+        if args.web_public or args.web_token_file:
+            raise CliError("--web-public and --web-token-file need --web")
+        return None
+    web = camera = None
+    if args.web:
+        from xr_runtime.web.server import WebConfig
+
+        token = None
+        if args.web_token_file is not None:
+            try:
+                token = args.web_token_file.read_text().strip()
+            except OSError as exc:
+                raise CliError(f"--web-token-file: {exc}") from exc
+            if len(token) < 16:
+                raise CliError("--web-token-file: a token needs at least 16 characters")
+        web = WebConfig.parse(args.web, public=args.web_public, token=token, max_viewers=args.web_max_viewers)
+    if args.virtual_camera:
+        from xr_runtime.spectator.virtual_camera import VirtualCameraConfig
+
+        w, h = _parse_size(args.virtual_camera_size)
+        camera = VirtualCameraConfig(width=w, height=h, fps=args.virtual_camera_fps,
+                                     device=None if args.virtual_camera == "auto" else args.virtual_camera)
+    if args.web_fps <= 0:
+        raise CliError("--web-fps must be positive")
+    return SpectatorConfig(eye=1 if args.spectator_eye == "right" else 0, web=web, web_fps=args.web_fps,
+                           camera=camera)
+
+
 def run(args) -> int:
     from xr_runtime.backends.select import choose_backend
     from xr_runtime.interrupts import stop_event_on_signals
@@ -202,6 +256,7 @@ def run(args) -> int:
         raise CliError(str(exc)) from exc
     if args.save_placements and not args.scene:
         raise CliError("--save-placements needs --scene")
+    spectator = spectator_config(args)
     try:
         choice = choose_backend(args.backend)
     except ValueError as exc:
@@ -234,12 +289,24 @@ def run(args) -> int:
     from xr_runtime.avatars.sampler import SamplerConfig
 
     fade_s = 0.1 if isinstance(source, WorkerStateSource) else SamplerConfig().fade_s
-    node = RenderNode(scene, assets, source,
-                      RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s),
-                                       scene_save_path=args.scene if args.save_placements else None))
+    outputs = None
     publisher = None
     try:
+        if spectator is not None:
+            from xr_runtime.spectator.outputs import SpectatorOutputs
+
+            outputs = SpectatorOutputs(spectator)   # a HeadcastError (no camera device) ends the command
+        node = RenderNode(scene, assets, source,
+                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s),
+                                           scene_save_path=args.scene if args.save_placements else None),
+                          spectator=outputs.tap if outputs else None)
         backend = make_backend(choice.name, args, scene)
+        if outputs is not None:
+            outputs.start(node, receiver, clock)
+            if outputs.url:
+                print(f"web page on {outputs.url}", flush=True)
+            if outputs.camera is not None:
+                print(f"virtual camera {outputs.camera.device_name}", flush=True)
         if args.latency_bind:
             from xr_runtime.latency.publisher import LatencyPublisher
 
@@ -255,6 +322,8 @@ def run(args) -> int:
                     raise CliError(f"{choice.name} backend unavailable: {exc}") from exc
                 raise
     finally:
+        if outputs is not None:
+            outputs.close()
         if publisher is not None:
             publisher.publish_new()
             publisher.close()
@@ -268,6 +337,8 @@ def run(args) -> int:
         node.save_scene(args.scene)
     stats["receiver"] = {"endpoint": endpoint, "messages": counters.messages, "malformed": counters.malformed}
     stats["backend_choice"] = {"name": choice.name, "reason": choice.reason}
+    if outputs is not None:
+        stats.update(outputs.summary())
     s = stats["stages_ms"]
     print(f"{stats['frames']} frames in {stats['seconds']:.2f} s ({stats['fps']:.1f} fps); frame "
           f"p50 {s['frame'].get('p50', float('nan')):.2f} ms, draw p50 {s['draw'].get('p50', float('nan')):.2f} ms",
@@ -279,8 +350,7 @@ def run(args) -> int:
 
         write_json(args.latency_trace, {k: v.tolist() for k, v in node.latency.times().items()})
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=2, default=str))
-        os.replace(tmp, args.json)
+        from core.atomic_files import atomic_write_json
+
+        atomic_write_json(args.json, stats, default=str)
     return 0

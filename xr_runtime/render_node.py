@@ -99,7 +99,9 @@ class NodeCounters:
 
 class RenderNode:
     def __init__(self, scene: Scene, assets: list[AvatarAssets], source: AvatarStateSource,
-                 config: RenderNodeConfig | None = None) -> None:
+                 config: RenderNodeConfig | None = None, spectator=None) -> None:
+        """`spectator`: a `spectator.tap.SpectatorTap` that copies one eye out for the web page
+        and the virtual camera (only while one of them wants a frame)."""
         if len(assets) != len(scene.avatars):
             raise ValueError(f"{len(scene.avatars)} avatar slots but {len(assets)} assets")
         self.scene = scene
@@ -124,6 +126,7 @@ class RenderNode:
         self.latency = LatencyRecorder()
         self._traces: list = []               # traces of the states polled this frame
         self._t_upload_ns = 0
+        self.spectator = spectator
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -132,6 +135,8 @@ class RenderNode:
         from xr_runtime.gl.gltf_environment import make_scene_renderer
 
         self.renderer = make_scene_renderer(self.scene.environment)
+        if self.spectator is not None:
+            self.spectator.setup_gl()
         self.uploader = TextureUploader(self.renderer, self.config.allow_interop, self.config.upload_method)
         # Calibrate the host upload for the avatars' texture sizes now, not inside the frame loop.
         self.uploader.prepare({tuple(asset.neutral_texture.shape[:2]) for asset in self.assets})
@@ -152,6 +157,8 @@ class RenderNode:
                                         t.scale, sampler))
 
     def teardown_gl(self) -> None:
+        if self.spectator is not None:
+            self.spectator.teardown_gl()
         if self.uploader is not None:
             self._upload_counters = self.uploader.counters
             self.uploader.close()
@@ -260,6 +267,8 @@ class RenderNode:
         self._frame_start = time.perf_counter()
         self._draw_eyes = []
         self._traces = []
+        if self.spectator is not None:
+            self.spectator.collect()       # readbacks still running when the last frame ended
         t_display = frame.display_time_ns
         for avatar in self.avatars:
             avatar.sampler.observe(self._poll(avatar, t_display), t_display)
@@ -296,11 +305,15 @@ class RenderNode:
             texture = self._passthrough.pop(a.handle.id, None)  # first eye only
             states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
         self.renderer.draw(eye.view, eye.projection, states, eye.target)
+        if self.spectator is not None:
+            self.spectator.after_eye(frame.index, frame.display_time_ns, eye.index, eye.target)
         self._sync()
         self._draw_eyes.append((time.perf_counter() - t) * 1e3)
 
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
         t_submit = time.monotonic_ns()
+        if self.spectator is not None:
+            self.spectator.collect()       # this frame's readback, usually finished with the frame
         for trace in self._traces:
             self.latency.displayed(trace, self._t_upload_ns, t_submit, frame.display_time_ns)
         self._traces = []
@@ -387,4 +400,5 @@ class RenderNode:
             "streams": self.stream_states(),
             "sync_timings": self.config.sync_timings,
             "latency": self.latency.report(),
+            **({"spectator": self.spectator.summary()} if self.spectator is not None else {}),
         }
