@@ -16,7 +16,6 @@ Stages (each cached in the work directory, see build_cache.py):
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file as load_np, save_file as save_np
 from safetensors.torch import load_file as load_pt, save_file as save_pt
-from tqdm import tqdm
+from core.progress import progress_bar, writes_above_bars
 
 from inference.animation import AnimationConfig, animation_manifest, animation_tensors, train_animation
 from inference.animation.train import RecombinedSamples
@@ -149,9 +148,7 @@ class BuildResult:
 
 
 def _tqdm(total, desc, unit="f"):
-    # Redraw at most once a second when stderr is a log file rather than a terminal.
-    return tqdm(total=total, desc=f"{desc:<9}", unit=unit, leave=False, dynamic_ncols=True,
-                mininterval=0.1 if sys.stderr.isatty() else 2.0)
+    return progress_bar(total=total, desc=desc, unit=unit, position=1)   # under the stage bar (run)
 
 
 def _sha256(path: str) -> str:
@@ -665,12 +662,19 @@ class AvatarBuilder:
         steps = [("track", lambda: self._track(sources)), ("select", lambda: self._select(len(sources))),
                  ("mesh", self._mesh), ("basis", self._basis), ("textures", lambda: self._textures(sources)),
                  ("vae", self._vae), ("evaluate", self._evaluate), ("animation", self._animation)]
-        for name, fn in steps:
-            fn()
-            r = self.cache.records[-1]
-            self.log(f"  {name:<9} {'cached' if r.cached else 'done':<6} {r.seconds:7.1f} s  "
-                     + ", ".join(f"{k}={v}" for k, v in r.info.items() if not isinstance(v, (list, dict))))
-        te = time.monotonic()
-        manifest = self._export(sources, t0)
+        # One bar over the stages (what the first `make demo` waits on), the stage's own bar below it.
+        with progress_bar(total=len(steps) + 1, desc="avatar", unit="stage", position=0) as stages:
+            for name, fn in steps:
+                stages.set_postfix_str(name)
+                fn()
+                stages.update(1)
+                r = self.cache.records[-1]
+                with writes_above_bars():
+                    self.log(f"  {name:<9} {'cached' if r.cached else 'done':<6} {r.seconds:7.1f} s  "
+                             + ", ".join(f"{k}={v}" for k, v in r.info.items() if not isinstance(v, (list, dict))))
+            stages.set_postfix_str("export")
+            te = time.monotonic()
+            manifest = self._export(sources, t0)
+            stages.update(1)
         self.log(f"  {'export':<9} {'done':<6} {time.monotonic() - te:7.1f} s")
         return BuildResult(Path(cfg.out), manifest, self.cache.records, time.monotonic() - t0)

@@ -93,7 +93,10 @@ def attach(endpoint: str, seconds: float) -> dict[str, np.ndarray]:
 
 def run(args) -> int:
     if args.attach:
-        times = attach(args.attach, args.seconds)
+        from core.progress import seconds_bar
+
+        with seconds_bar(args.seconds, "attached"):
+            times = attach(args.attach, args.seconds)
         if len(times["display"]) == 0:
             raise CliError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
                            "running there with --latency-bind, and is an avatar being driven?")
@@ -113,9 +116,12 @@ def run_local(args) -> int:
     else:
         source, is_file = args.source, not args.source.isdigit()
     avatar = args.avatar or ensure_default_avatar()
-    result = run_session(SessionConfig(avatar=avatar, source=source, out_dir=args.out, seconds=args.seconds,
-                                       backend=args.backend, device=args.device, realtime=is_file, loop=is_file,
-                                       video=False, latency_trace=True, echo=False))
+    from core.progress import seconds_bar
+
+    with seconds_bar(args.seconds, "latency"):
+        result = run_session(SessionConfig(avatar=avatar, source=source, out_dir=args.out, seconds=args.seconds,
+                                           backend=args.backend, device=args.device, realtime=is_file, loop=is_file,
+                                           video=False, latency_trace=True, echo=False))
     raw = json.loads(result.latency_trace.read_text())
     times = {k: np.asarray(v, dtype=np.int64) for k, v in raw.items() if isinstance(v, list)}
     n = len(times["display"])
