@@ -10,6 +10,7 @@ BENCHMARKS = (
     "tools.bench_transport",
     "tools.bench_render",
     "tools.bench_inference",
+    "tools.bench_web",
 )
 
 
