@@ -2,7 +2,6 @@
 `streaming/stream_table.py`, shared with the render node's web page)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -55,7 +54,7 @@ def run(args) -> int:
         if clock:
             clock.close()
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(stats, indent=2))
-        os.replace(tmp, args.json)
+        from core.atomic_files import atomic_write_json
+
+        atomic_write_json(args.json, stats)
     return 0
