@@ -17,15 +17,9 @@ from typing import Callable
 
 import zmq
 
+from core.errors import HeadcastError
 from streaming.protocol import validate_stream_id
-from streaming.transport import (
-    CurveClient,
-    CurveServer,
-    apply_curve_client,
-    apply_curve_server,
-    check_bind_policy,
-    start_authenticator,
-)
+from streaming.sockets import CurveClient, CurveServer, SocketOptions, open_socket
 
 from .clock import ClockEstimator, ClockMapping, EstimatorConfig, Exchange
 
@@ -58,17 +52,11 @@ class PeerReport:
 class ClockServer:
     def __init__(self, endpoint: str, *, curve_server: CurveServer | None = None, insecure: bool = False,
                  clock: Clock = time.monotonic_ns):
-        check_bind_policy(endpoint, curve_server, insecure)
         self.clock = clock
-        self._ctx = zmq.Context()
-        self._auth = start_authenticator(self._ctx, curve_server) if curve_server else None
-        self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.linger = 0
-        self._sock.maxmsgsize = 256
-        if curve_server:
-            apply_curve_server(self._sock, curve_server)
-        self._sock.bind(endpoint)
-        self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._socket = open_socket(zmq.ROUTER, endpoint, bind=True, curve_server=curve_server, insecure=insecure,
+                                   options=SocketOptions(maxmsgsize=256))
+        self._sock = self._socket.sock
+        self.endpoint = self._socket.endpoint
         self._reports: dict[str, PeerReport] = {}
         self._lock = threading.Lock()
         self.malformed = 0
@@ -133,10 +121,7 @@ class ClockServer:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        self._sock.close(0)
-        if self._auth:
-            self._auth.stop()
-        self._ctx.term()
+        self._socket.close()
 
     def __enter__(self) -> "ClockServer":
         return self
@@ -157,13 +142,9 @@ class ClockClient:
         self.stream_id = stream_id
         self.clock = clock
         self.estimator = ClockEstimator(estimator)
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.linger = 0
-        self._sock.maxmsgsize = 256
-        if curve_client:
-            apply_curve_client(self._sock, curve_client)
-        self._sock.connect(endpoint)
+        self._socket = open_socket(zmq.DEALER, endpoint, bind=False, curve_client=curve_client,
+                                   options=SocketOptions(maxmsgsize=256))
+        self._sock = self._socket.sock
         self._seq = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -219,11 +200,28 @@ class ClockClient:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=2)
-        self._sock.close(0)
-        self._ctx.term()
+        self._socket.close()
 
     def __enter__(self) -> "ClockClient":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def start_clock_service(spec: str, feature_endpoint: str, curve: CurveServer | None, insecure: bool) -> ClockServer | None:
+    """The clock service capture nodes ping: `spec` "auto" (the feature port + 1), "off", or an endpoint.
+
+    With "auto", a service that cannot start (port taken) is logged and skipped: streams still
+    work, only cross-host latency figures lose their calibration. An endpoint the user named
+    explicitly must work: its failure raises the `HeadcastError` that says why."""
+    if spec == "off":
+        return None
+    if spec != "auto":
+        return ClockServer(spec, curve_server=curve, insecure=insecure)
+    try:
+        return ClockServer(clock_endpoint_for(feature_endpoint), curve_server=curve, insecure=insecure)
+    except (HeadcastError, ValueError) as exc:
+        log.warning("no clock service: %s", exc)
+        return None
+

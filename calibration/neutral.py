@@ -12,14 +12,15 @@ alignment happen in the caller, so calibration does not depend on the tracker.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from core.atomic_files import atomic_write
+from core.errors import HeadcastError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ ACTIVE_POINTS = np.array(sorted({
 }), dtype=np.int64)
 
 
-class NeutralError(ValueError):
+class NeutralError(HeadcastError, ValueError):
     """A neutral face could not be estimated, read or written; the message says why."""
 
 
@@ -57,28 +58,11 @@ class NeutralFace:
 
     # -- file format: .npz without pickles, written atomically -----------------------------------
     def save(self, path: Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    format_version=np.int64(FORMAT_VERSION),
-                    canonical=self.canonical,
-                    frames_seen=np.int64(self.frames_seen),
-                    frames_used=np.int64(self.frames_used),
-                    method=np.str_(self.method),
-                    source=np.str_(self.source),
-                    created_unix=np.float64(time.time()),
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        arrays = dict(format_version=np.int64(FORMAT_VERSION), canonical=self.canonical,
+                      frames_seen=np.int64(self.frames_seen), frames_used=np.int64(self.frames_used),
+                      method=np.str_(self.method), source=np.str_(self.source), created_unix=np.float64(time.time()))
+        # Readers see the old file or the new one, never half of one.
+        return atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> "NeutralFace":

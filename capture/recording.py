@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from core.atomic_files import atomic_write_bytes
+from core.errors import HeadcastError
 
 MAGIC = b"HCREC\0\r\n"  # the \r\n catches text-mode mangling
 VERSION = 1
@@ -32,7 +34,7 @@ MAX_RECORD_BYTES = 1 << 20  # far above any protocol message; a larger length me
 MAX_PARTS = 16
 
 
-class RecordingError(ValueError):
+class RecordingError(HeadcastError, ValueError):
     """The file is not a recording this build can read (wrong magic or version, unreadable)."""
 
 
@@ -49,16 +51,8 @@ class RecordingWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = _HEADER.pack(MAGIC, VERSION, 0, created_unix_ns if created_unix_ns is not None else time.time_ns())
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(header)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # The header is written atomically: a recording is either absent or a valid (empty) one.
+        atomic_write_bytes(self.path, header)
         # Unbuffered: each record reaches the OS in one write() call, so a killed process never
         # leaves half a record in a user-space buffer.
         self._f: BinaryIO | None = open(self.path, "ab", buffering=0)

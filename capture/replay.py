@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from streaming import protocol
-from streaming.transport import DEFAULT_HWM, CurveClient, Publisher
+from streaming.sockets import CurveClient
+from streaming.publisher import DEFAULT_HWM, Publisher
 
 from .recording import RecordingError, RecordingReader
 

@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from core.errors import HeadcastError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -30,7 +32,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TRUNCATION_TOLERANCE_FRAMES = 2
 
 
-class SourceError(RuntimeError):
+class SourceError(HeadcastError, RuntimeError):
     """The source cannot deliver frames; the message names the source and the reason."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-import numpy as np
+from core.percentiles import percentiles
 
 STAGES = ("decode", "landmarks", "features", "send")
 STAGE_LABELS = {"decode": "decode", "landmarks": "landmarks", "features": "features", "send": "encode+send"}
@@ -15,11 +15,6 @@ def _series() -> collections.deque:
     return collections.deque(maxlen=_KEEP)
 
 
-def percentiles(values, qs=(50, 95)) -> dict[str, float | None]:
-    if not values:
-        return {f"p{q}": None for q in qs}
-    arr = np.fromiter(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
 
 
 @dataclass
@@ -55,8 +50,8 @@ class CaptureStats:
             "source_skipped": self.source_skipped,
             "wall_s": self.wall_s,
             "fps": self.fps,
-            "stages_ms": {s: percentiles(self.stage_ms[s]) for s in STAGES},
-            "capture_to_sent_ms": percentiles(self.capture_to_sent_ms),
+            "stages_ms": {s: percentiles(self.stage_ms[s], qs=(50, 95)) for s in STAGES},
+            "capture_to_sent_ms": percentiles(self.capture_to_sent_ms, qs=(50, 95)),
         }
 
 

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from geometry.rotations import quaternion_xyzw_to_rotation
+
 Matrix4 = np.ndarray  # (4, 4) float32
 
 
@@ -38,22 +40,10 @@ def rotation_y(radians: float) -> Matrix4:
 
 
 def quaternion_to_matrix(q: Sequence[float]) -> Matrix4:
-    """Rotation matrix of a unit quaternion given as (x, y, z, w) — OpenXR's XrQuaternionf order."""
-    x, y, z, w = (float(v) for v in q)
-    n = x * x + y * y + z * z + w * w
-    if n < 1e-12:
-        return identity()
-    s = 2.0 / n
+    """4×4 rotation of a unit quaternion given as (x, y, z, w) — OpenXR's XrQuaternionf and glTF's
+    order (geometry.rotations has every quaternion operation; this is only the 4×4 wrapper)."""
     m = identity()
-    m[0, 0] = 1 - s * (y * y + z * z)
-    m[0, 1] = s * (x * y - z * w)
-    m[0, 2] = s * (x * z + y * w)
-    m[1, 0] = s * (x * y + z * w)
-    m[1, 1] = 1 - s * (x * x + z * z)
-    m[1, 2] = s * (y * z - x * w)
-    m[2, 0] = s * (x * z - y * w)
-    m[2, 1] = s * (y * z + x * w)
-    m[2, 2] = 1 - s * (x * x + y * y)
+    m[:3, :3] = quaternion_xyzw_to_rotation(q)
     return m
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.errors import HeadcastError
+
 MAGIC = b"HCF1"
 VERSION = 1
 
@@ -95,7 +97,7 @@ class ProtocolErrorKind(enum.Enum):
     BAD_NUMBER = "non-finite or out-of-range number"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(HeadcastError, ValueError):
     """The one error the decoder raises; ``kind`` says what was wrong."""
 
     def __init__(self, kind: ProtocolErrorKind, detail: str = ""):

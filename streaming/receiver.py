@@ -12,19 +12,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import zmq
 
 from streaming import protocol
-from streaming.transport import (
-    DEFAULT_ENDPOINT,
-    CurveClient,
-    CurveServer,
-    apply_curve_client,
-    apply_curve_server,
-    check_bind_policy,
-    start_authenticator,
-)
+from streaming.sockets import DEFAULT_ENDPOINT, CurveClient, CurveServer, ManagedSocket, SocketOptions, open_socket
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +74,15 @@ class _StreamState:
     lost: bool = False
 
 
+@runtime_checkable
+class FrameSource(Protocol):
+    """What a consumer of received frames reads (the engine): the `Receiver`, or a test's feed."""
+
+    def window_received(self, stream_id: str, n: int) -> list[ReceivedFrame]: ...
+
+    def snapshot(self) -> dict[str, StreamStatus]: ...
+
+
 @dataclass(frozen=True)
 class ReceiverCounters:
     messages: int  # all messages taken off the socket
@@ -102,37 +104,17 @@ class Receiver:
         self._malformed_by_kind: collections.Counter = collections.Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ctx: zmq.Context | None = None
-        self._sock: zmq.Socket | None = None
-        self._auth = None
+        self._socket: ManagedSocket | None = None
         self._error: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Receiver":
         cfg = self.config
-        if cfg.bind:
-            check_bind_policy(cfg.endpoint, cfg.curve_server, cfg.insecure)
-        self._ctx = zmq.Context()
-        try:
-            sock = self._ctx.socket(zmq.SUB)
-            sock.rcvhwm = cfg.rcvhwm
-            sock.linger = 0
+        self._socket = open_socket(
+            zmq.SUB, cfg.endpoint, bind=cfg.bind, curve_server=cfg.curve_server if cfg.bind else None,
+            curve_client=None if cfg.bind else cfg.curve_client, insecure=cfg.insecure,
             # Oversized messages make ZeroMQ drop the peer's message before it reaches us.
-            sock.maxmsgsize = protocol.MAX_MESSAGE_BYTES
-            sock.setsockopt(zmq.SUBSCRIBE, b"")
-            if cfg.bind:
-                if cfg.curve_server is not None:
-                    self._auth = start_authenticator(self._ctx, cfg.curve_server)
-                    apply_curve_server(sock, cfg.curve_server)
-                sock.bind(cfg.endpoint)
-            else:
-                if cfg.curve_client is not None:
-                    apply_curve_client(sock, cfg.curve_client)
-                sock.connect(cfg.endpoint)
-            self._sock = sock
-        except Exception:
-            self._close_sockets()
-            raise
+            options=SocketOptions(rcvhwm=cfg.rcvhwm, maxmsgsize=protocol.MAX_MESSAGE_BYTES, subscribe=b""))
         self._thread = threading.Thread(target=self._run, name="headcast-receiver", daemon=True)
         self._thread.start()
         return self
@@ -140,28 +122,18 @@ class Receiver:
     @property
     def bound_endpoint(self) -> str:
         """The endpoint actually bound (resolves tcp://127.0.0.1:* to the chosen port)."""
-        if self._sock is None:
+        if self._socket is None:
             raise RuntimeError("receiver not started")
-        ep = self._sock.getsockopt(zmq.LAST_ENDPOINT)
-        return ep.decode() if isinstance(ep, bytes) else str(ep)
+        return self._socket.endpoint
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        self._close_sockets()
-
-    def _close_sockets(self) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
-        if self._ctx is not None:
-            self._ctx.term()
-            self._ctx = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def __enter__(self) -> "Receiver":
         return self.start()
@@ -175,7 +147,7 @@ class Receiver:
 
     # -- receive thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        sock = self._sock
+        sock = self._socket.sock
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         try:
@@ -321,4 +293,4 @@ def status_as_dict(status: StreamStatus) -> dict:
     return d
 
 
-__all__ = ["Receiver", "ReceiverConfig", "ReceivedFrame", "StreamStatus", "ReceiverCounters", "status_as_dict"]
+__all__ = ["FrameSource", "Receiver", "ReceiverConfig", "ReceivedFrame", "StreamStatus", "ReceiverCounters", "status_as_dict"]

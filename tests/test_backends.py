@@ -81,7 +81,8 @@ def test_desktop_backend_shows_avatars_side_by_side_with_a_status_overlay(xvfb, 
     from xr_runtime.backends.base import head_eye_views
     from xr_runtime.backends.desktop import DesktopBackend, DesktopConfig
     from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture
-    from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig
+    from xr_runtime.avatars.assets import AvatarAssets
+    from xr_runtime.render_node import RenderNode, RenderNodeConfig
     from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
     from xr_runtime.avatars.sampler import SamplerConfig
 

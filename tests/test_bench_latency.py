@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from streaming.protocol import FeatureFrame, FeatureKind
-from streaming.transport import Publisher
+from streaming.publisher import Publisher
 
 HEADCAST = [sys.executable, "-m", "tools.cli"]
 

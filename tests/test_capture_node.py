@@ -13,7 +13,7 @@ from capture.node import CaptureConfig, CaptureNode
 from capture.sources import SourceConfig
 from geometry.rotations import quaternion_to_rotation
 from streaming.protocol import FeatureKind, Flags
-from streaming.transport import CurveServer
+from streaming.sockets import CurveServer
 from tools import cli
 from tools.samples import sample_path
 from streaming.receiver import Receiver, ReceiverConfig

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from streaming.protocol import FeatureFrame, FeatureKind
-from streaming.transport import CurveClient, Publisher
+from streaming.sockets import CurveClient
+from streaming.publisher import Publisher
 from tools import cli, samples
 
 HEADCAST = [sys.executable, "-m", "tools.cli"]

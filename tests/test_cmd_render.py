@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("xr_runtime.gl.egl_context")
 
 from streaming.protocol import FeatureFrame, FeatureKind, Flags  # noqa: E402
-from streaming.transport import Publisher  # noqa: E402
+from streaming.publisher import Publisher  # noqa: E402
 
 HEADCAST = [sys.executable, "-m", "tools.cli"]
 

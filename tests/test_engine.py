@@ -175,7 +175,7 @@ def test_wrong_feature_size_is_treated_as_face_lost(avatar):
 
 
 def test_real_receiver_over_zeromq_drives_the_engine(avatar):
-    from streaming.transport import Publisher
+    from streaming.publisher import Publisher
     from streaming.receiver import Receiver, ReceiverConfig
 
     rx = Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*", lost_after_s=0.3, history=16)).start()

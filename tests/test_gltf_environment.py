@@ -14,7 +14,8 @@ from geometry import transforms  # noqa: E402
 from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig  # noqa: E402
 from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
 from xr_runtime.gl.gltf_environment import GltfEnvironmentError, load_environment  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode  # noqa: E402
 from xr_runtime.scene.scene_file import Scene  # noqa: E402
 
 W, H = 160, 120
@@ -130,3 +131,26 @@ def test_scene_with_gltf_environment_renders_it_around_the_avatar(tmp_path):
     # No built-in room: above the panel the sky shows, not a wall.
     sky = image[2, W // 2, :3].astype(int)
     assert sky[2] > sky[0]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["scenes"][0].__setitem__("nodes", 5),            # not a list: TypeError inside the walk
+    lambda d: d["nodes"][0].__setitem__("mesh", 99),             # an index past the meshes
+    lambda d: d["nodes"][0].__setitem__("children", ["x"]),      # a child that is not an index
+    lambda d: d["meshes"][0].__setitem__("primitives", None),    # no primitive list
+])
+def test_a_malformed_gltf_is_a_named_error_not_a_raw_exception(tmp_path, edit):
+    import json
+
+    good = tmp_path / "room.glb"
+    write_environment(good)
+    gltf = pygltflib.GLTF2().load(str(good))
+    doc = json.loads(gltf.to_json())
+    edit(doc)
+    bad = tmp_path / "bad.gltf"
+    gltf.convert_buffers(pygltflib.BufferFormat.DATAURI)
+    doc["buffers"] = json.loads(gltf.to_json())["buffers"]
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(GltfEnvironmentError) as err:
+        load_environment(bad)
+    assert "bad.gltf" in str(err.value)

@@ -8,7 +8,7 @@ import pytest
 
 from geometry import transforms
 from xr_runtime.scene.grab import GrabConfig, GrabController
-from xr_runtime.openxr.input import HandState
+from xr_runtime.scene.hand import HandState
 
 
 def hand(position, squeeze, yaw_deg=0.0, roll_deg=0.0) -> HandState:

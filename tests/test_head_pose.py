@@ -7,16 +7,14 @@ import time
 
 import numpy as np
 import pytest
+from test_features import _track
 
 from calibration.head_pose import HeadMotionConfig, HeadMotionTracker, OneEuroFilter
-from geometry.rotations import rotation_vector
-from geometry.rotations import quaternion_to_rotation, rotation_to_quaternion
-from inference.features.mp478 import Mp478Extractor, head_pose
 from geometry import transforms
-from xr_runtime.avatars.state import HeadPose
+from geometry.rotations import quaternion_to_rotation, rotation_to_quaternion, rotation_vector
+from inference.features.mp478 import Mp478Extractor, head_pose
+from xr_runtime.avatars.state import AvatarPose
 from xr_runtime.scene.placement import head_model_matrix
-
-from test_features import _track
 
 NOSE_TIP = 1
 
@@ -153,12 +151,12 @@ def test_head_turns_about_its_pivot():
     placement = transforms.pose_matrix((0.0, 1.6, -1.0), (0, 0, 0, 1))
     pivot = (0.0, -0.08, -0.09)
     yaw = (math.cos(math.radians(15)), 0.0, math.sin(math.radians(15)), 0.0)
-    m = head_model_matrix(placement, 1.0, HeadPose(yaw, (0.0, 0.0, 0.0), 1.0, pivot))
+    m = head_model_matrix(placement, 1.0, AvatarPose(yaw, (0.0, 0.0, 0.0), 1.0, pivot))
     fixed = m @ np.r_[pivot, 1.0]
     assert np.allclose(fixed[:3], placement[:3, :3] @ np.array(pivot) + placement[:3, 3], atol=1e-6)
     nose = m @ np.array([0.0, -0.04, 0.05, 1.0])
     assert nose[0] > 0.01  # the face turned towards +x
-    unturned = head_model_matrix(placement, 1.0, HeadPose())
+    unturned = head_model_matrix(placement, 1.0, AvatarPose())
     assert np.allclose(unturned, placement @ transforms.scaling(1.0))
 
 
@@ -168,14 +166,17 @@ def test_the_engine_source_turns_the_avatar_with_the_driver(man_frame):
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.reference_avatar import reference_avatar
     from streaming.protocol import FeatureFrame, FeatureKind
-    from xr_runtime.avatars.engine_source import NECK_PIVOT, engine_state_source
     from streaming.receiver import ReceivedFrame
+    from xr_runtime.avatars.engine_source import NECK_PIVOT, engine_state_source
 
     sign = 1.0 if _turned(man_frame, 20)[NOSE_TIP, 0] > man_frame[NOSE_TIP, 0] else -1.0
     still, turned = _wire(man_frame), _wire(_turned(man_frame, sign * 20))
 
-    class Feed:  # the receiver's interface the engine reads: one new frame per step
+    class Feed:  # the receiver's interface the engine reads (FrameSource): one new frame per step
         seq = 0
+
+        def snapshot(self):
+            return {}
 
         def window_received(self, sid, n):
             Feed.seq += 1

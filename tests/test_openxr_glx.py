@@ -106,7 +106,8 @@ def test_render_node_auto_picks_glx_and_mirrors_the_left_eye_in_the_session_wind
 
     from xr_runtime.backends.openxr import OpenXRBackend
     from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture
-    from xr_runtime.render_node import AvatarAssets, RenderNodeConfig
+    from xr_runtime.avatars.assets import AvatarAssets
+    from xr_runtime.render_node import RenderNodeConfig
     from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
     from xr_runtime.avatars.sampler import SamplerConfig
 

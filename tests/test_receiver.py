@@ -13,7 +13,8 @@ import zmq
 
 from streaming import protocol
 from streaming.protocol import FeatureFrame, FeatureKind, Flags
-from streaming.transport import CurveClient, CurveServer, InsecureBindError, Publisher, generate_keys
+from streaming.sockets import CurveClient, CurveServer, InsecureBindError, generate_keys
+from streaming.publisher import Publisher
 from streaming.receiver import Receiver, ReceiverConfig
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -138,7 +139,7 @@ def test_lost_then_resumed_after_publisher_restart(rx):
 PUBLISHER_SCRIPT = r"""
 import sys, time, numpy as np
 sys.path.insert(0, sys.argv[2])
-from streaming.transport import Publisher
+from streaming.publisher import Publisher
 from streaming.protocol import FeatureFrame, FeatureKind
 pub = Publisher(sys.argv[1])
 seq = 0

@@ -12,16 +12,23 @@ pytest.importorskip("xr_runtime.gl.egl_context")
 cv2 = pytest.importorskip("cv2")
 
 from geometry import transforms  # noqa: E402
-from xr_runtime.avatars.state import AvatarFrameState, HeadPose  # noqa: E402
+from xr_runtime.avatars.dev_source import (  # noqa: E402
+    QUADRANT_COLOURS,
+    StaticAvatarStateSource,
+    StaticStream,
+    dev_head_mesh,
+    dev_texture,
+    solid_texture,
+)
+from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
+from xr_runtime.avatars.state import AvatarFrameState, AvatarPose  # noqa: E402
 from xr_runtime.backends.base import head_eye_views  # noqa: E402
 from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig  # noqa: E402
-from xr_runtime.avatars.dev_source import (QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream,  # noqa: E402
-                                   dev_head_mesh, dev_texture, solid_texture)
-from xr_runtime.openxr.input import HandState  # noqa: E402
+from xr_runtime.scene.hand import HandState  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode, RenderNodeConfig  # noqa: E402
 from xr_runtime.scene.placement import head_model_matrix, rigid_matrix  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig  # noqa: E402
 from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform  # noqa: E402
-from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
 
 W, H = 200, 150
 NEUTRAL = (30, 30, 200)
@@ -49,7 +56,7 @@ def uv_pixel(mesh, placement_pos, uv, eye_view, width=W, height=H, weights=None)
     i = int(np.argmin(np.linalg.norm(mesh.uvs - np.asarray(uv), axis=1)))
     p = mesh.positions[i] if weights is None else mesh.deformed_positions(weights)[i]
     proj = transforms.projection_symmetric(60.0, width / height, 0.05, 100.0)
-    model = head_model_matrix(rigid_matrix(placement_pos, (1, 0, 0, 0)), 1.0, HeadPose())
+    model = head_model_matrix(rigid_matrix(placement_pos, (1, 0, 0, 0)), 1.0, AvatarPose())
     x, y = transforms.project_point(proj @ eye_view @ model, p, width, height)
     return int(round(x)), int(round(y))
 
@@ -165,7 +172,7 @@ class HostileSource:
             AvatarFrameState(np.zeros((4, 4, 3), np.uint8), np.zeros(2, np.float32)),
             AvatarFrameState(dev_texture(), np.zeros(5, np.float32)),
             AvatarFrameState(dev_texture(), np.zeros(2, np.float32), presence=5.0),
-            AvatarFrameState(dev_texture(), np.zeros(2, np.float32), pose=HeadPose(rotation=(0, 0, 0, 0))),
+            AvatarFrameState(dev_texture(), np.zeros(2, np.float32), pose=AvatarPose(rotation=(0, 0, 0, 0))),
             AvatarFrameState(dev_texture().astype(np.float32), np.zeros(2, np.float32)),
             ZeroDivisionError(),
             good,

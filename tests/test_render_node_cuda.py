@@ -17,14 +17,15 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU here", allow_module_level=True)
 
 from geometry import transforms  # noqa: E402
+from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
+from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
 from xr_runtime.avatars.state import AvatarFrameState  # noqa: E402
 from xr_runtime.backends.base import head_eye_views  # noqa: E402
 from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig  # noqa: E402
-from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
 from xr_runtime.gl.egl_context import GLContextConfig, GLContextError, HeadlessGLContext  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode, RenderNodeConfig  # noqa: E402
 from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform  # noqa: E402
-from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
 
 GL_CONFIG = GLContextConfig(display="device", cuda_device=0)
 W, H = 200, 150
@@ -122,11 +123,15 @@ def test_streaming_engine_on_cuda_drives_the_avatar_through_interop(nvidia_gl):
     rng = np.random.default_rng(0)
     feats = np.zeros((478, 3), np.float32)
 
-    class Feed:  # the receiver's interface the engine reads: new frames each step
+    class Feed:  # the receiver's interface the engine reads (FrameSource): new frames each step
         seq = 0
+
+        def snapshot(self):
+            return {}
 
         def window_received(self, sid, n):
             import time
+
             from streaming.receiver import ReceivedFrame
 
             nonlocal feats

@@ -21,7 +21,8 @@ from geometry import transforms  # noqa: E402
 from xr_runtime.backends.openxr import OpenXRBackend  # noqa: E402
 from xr_runtime.backends.select import choose_backend  # noqa: E402
 from xr_runtime.avatars.dev_source import QUADRANT_COLOURS, StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture, solid_texture  # noqa: E402
-from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig  # noqa: E402
+from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
+from xr_runtime.render_node import RenderNode, RenderNodeConfig  # noqa: E402
 from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform  # noqa: E402
 from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
 
@@ -98,7 +99,7 @@ def test_openxr_avatar_driven_live_over_a_socket_changes_on_the_swapchain():
 
     torch = pytest.importorskip("torch")  # noqa: F841
     from streaming.protocol import FeatureFrame, FeatureKind
-    from streaming.transport import Publisher
+    from streaming.publisher import Publisher
     from xr_runtime.avatars.engine_source import reference_engine_source
     from streaming.receiver import Receiver, ReceiverConfig
 
@@ -284,3 +285,18 @@ def test_headcast_render_on_openxr_takes_graphics_samples_and_refresh_rate(tmp_p
                         "--bind", "tcp://127.0.0.1:0", "--clock-bind", "off", "--backend", "openxr",
                         "--graphics", "glx", "--frames", "2"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs an X display" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_missing_api_layer_is_a_clear_error_not_a_traceback(tmp_path):
+    """XR_ENABLE_API_LAYERS naming a layer that is not installed: the loader refuses the instance;
+    the user gets the layer named and exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XR_ENABLE_API_LAYERS="XR_APILAYER_LUNARG_not_installed")
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "render", "--avatar", str(tmp_path / "a"), "--dev-avatars",
+                        "--bind", "tcp://127.0.0.1:0", "--clock-bind", "off", "--backend", "openxr", "--frames", "2"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "ApiLayerNotPresent" in r.stderr and "XR_APILAYER_LUNARG_not_installed" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr

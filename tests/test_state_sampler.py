@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from xr_runtime.avatars.state import AvatarFrameState, BadState, HeadPose, check_state
 from xr_runtime.avatars.sampler import AvatarSampler, SamplerConfig, idle_pose
+from xr_runtime.avatars.state import AvatarFrameState, AvatarPose, BadState, check_state
 
 MS = 1_000_000
 NEUTRAL_TEX = np.zeros((4, 4, 4), np.uint8)
@@ -20,7 +20,7 @@ def yaw_quat(deg: float):
 
 
 def state(t_ms: float, w: float, yaw: float = 0.0, presence: float = 1.0, serial: int = 1, tex=LIVE_TEX):
-    return AvatarFrameState(tex, np.array([w], np.float32), HeadPose(yaw_quat(yaw), (w, 0.0, 0.0)), presence,
+    return AvatarFrameState(tex, np.array([w], np.float32), AvatarPose(yaw_quat(yaw), (w, 0.0, 0.0)), presence,
                             t_state_ns=int(t_ms * MS), t_ready_ns=int(t_ms * MS), texture_serial=serial)
 
 
@@ -96,8 +96,8 @@ def test_idle_pose_is_a_unit_quaternion():
     AvatarFrameState(LIVE_TEX, np.zeros(2, np.float32)),
     AvatarFrameState(LIVE_TEX, np.array([np.inf], np.float32)),
     AvatarFrameState(LIVE_TEX[..., :3], np.zeros(1, np.float32)),
-    AvatarFrameState(LIVE_TEX, np.zeros(1, np.float32), HeadPose(scale=0.0)),
-    AvatarFrameState(LIVE_TEX, np.zeros(1, np.float32), HeadPose(translation=(math.nan, 0, 0))),
+    AvatarFrameState(LIVE_TEX, np.zeros(1, np.float32), AvatarPose(scale=0.0)),
+    AvatarFrameState(LIVE_TEX, np.zeros(1, np.float32), AvatarPose(translation=(math.nan, 0, 0))),
     AvatarFrameState(LIVE_TEX, np.zeros(1, np.float32), presence=-0.1),
     AvatarFrameState(LIVE_TEX, [0.0]),
 ])

@@ -12,10 +12,10 @@ from pathlib import Path
 from capture.node import CaptureConfig, CaptureNode
 from capture.sources import SourceConfig, SourceError
 from capture.stats import format_table
+from core.errors import HeadcastError
 from streaming.protocol import FeatureKind
-from tools.bench_common import write_json
-from tools.errors import CliError
 from streaming.receiver import Receiver, ReceiverConfig
+from tools.bench_common import write_json
 
 TARGET_FPS = 60.0
 TARGET_CAPTURE_TO_SENT_P50_MS = 8.0
@@ -35,7 +35,7 @@ def register(bench_sub) -> None:
 def run(args) -> int:
     feature = FeatureKind.from_label(args.feature)
     if feature is FeatureKind.DECA2048 and args.deca_checkpoint is None:
-        raise CliError("--feature deca2048 needs --deca-checkpoint")
+        raise HeadcastError("--feature deca2048 needs --deca-checkpoint")
     with Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*", history=1)) as rx:
         cfg = CaptureConfig(
             source=SourceConfig(args.source, max_frames=args.frames),
@@ -49,7 +49,7 @@ def run(args) -> int:
                 stats = CaptureNode(cfg).run(on_progress=lambda st: bar.update(st.frames - bar.n),
                                              progress_every_s=0.5)
         except (SourceError, ValueError) as exc:
-            raise CliError(str(exc)) from exc
+            raise HeadcastError(str(exc)) from exc
         rx.wait_for(lambda r: "bench" in r.snapshot() and r.snapshot()["bench"].end_of_stream, 2.0)
         received = rx.snapshot().get("bench")
     summary = stats.summary()

@@ -1,27 +1,12 @@
-"""Helpers every benchmark shares: percentile summaries and atomic JSON output."""
+"""What every benchmark shares: the machine it ran on, and atomic JSON output."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def percentiles(values_ms) -> dict:
-    a = np.asarray(values_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan"), "mean": float("nan")}
-    return {
-        "n": int(a.size),
-        "p50": float(np.percentile(a, 50)),
-        "p95": float(np.percentile(a, 95)),
-        "p99": float(np.percentile(a, 99)),
-        "max": float(a.max()),
-        "mean": float(a.mean()),
-    }
+from core.atomic_files import atomic_write_json
 
 
 def machine_info() -> dict:
@@ -30,10 +15,5 @@ def machine_info() -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic: a crash mid-write never leaves a truncated results file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    data = {**data, "machine": machine_info()}
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
-    os.replace(tmp, path)
+    """Atomic (core.atomic_files): a crash mid-write never leaves a truncated results file."""
+    atomic_write_json(path, {**data, "machine": machine_info()}, allow_nan=True)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench_common import percentiles, write_json
-from tools.errors import CliError
+from core.errors import HeadcastError
+from core.percentiles import percentiles
+from tools.bench_common import write_json
 
 TARGETS = {"cpu": {"avatars": 1, "res": 256, "p50_ms": 16.0},
            "cuda": [{"avatars": 1, "res": 512, "p50_ms": 1.0}, {"avatars": 8, "res": 512, "p50_ms": 4.0}]}
@@ -51,9 +52,9 @@ def _counts(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise CliError(f"expected comma-separated integers, got {text!r}") from None
+        raise HeadcastError(f"expected comma-separated integers, got {text!r}") from None
     if not vals or min(vals) < 1:
-        raise CliError(f"expected positive integers, got {text!r}")
+        raise HeadcastError(f"expected positive integers, got {text!r}")
     return vals
 
 
@@ -63,7 +64,7 @@ def _package_avatar(path: Path, seed: int):
     try:
         return load_avatar_model(path, allow_untrained=True, seed=seed)
     except ValueError as exc:  # AvatarPackageError is a ValueError: name the problem, no traceback
-        raise CliError(str(exc)) from None
+        raise HeadcastError(str(exc)) from None
 
 
 def _seeded(module, seed: int):
@@ -195,7 +196,7 @@ def run(args) -> int:
 
     counts = _counts(args.avatars)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda: no CUDA device (torch.cuda.is_available() is False)")
+        raise HeadcastError("--device cuda: no CUDA device (torch.cuda.is_available() is False)")
     if args.avatar is not None:
         def source(n, res):
             pairs = [_package_avatar(args.avatar, seed=i) for i in range(n)]

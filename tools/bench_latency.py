@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import HeadcastError
 from tools import samples
 from tools.bench_common import write_json
-from tools.errors import CliError
+from xr_runtime.latency.publisher import collect_published_latency
+from xr_runtime.latency.recorder import creep_ms_per_min, stage_ms, summarise
 from xr_runtime.local_session import SessionConfig, run_session
-from xr_runtime.latency.recorder import COLUMNS, creep_ms_per_min, stage_ms, summarise
 
 TARGETS = {"end_to_end_p50_ms": 60.0, "end_to_end_p99_ms": 100.0, "creep_ms_per_min": 0.5}
 
@@ -62,43 +63,14 @@ def plot(times: dict[str, np.ndarray], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def attach(endpoint: str, seconds: float) -> dict[str, np.ndarray]:
-    """Collects a live render node's latency records for ``seconds``."""
-    import time
-
-    import zmq
-
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.maxmsgsize = 64 << 20
-    sock.connect(endpoint)
-    cols: dict[str, list] = {}
-    deadline = time.monotonic() + seconds
-    try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(remaining * 1000) + 1):
-                continue
-            try:
-                msg = json.loads(sock.recv())
-                for name in COLUMNS:
-                    cols.setdefault(name, []).extend(int(v) for v in msg[name])
-            except (ValueError, KeyError, TypeError):
-                continue  # not a latency message: ignore, keep listening
-    finally:
-        sock.close(0)
-        ctx.term()
-    return {name: np.asarray(cols.get(name, []), dtype=np.int64) for name in COLUMNS}
-
-
 def run(args) -> int:
     if args.attach:
         from core.progress import seconds_bar
 
         with seconds_bar(args.seconds, "attached"):
-            times = attach(args.attach, args.seconds)
+            times = collect_published_latency(args.attach, args.seconds)
         if len(times["display"]) == 0:
-            raise CliError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
+            raise HeadcastError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
                            "running there with --latency-bind, and is an avatar being driven?")
         return report(args, times, {"attached": args.attach}, {}, None)
     return run_local(args)
@@ -111,7 +83,7 @@ def run_local(args) -> int:
         try:
             source = str(samples.sample_path(samples.DRIVER_CLIP))
         except samples.SampleError as exc:
-            raise CliError(str(exc)) from exc
+            raise HeadcastError(str(exc)) from exc
         is_file = True
     else:
         source, is_file = args.source, not args.source.isdigit()
@@ -126,7 +98,7 @@ def run_local(args) -> int:
     times = {k: np.asarray(v, dtype=np.int64) for k, v in raw.items() if isinstance(v, list)}
     n = len(times["display"])
     if n == 0:
-        raise CliError("no driven frame reached the display: does the avatar carry an animation network?\n"
+        raise HeadcastError("no driven frame reached the display: does the avatar carry an animation network?\n"
                        + "\n".join(result.render_log[-10:]))
     return report(args, times, {"source": source, "avatar": str(avatar)}, result.render_stats, result.capture_stats)
 

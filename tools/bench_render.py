@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench_common import percentiles, write_json
-from tools.errors import CliError
+from core.errors import HeadcastError
+from core.percentiles import percentiles
+from tools.bench_common import write_json
 
 STAGES = ("sample", "upload", "draw_eye0", "draw_eye1", "submit", "frame")
 
@@ -67,12 +68,13 @@ class CyclingSource:
 
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
             egl: str = "surfaceless", samples: int = 0, upload: str = "auto") -> dict:
-    from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
     from xr_runtime.avatars.dev_source import dev_head_mesh
-    from xr_runtime.gl.egl_context import GLContextConfig
-    from xr_runtime.render_node import AvatarAssets, RenderNode, RenderNodeConfig
-    from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
     from xr_runtime.avatars.sampler import SamplerConfig
+    from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
+    from xr_runtime.gl.egl_context import GLContextConfig
+    from xr_runtime.avatars.assets import AvatarAssets
+    from xr_runtime.render_node import RenderNode, RenderNodeConfig
+    from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
 
     mesh = dev_head_mesh(rows=48, cols=40)  # ~1.9k vertices, 3.6k triangles: a light head mesh
     slots = [AvatarSlot(Path(f"a{i}"), f"s{i}", Transform(((i % 4 - 1.5) * 0.25, 1.4 + 0.3 * (i // 4), -1.2)))
@@ -101,11 +103,11 @@ def run(args) -> int:
         counts = sorted({0} | {int(v) for v in args.avatars.split(",") if v.strip()})
         w, h = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise CliError("--avatars takes integers like 0,1,4,8; --size looks like 640x480") from None
+        raise HeadcastError("--avatars takes integers like 0,1,4,8; --size looks like 640x480") from None
     if any(c < 0 or c > 64 for c in counts):
-        raise CliError("avatar counts must lie in 0..64")
+        raise HeadcastError("avatar counts must lie in 0..64")
     if args.samples < 0:
-        raise CliError("--samples must be 0 or more")
+        raise HeadcastError("--samples must be 0 or more")
     from core.progress import progress_bar
 
     results = {}

@@ -7,7 +7,6 @@ Every configuration runs in the same invocation so the ZeroMQ/UDP ratios compare
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import socket
 import struct
 import tempfile
@@ -18,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from tools.bench_common import percentiles, write_json
+from core.percentiles import percentiles
+from tools.bench_common import write_json
 
 _STAMP = struct.Struct("<qII")  # t_send_ns, seq, stream index
 

@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 from calibration.clock_service import ClockClient, ClockServer
+from core.errors import HeadcastError
 from tools.bench_common import write_json
-from tools.errors import CliError
 from tools.net_args import curve_client_from_args
 
 
@@ -30,7 +30,7 @@ def run(args) -> int:
         try:
             server = ClockServer(args.serve, insecure=args.insecure)
         except Exception as exc:
-            raise CliError(f"cannot serve a clock on {args.serve}: {exc}") from exc
+            raise HeadcastError(f"cannot serve a clock on {args.serve}: {exc}") from exc
         print(f"clock service on {server.endpoint}", flush=True)
         try:
             t_end = None if args.seconds is None else time.monotonic() + args.seconds
@@ -45,7 +45,7 @@ def run(args) -> int:
         mapping = client.measure(count=args.count, interval_s=args.interval)
         timeouts = client.timeouts
     if mapping is None:
-        raise CliError(f"no answer from {args.peer} ({timeouts} timeouts): is a render node or "
+        raise HeadcastError(f"no answer from {args.peer} ({timeouts} timeouts): is a render node or "
                        "`headcast calibrate clock --serve` running there?")
     print(f"peer {args.peer}: offset {mapping.offset_ns / 1e6:+.3f} ms (peer − local), "
           f"drift {mapping.drift_ppm:+.2f} ppm, best round trip {mapping.min_delay_ns / 1e3:.0f} µs, "

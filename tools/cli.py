@@ -11,7 +11,6 @@ import sys
 
 from core.errors import HeadcastError
 from core.third_party_logs import quiet_python_noise, show_third_party_logs
-from tools.errors import CliError
 from tools.registry import register_all
 
 # Subcommand modules, in the order `headcast --help` lists them.
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (CliError, HeadcastError) as exc:
+    except HeadcastError as exc:
         print(f"headcast {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

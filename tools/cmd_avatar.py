@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.errors import CliError
+from core.errors import HeadcastError
 
 
 def register(sub) -> None:
@@ -53,7 +53,7 @@ def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     try:
         video = samples.sample_path(samples.AVATAR_CLIP)
     except samples.SampleError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     work = out.parent / ".work" / out.name
     log(f"building the default avatar {out} from {video.name} ({reason})")
     cfg = BuildConfig.preset([str(video)], out, work, quick=quick,
@@ -61,7 +61,7 @@ def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     try:
         AvatarBuilder(cfg, log=log).run()
     except BuildError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     return out
 
 
@@ -88,14 +88,13 @@ def _animation_summary(block: dict) -> dict | None:
 
 
 def run_info(args) -> int:
-    from inference.avatar_package import AvatarPackage, AvatarPackageError
-
     from inference.avatar_builder import decode_ms
+    from inference.avatar_package import AvatarPackage, AvatarPackageError
 
     try:
         pkg = AvatarPackage.load(args.dir)
     except AvatarPackageError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     m = pkg.manifest.raw
     params = sum(p.numel() for p in pkg.decoder.parameters())
     ms = decode_ms(pkg.decoder, pkg.manifest.z_dim, threads=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from tools.errors import CliError
+from core.errors import HeadcastError
 
 
 def register(sub) -> None:
@@ -51,14 +51,14 @@ def run(args) -> int:
     from inference.avatar_builder import AvatarBuilder, BuildConfig, BuildError
 
     if args.res is not None and (args.res < 32 or args.res & (args.res - 1)):
-        raise CliError(f"--res must be a power of two ≥ 32, got {args.res}")
+        raise HeadcastError(f"--res must be a power of two ≥ 32, got {args.res}")
     from inference.avatar_package import AvatarPackageError, check_replaceable
 
     out = Path(args.out)
     try:
         check_replaceable(out.absolute())  # fail before minutes of work, not at the export
     except AvatarPackageError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     work = Path(args.work) if args.work else out.parent / f"{out.name}.work"
     command = _command_line(args)
     cfg = BuildConfig.preset(args.video, out, work, res=args.res, quick=args.quick, device=args.device,
@@ -69,7 +69,7 @@ def run(args) -> int:
     try:
         result = AvatarBuilder(cfg).run()
     except BuildError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     m = result.manifest
     b, met = m["build"], m["metrics"]
     rej = ", ".join(f"{k} {v}" for k, v in b["rejected"].items())

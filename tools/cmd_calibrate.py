@@ -9,10 +9,8 @@ import numpy as np
 
 from calibration.neutral import NeutralError, NeutralEstimateConfig, estimate_neutral
 from capture.sources import SourceConfig, SourceError, open_source
-from tools.errors import CliError
+from core.errors import HeadcastError
 from tools.registry import register_all
-
-
 
 # Further calibrations live in their own modules, each with register(calibrate_subparsers),
 # like the benchmarks (e.g. tools.calibrate_clock for the capture→render clock offset).
@@ -64,7 +62,7 @@ def collect_canonicals(source_cfg: SourceConfig, seconds: float, start_s: float 
 
 def run_neutral(args) -> int:
     if args.seconds <= 0:
-        raise CliError("--seconds must be positive")
+        raise HeadcastError("--seconds must be positive")
     if args.source.strip().isdigit():
         print(f"hold a relaxed, neutral face and look into the camera for {args.seconds:.0f} s...", file=sys.stderr)
     try:
@@ -78,7 +76,7 @@ def run_neutral(args) -> int:
         neutral = estimate_neutral(realigned, NeutralEstimateConfig(), source=desc)
         neutral.save(args.out)
     except (SourceError, NeutralError) as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     print(f"neutral face from {neutral.frames_used} low-activity frames of {neutral.frames_seen} with a face "
           f"({frames} read from {desc}) → {args.out}")
     return 0

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import zmq
 
+from calibration.clock_service import clock_endpoint_for
 from calibration.neutral import NeutralError
 from capture.node import CaptureConfig, CaptureNode
 from capture.sources import SourceConfig, SourceError
 from capture.stats import format_table
+from core.errors import HeadcastError
 from streaming.protocol import FeatureKind, validate_stream_id
-from streaming.transport import InsecureBindError
-from tools.errors import CliError
-from calibration.clock_service import clock_endpoint_for
+from streaming.sockets import InsecureBindError
 from tools.net_args import add_client_args, curve_client_from_args
 
 
@@ -49,16 +49,16 @@ def build_config(args) -> CaptureConfig:
     try:
         validate_stream_id(args.stream)
     except ValueError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     if args.frames is not None and args.frames < 1:
-        raise CliError("--frames must be at least 1")
+        raise HeadcastError("--frames must be at least 1")
     if args.insecure and not args.bind:
-        raise CliError("--insecure only applies with --bind")
+        raise HeadcastError("--insecure only applies with --bind")
     feature = FeatureKind.from_label(args.feature)
     if feature is FeatureKind.DECA2048 and args.deca_checkpoint is None:
-        raise CliError("--feature deca2048 needs --deca-checkpoint deca_model.tar (DECA's weights are not shipped)")
+        raise HeadcastError("--feature deca2048 needs --deca-checkpoint deca_model.tar (DECA's weights are not shipped)")
     if args.bind and (args.server_key or args.client_key):
-        raise CliError("CURVE keys apply to --connect; a binding capture node supports only loopback or --insecure")
+        raise HeadcastError("CURVE keys apply to --connect; a binding capture node supports only loopback or --insecure")
     curve = curve_client_from_args(args) if args.connect else None
     clock = None
     if args.clock == "auto":
@@ -95,13 +95,13 @@ def run(args) -> int:
             progress = lambda st: print(format_table(st.summary()) + "\n", file=sys.stderr)  # noqa: E731
         stats = node.run(on_progress=progress)
     except (SourceError, NeutralError, InsecureBindError) as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     except ValueError as exc:  # bad endpoint strings, DECA checkpoint refused
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     except zmq.ZMQError as exc:  # malformed endpoint, address in use, unknown host
-        raise CliError(f"cannot use endpoint {config.endpoint}: {exc}") from exc
+        raise HeadcastError(f"cannot use endpoint {config.endpoint}: {exc}") from exc
     except OSError as exc:  # e.g. --record into a directory we may not write
-        raise CliError(f"{exc.filename or ''}: {exc.strerror or exc}") from exc
+        raise HeadcastError(f"{exc.filename or ''}: {exc.strerror or exc}") from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
     summary = stats.summary()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.errors import HeadcastError
 from tools import samples
-from tools.errors import CliError
 from xr_runtime.local_session import SessionConfig, run_session
 
 
@@ -65,7 +65,7 @@ def run(args) -> int:
     try:
         source = str(args.camera) if args.camera is not None else str(samples.sample_path(samples.DRIVER_CLIP))
     except samples.SampleError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     avatar = ensure_default_avatar(quick=args.quick_avatar)
     print(f"demo: avatar {avatar}\ndemo: driver {source}", flush=True)
     result = run_session(SessionConfig(avatar=avatar, source=source, out_dir=args.out, seconds=args.seconds,

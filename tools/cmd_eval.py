@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.errors import HeadcastError
 from tools.bench_common import write_json
-from tools.errors import CliError
 
 # Targets from the issue: self-reenactment on held-out frames, and cross-identity transfer.
 SELF_TARGETS = {"mouth_open": 0.9, "eye_open_left": 0.8, "eye_open_right": 0.8}
@@ -42,13 +42,13 @@ def run_transfer(args) -> int:
         try:
             ranges = holdout_ranges(args.avatar, args.driver)
         except (OSError, KeyError, ValueError) as exc:
-            raise CliError(f"{args.avatar}: no held-out frames to score ({exc})") from exc
+            raise HeadcastError(f"{args.avatar}: no held-out frames to score ({exc})") from exc
     elif args.frames:
         try:
             a, b = args.frames.split(":")
             start, end = int(a or 0), (int(b) if b else None)
         except ValueError as exc:
-            raise CliError("--frames takes START:END") from exc
+            raise HeadcastError("--frames takes START:END") from exc
     from core.progress import callback, progress_bar
 
     with progress_bar(desc="track", unit="f") as tracking, progress_bar(desc="drive", unit="f") as driving:

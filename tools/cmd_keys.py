@@ -11,8 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from streaming.transport import generate_keys
-from tools.errors import CliError
+from core.errors import HeadcastError
+from streaming.sockets import generate_keys
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def run_generate(args) -> int:
             generate_keys(d, ["server"])
         generate_keys(d / "clients", clients)
     except (FileExistsError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     allowed = d / "allowed"
     allowed.mkdir(exist_ok=True)
     for name in clients:

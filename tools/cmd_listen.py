@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from tools.errors import CliError
-from tools.net_args import add_server_args, curve_server_from_args, start_clock_server
+from calibration.clock_service import start_clock_service
+from core.atomic_files import atomic_write_json
 from streaming.receiver import Receiver, ReceiverConfig
 from streaming.stream_table import collect, format_table
+from tools.net_args import add_server_args, curve_server_from_args
 
 
 def register(sub) -> None:
@@ -30,11 +31,12 @@ def run(args) -> int:
     curve = curve_server_from_args(args)
     cfg = ReceiverConfig(endpoint=args.bind, bind=True, curve_server=curve, insecure=args.insecure,
                          lost_after_s=args.lost_after)
+    receiver = Receiver(cfg).start()  # a port in use, a bad endpoint or key: a HeadcastError naming it
     try:
-        receiver = Receiver(cfg).start()
-    except Exception as exc:  # zmq.ZMQError on a port in use, bad endpoint, bad key file
-        raise CliError(f"cannot listen on {args.bind}: {exc}") from exc
-    clock = start_clock_server(args.clock_bind, receiver.bound_endpoint, curve, args.insecure)
+        clock = start_clock_service(args.clock_bind, receiver.bound_endpoint, curve, args.insecure)
+    except BaseException:
+        receiver.stop()
+        raise
     print(f"listening on {receiver.bound_endpoint}{' (CURVE)' if curve else ''}"
           f"{f', clock service on {clock.endpoint}' if clock else ''}", flush=True)
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
@@ -54,7 +56,5 @@ def run(args) -> int:
         if clock:
             clock.close()
     if args.json:
-        from core.atomic_files import atomic_write_json
-
         atomic_write_json(args.json, stats)
     return 0

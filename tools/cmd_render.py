@@ -14,15 +14,13 @@ shows its neutral face and fades with its stream's presence (live, face lost, lo
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-import numpy as np
-
-from tools.errors import CliError
-from tools.net_args import add_server_args, curve_server_from_args, start_clock_server
-
-log = logging.getLogger(__name__)
+from core.atomic_files import atomic_write_json
+from core.errors import HeadcastError
+from tools.bench_common import write_json
+from tools.net_args import add_server_args, curve_server_from_args
+from xr_runtime.avatars.sources import ENGINES
 
 
 def register(sub) -> None:
@@ -55,7 +53,7 @@ def register(sub) -> None:
                    help="write moved avatar placements back into --scene on exit (atomic)")
     p.add_argument("--dev-avatars", action="store_true",
                    help="development: a procedural test head for every slot instead of its package")
-    p.add_argument("--engine", default="auto", choices=["auto", "package", "reference", "none"],
+    p.add_argument("--engine", default="auto", choices=list(ENGINES),
                    help="what animates the avatars: 'package' = each package's animation network on the streaming "
                         "engine; 'auto' (default) = that when every package carries one, else 'none' (neutral faces "
                         "that fade with their stream); 'reference' (development) = untrained reference avatars "
@@ -97,114 +95,10 @@ def _parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise CliError(f"--size must look like 640x480, got {text!r}") from None
+        raise HeadcastError(f"--size must look like 640x480, got {text!r}") from None
     if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise CliError(f"--size {text} out of range")
+        raise HeadcastError(f"--size {text} out of range")
     return w, h
-
-
-def load_assets(scene, dev: bool) -> list:
-    """AvatarAssets per slot: from its package, or the procedural dev head."""
-    from xr_runtime.avatars.dev_source import dev_head_mesh, dev_texture
-    from xr_runtime.render_node import AvatarAssets
-
-    if dev:
-        return [AvatarAssets(dev_head_mesh(), dev_texture(128)) for _ in scene.avatars]
-    from inference.avatar_package import AvatarPackage, AvatarPackageError
-    from xr_runtime.avatars.mesh import AvatarMeshData
-
-    out, cache = [], {}
-    for slot in scene.avatars:
-        key = Path(slot.package).resolve()
-        if key not in cache:
-            try:
-                package = AvatarPackage.load(slot.package)
-            except AvatarPackageError as exc:
-                raise CliError(str(exc)) from exc
-            import torch
-
-            with torch.inference_mode():
-                texture, weights = package.decoder(torch.zeros(package.manifest.z_dim))
-            mesh = package.mesh
-            cache[key] = AvatarAssets(AvatarMeshData(mesh.positions, mesh.uvs, mesh.indices, mesh.blendshapes),
-                                      texture.cpu().numpy(), weights.cpu().numpy().astype(np.float32))
-        out.append(cache[key])
-    return out
-
-
-def build_source(scene, assets, receiver):
-    """Without an animation network: neutral faces whose presence follows the live streams."""
-    from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream
-
-    log.warning("no animation engine for these avatars: they show their neutral face, fading with their "
-                "stream's presence")
-    streams = {slot.stream: StaticStream(a.neutral_texture, a.weights0()) for slot, a in zip(scene.avatars, assets)}
-    return StaticAvatarStateSource(streams, receiver=receiver), None
-
-
-def _head_motion(args):
-    from calibration.head_pose import HeadMotionConfig
-
-    return HeadMotionConfig() if getattr(args, "head_motion", True) else None
-
-
-def _make_source(engine: str, scene, receiver, args, clock=None):
-    """(source, assets, closer) for the chosen engine; 'auto' falls back to neutral faces."""
-    if engine == "reference":
-        from xr_runtime.avatars.engine_source import reference_engine_source
-
-        source, assets = reference_engine_source(scene, receiver, device=args.device, clock=clock,
-                                                 head_motion=_head_motion(args))
-        return source, assets, source.stop
-    if engine in ("package", "auto"):
-        from inference.avatar_package import AvatarPackageError
-        from xr_runtime.avatars.engine_source import package_engine_source
-
-        try:
-            source, assets = package_engine_source(scene, receiver, device=args.device, clock=clock,
-                                                   head_motion=_head_motion(args))
-            print(f"engine: streaming engine on {args.device} with the packages' animation networks", flush=True)
-            return source, assets, source.stop
-        except AvatarPackageError as exc:
-            raise CliError(str(exc)) from exc
-        except ValueError as exc:
-            if engine == "package":
-                raise CliError(str(exc)) from exc
-            log.warning("%s: showing neutral faces", exc)
-    assets = load_assets(scene, args.dev_avatars)
-    source, closer = build_source(scene, assets, receiver)
-    return source, assets, closer
-
-
-def make_backend(name: str, args, scene):
-    size = _parse_size(args.size)
-    if name == "headless":
-        from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
-
-        from media.video_writer import VideoConfig
-
-        return HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=args.stereo, fps=args.fps,
-                                              paced=not args.unpaced, out=args.out,
-                                              video=VideoConfig(codec=getattr(args, "video_codec", "h264")),
-                                              head_position=tuple(scene.viewer.position),
-                                              head_rotation=tuple(scene.viewer.rotation)))
-    if args.out is not None:
-        raise CliError("--out is for the headless backend")
-    if name == "desktop":
-        from xr_runtime.backends.desktop import DesktopBackend, DesktopConfig
-
-        return DesktopBackend(DesktopConfig(width=size[0] * (2 if args.stereo else 1), height=size[1], stereo=args.stereo,
-                                            head_position=tuple(scene.viewer.position),
-                                            head_rotation=tuple(scene.viewer.rotation)))
-    from xr_runtime.backends.openxr import OpenXRBackend
-    from xr_runtime.openxr.session import XrSessionConfig
-
-    if args.samples is not None and args.samples < 0:
-        raise CliError("--samples must be 0 or more")
-    if args.refresh_rate is not None and args.refresh_rate <= 0:
-        raise CliError("--refresh-rate must be positive")
-    return OpenXRBackend(XrSessionConfig(graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate),
-                         mirror=args.mirror)
 
 
 def spectator_config(args):
@@ -213,7 +107,7 @@ def spectator_config(args):
 
     if not args.web and not args.virtual_camera:
         if args.web_public or args.web_token_file:
-            raise CliError("--web-public and --web-token-file need --web")
+            raise HeadcastError("--web-public and --web-token-file need --web")
         return None
     web = camera = None
     if args.web:
@@ -224,9 +118,9 @@ def spectator_config(args):
             try:
                 token = args.web_token_file.read_text().strip()
             except OSError as exc:
-                raise CliError(f"--web-token-file: {exc}") from exc
+                raise HeadcastError(f"--web-token-file: {exc}") from exc
             if len(token) < 16:
-                raise CliError("--web-token-file: a token needs at least 16 characters")
+                raise HeadcastError("--web-token-file: a token needs at least 16 characters")
         web = WebConfig.parse(args.web, public=args.web_public, token=token, max_viewers=args.web_max_viewers)
     if args.virtual_camera:
         from xr_runtime.spectator.virtual_camera import VirtualCameraConfig
@@ -235,122 +129,46 @@ def spectator_config(args):
         camera = VirtualCameraConfig(width=w, height=h, fps=args.virtual_camera_fps,
                                      device=None if args.virtual_camera == "auto" else args.virtual_camera)
     if args.web_fps <= 0:
-        raise CliError("--web-fps must be positive")
+        raise HeadcastError("--web-fps must be positive")
     return SpectatorConfig(eye=1 if args.spectator_eye == "right" else 0, web=web, web_fps=args.web_fps,
                            camera=camera)
 
 
 def run(args) -> int:
-    from xr_runtime.backends.select import choose_backend
-    from xr_runtime.interrupts import stop_event_on_signals
-    from streaming.receiver import Receiver, ReceiverConfig
-    from xr_runtime.render_node import RenderNode, RenderNodeConfig
-    from xr_runtime.scene.scene_file import Scene, SceneError, single_avatar_scene
-    from xr_runtime.avatars.worker_source import WorkerStateSource
+    from xr_runtime.avatars.sources import StateSourceConfig
+    from xr_runtime.backends.factory import BackendOptions
+    from xr_runtime.render_session import RenderSessionConfig, run_render_session
+    from xr_runtime.scene.scene_file import Scene, single_avatar_scene
 
     if args.frames is not None and args.frames < 1:
-        raise CliError("--frames must be at least 1")
-    try:
-        scene = Scene.load(args.scene) if args.scene else single_avatar_scene(args.avatar, args.stream)
-    except SceneError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError("--frames must be at least 1")
+    scene = Scene.load(args.scene) if args.scene else single_avatar_scene(args.avatar, args.stream)
     if args.save_placements and not args.scene:
-        raise CliError("--save-placements needs --scene")
-    spectator = spectator_config(args)
-    try:
-        choice = choose_backend(args.backend)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    print(f"backend: {choice.name} ({choice.reason})", flush=True)
-    engine = args.engine
-    if args.dev_avatars:
-        if engine in ("package", "reference"):
-            raise CliError(f"--engine {engine} brings its own avatars; drop --dev-avatars")
-        engine = "none"
-    curve = curve_server_from_args(args)
-    try:
-        receiver = Receiver(ReceiverConfig(endpoint=args.bind, bind=True, curve_server=curve,
-                                           insecure=args.insecure)).start()
-    except Exception as exc:  # zmq.ZMQError: port in use, bad endpoint
-        raise CliError(f"cannot listen on {args.bind}: {exc}") from exc
-    endpoint = receiver.bound_endpoint
-    clock = start_clock_server(args.clock_bind, endpoint, curve, args.insecure)
-    try:
-        source, assets, closer = _make_source(engine, scene, receiver, args, clock)
-    except BaseException:
-        receiver.stop()
-        if clock:
-            clock.close()
-        raise
-    # Printed once the source is ready (building an engine takes seconds): from here on, streams count.
-    print(f"listening on {endpoint}{' (CURVE)' if curve else ''}", flush=True)
-    # The streaming engine already relaxes its latent to the neutral face when presence drops, so the
-    # node's own fade only needs to smooth that (short); neutral-face sources rely on the node's fade.
-    from xr_runtime.avatars.sampler import SamplerConfig
+        raise HeadcastError("--save-placements needs --scene")
+    width, height = _parse_size(args.size)
+    from calibration.head_pose import HeadMotionConfig
 
-    fade_s = 0.1 if isinstance(source, WorkerStateSource) else SamplerConfig().fade_s
-    outputs = None
-    publisher = None
-    try:
-        if spectator is not None:
-            from xr_runtime.spectator.outputs import SpectatorOutputs
-
-            outputs = SpectatorOutputs(spectator)   # a HeadcastError (no camera device) ends the command
-        node = RenderNode(scene, assets, source,
-                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s),
-                                           scene_save_path=args.scene if args.save_placements else None),
-                          spectator=outputs.tap if outputs else None)
-        backend = make_backend(choice.name, args, scene)
-        if outputs is not None:
-            outputs.start(node, receiver, clock)
-            if outputs.url:
-                print(f"web page on {outputs.url}", flush=True)
-            if outputs.camera is not None:
-                print(f"virtual camera {outputs.camera.device_name}", flush=True)
-        if args.latency_bind:
-            from xr_runtime.latency.publisher import LatencyPublisher
-
-            publisher = LatencyPublisher(node.latency, args.latency_bind, insecure=args.insecure)
-            print(f"latency records on {publisher.endpoint}", flush=True)
-        with stop_event_on_signals() as stop:
-            try:
-                stats = node.run(backend, max_frames=args.frames, seconds=args.seconds, stop=stop,
-                                 reconnects=args.reconnects if choice.name == "openxr" else 0,
-                                 reconnect_wait_s=2.0)
-            except Exception as exc:
-                if type(exc).__name__ in ("XrUnavailableError", "GLContextError", "DesktopUnavailable"):
-                    raise CliError(f"{choice.name} backend unavailable: {exc}") from exc
-                raise
-    finally:
-        if outputs is not None:
-            outputs.close()
-        if publisher is not None:
-            publisher.publish_new()
-            publisher.close()
-        if closer is not None:
-            closer()
-        counters = receiver.counters
-        receiver.stop()
-        if clock:
-            clock.close()
-    if args.save_placements and node.counters.placement_changes:
-        node.save_scene(args.scene)
-    stats["receiver"] = {"endpoint": endpoint, "messages": counters.messages, "malformed": counters.malformed}
-    stats["backend_choice"] = {"name": choice.name, "reason": choice.reason}
-    if outputs is not None:
-        stats.update(outputs.summary())
+    cfg = RenderSessionConfig(
+        scene=scene, bind=args.bind, curve=curve_server_from_args(args), insecure=args.insecure,
+        backend=args.backend,
+        backend_options=BackendOptions(width=width, height=height, stereo=args.stereo, fps=args.fps,
+                                       paced=not args.unpaced, out=args.out, video_codec=args.video_codec,
+                                       mirror=args.mirror,
+                                       graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate),
+        source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars,
+                                 head_motion=HeadMotionConfig() if args.head_motion else None),
+        frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,
+        latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None,
+        spectator=spectator_config(args))
+    stats, node = run_render_session(cfg, say=lambda line: print(line, flush=True))
     s = stats["stages_ms"]
+    p50 = lambda d: float("nan") if d.get("p50") is None else d["p50"]  # noqa: E731
     print(f"{stats['frames']} frames in {stats['seconds']:.2f} s ({stats['fps']:.1f} fps); frame "
-          f"p50 {s['frame'].get('p50', float('nan')):.2f} ms, draw p50 {s['draw'].get('p50', float('nan')):.2f} ms",
-          flush=True)
+          f"p50 {p50(s['frame']):.2f} ms, draw p50 {p50(s['draw']):.2f} ms", flush=True)
     if args.out is not None:
         print(f"wrote {args.out}", flush=True)
     if args.latency_trace:
-        from tools.bench_common import write_json
-
         write_json(args.latency_trace, {k: v.tolist() for k, v in node.latency.times().items()})
     if args.json:
-        from core.atomic_files import atomic_write_json
-
         atomic_write_json(args.json, stats, default=str)
     return 0

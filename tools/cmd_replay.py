@@ -8,8 +8,8 @@ import zmq
 
 from capture.recording import RecordingError
 from capture.replay import ReplayConfig, replay
-from streaming.transport import InsecureBindError
-from tools.errors import CliError
+from core.errors import HeadcastError
+from streaming.sockets import InsecureBindError
 from tools.net_args import add_client_args, curve_client_from_args
 
 
@@ -32,9 +32,9 @@ def run(args) -> int:
     try:
         result = replay(cfg)
     except (RecordingError, InsecureBindError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     except zmq.ZMQError as exc:
-        raise CliError(f"cannot use endpoint {args.connect}: {exc}") from exc
+        raise HeadcastError(f"cannot use endpoint {args.connect}: {exc}") from exc
     msg = f"replayed {result.sent} messages ({result.dropped} dropped by the socket)"
     if result.truncated_tail_bytes:
         msg += f"; the recording ends in a truncated tail of {result.truncated_tail_bytes} bytes ({result.tail_reason}), skipped"

@@ -1,8 +1,8 @@
 """`headcast samples`: fetch, verify and locate the sample clips."""
 from __future__ import annotations
 
+from core.errors import HeadcastError
 from tools import samples
-from tools.errors import CliError
 
 
 def register(sub) -> None:
@@ -18,7 +18,7 @@ def run(args) -> int:
             return 0
         paths = samples.ensure_samples()
     except samples.SampleError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     print(f"sample clips in {samples.samples_dir()} (sha256 verified):")
     for name, path in paths.items():
         print(f"  {path}  — {samples.SAMPLES[name].description}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.errors import CliError
+from core.errors import HeadcastError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def track_driver(path: Path, keep_frames: bool, progress=None) -> DriverTrack:
     try:
         source = open_source(SourceConfig(str(path)))
     except SourceError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     marks, frames = [], []
     with source, FaceTracker() as tracker:
         try:
@@ -73,7 +73,7 @@ def track_driver(path: Path, keep_frames: bool, progress=None) -> DriverTrack:
                     progress(len(marks), getattr(source, "frame_count", None))
         except SourceError as exc:
             if not marks:
-                raise CliError(str(exc)) from exc
+                raise HeadcastError(str(exc)) from exc
             # A clip that ends a few frames early is still worth evaluating on what did decode.
             log.warning("%s; evaluating the %d frames that decoded", exc, len(marks))
         fps = source.fps or float(cv2.CAP_PROP_FPS)
@@ -93,7 +93,7 @@ def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutra
         try:
             neutral = NeutralFace.load(neutral_file).canonical
         except NeutralError as exc:
-            raise CliError(str(exc)) from exc
+            raise HeadcastError(str(exc)) from exc
     else:
         online = OnlineNeutralEstimator(source="eval driver")
         for m in track.landmarks:
@@ -102,7 +102,7 @@ def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutra
                 if online.converged:
                     break
         if online.estimate is None:
-            raise CliError("driver clip: no face found in any frame")
+            raise HeadcastError("driver clip: no face found in any frame")
         neutral = online.estimate.canonical
     ex.neutral = neutral
     feats, canons = [], []
@@ -184,20 +184,20 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
         pkg = AvatarPackage.load(cfg.avatar)
         model, note = load_avatar_model(cfg.avatar)
     except (AvatarPackageError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     track = track_driver(cfg.driver, keep_frames=cfg.video is not None, progress=track_progress)
     n = len(track.landmarks)
     ranges = cfg.ranges if cfg.ranges is not None else ((cfg.start, n if cfg.end is None else cfg.end),)
     ranges = tuple((int(lo), min(int(hi), n)) for lo, hi in ranges)
     for lo, hi in ranges:
         if not (0 <= lo < hi):
-            raise CliError(f"frame range {lo}..{hi} is empty (driver has {n} frames)")
+            raise HeadcastError(f"frame range {lo}..{hi} is empty (driver has {n} frames)")
     target_neutral = None
     if cfg.target_neutral:
         from inference.animation.serialize import TARGET_NEUTRAL
 
         if TARGET_NEUTRAL not in pkg.extra_tensors:
-            raise CliError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
+            raise HeadcastError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
                            "or pass --neutral")
         target_neutral = pkg.extra_tensors[TARGET_NEUTRAL].numpy()
     feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral)
@@ -253,7 +253,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     seg_ids = np.array(segment)
     both = np.isfinite(d).all(1) & np.isfinite(a).all(1)
     if both.sum() < 8:
-        raise CliError(f"only {int(both.sum())} frames with a face in both driver and avatar: nothing to compare")
+        raise HeadcastError(f"only {int(both.sum())} frames with a face in both driver and avatar: nothing to compare")
     sb = seg_ids[both]
     signals = {name: agreement(name, d[both, k], a[both, k], cfg.max_lag, sb).as_dict()
                for k, name in enumerate(SIGNALS)}

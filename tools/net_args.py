@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-import zmq
-
-from calibration.clock_service import ClockServer, clock_endpoint_for
-from streaming.transport import DEFAULT_ENDPOINT, CurveClient, CurveServer, InsecureBindError, check_bind_policy
-from tools.errors import CliError
+from core.errors import HeadcastError
+from streaming.sockets import DEFAULT_ENDPOINT, CurveClient, CurveServer, InsecureBindError, check_bind_policy
 
 
 def add_server_args(p: argparse.ArgumentParser, default_bind: str = DEFAULT_ENDPOINT) -> None:
@@ -34,16 +30,16 @@ def curve_server_from_args(args) -> CurveServer | None:
     if args.server_key is None and args.allow is None:
         curve = None
     elif args.server_key is None or args.allow is None:
-        raise CliError("--server-key and --allow go together")
+        raise HeadcastError("--server-key and --allow go together")
     else:
         for path in (args.server_key, args.allow):
             if not path.exists():
-                raise CliError(f"{path} does not exist")
+                raise HeadcastError(f"{path} does not exist")
         curve = CurveServer(args.server_key, args.allow)
     try:
         check_bind_policy(args.bind, curve, args.insecure)
     except (InsecureBindError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     return curve
 
 
@@ -51,23 +47,8 @@ def curve_client_from_args(args) -> CurveClient | None:
     if args.server_key is None and args.client_key is None:
         return None
     if args.server_key is None or args.client_key is None:
-        raise CliError("--server-key and --client-key go together")
+        raise HeadcastError("--server-key and --client-key go together")
     for path in (args.server_key, args.client_key):
         if not path.exists():
-            raise CliError(f"{path} does not exist")
+            raise HeadcastError(f"{path} does not exist")
     return CurveClient(args.client_key, args.server_key)
-
-
-def start_clock_server(spec: str, bound_endpoint: str, curve, insecure: bool) -> ClockServer | None:
-    """The clock service capture nodes ping (feature port + 1 unless given); None when off.
-
-    A clock service that cannot start (port taken) is logged and skipped: streams still work,
-    only cross-host latency figures lose their calibration."""
-    if spec == "off":
-        return None
-    try:
-        endpoint = clock_endpoint_for(bound_endpoint) if spec == "auto" else spec
-        return ClockServer(endpoint, curve_server=curve, insecure=insecure)
-    except (ValueError, zmq.ZMQError) as exc:
-        logging.getLogger(__name__).warning("no clock service: %s", exc)
-        return None

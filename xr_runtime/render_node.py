@@ -28,38 +28,21 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from OpenGL import GL
 
-from xr_runtime.avatars.mesh import AvatarMeshData
+from xr_runtime.avatars.assets import AvatarAssets
+from xr_runtime.avatars.sampler import AvatarSampler, SampledLook, SamplerConfig
 from xr_runtime.avatars.state import AvatarStateSource, BadState, check_state
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, SubmitTiming
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, SubmitTiming
+from xr_runtime.gl.eye_view import EyeView
+from xr_runtime.gl.texture_upload import TextureUploader
 from xr_runtime.latency.frame_stats import FrameRecord, FrameStats
-from xr_runtime.gl.platform import select_egl_platform
 from xr_runtime.latency.recorder import LatencyRecorder
 from xr_runtime.scene.grab import GrabConfig, GrabController
 from xr_runtime.scene.placement import head_model_matrix, rigid_matrix, transform_from_rigid
 from xr_runtime.scene.scene_file import Scene
-from xr_runtime.avatars.sampler import AvatarSampler, SampledLook, SamplerConfig
-from xr_runtime.gl.texture_upload import TextureUploader
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AvatarAssets:
-    """What the renderer needs of one slot's avatar, independent of where it came from."""
-
-    mesh: AvatarMeshData
-    neutral_texture: np.ndarray          # (H, W, 4) uint8: the idle look, and the texture size
-    neutral_weights: np.ndarray | None = None   # (K,), default zeros
-
-    def weights0(self) -> np.ndarray:
-        if self.neutral_weights is None:
-            return np.zeros(self.mesh.blendshape_count, dtype=np.float32)
-        return np.asarray(self.neutral_weights, dtype=np.float32)
 
 
 @dataclass(frozen=True)

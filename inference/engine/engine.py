@@ -6,8 +6,7 @@
 
 A *slot* binds a stream id to an avatar (the scene file's avatar slots). ``step`` takes
 
-* a receiver (anything with ``window_received(stream_id, n)`` and optionally ``snapshot()``, like
-  ``streaming.receiver.Receiver``): the newest frames not consumed yet are read from its history
+* a ``streaming.receiver.FrameSource`` (the ``Receiver``): the newest frames not consumed yet are read from its history
   (at most one window's worth — older ones could not influence the output anyway), and its
   ``lost`` flag counts as stream-lost; or
 * a mapping ``stream_id -> [FeatureFrame | ReceivedFrame, ...]`` of *new* frames, oldest first (offline
@@ -25,9 +24,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from streaming.protocol import FeatureFrame
+from streaming.receiver import FrameSource
 
 from .model import AvatarModel
-from .state import TRACKING, AvatarState, FadeConfig, StreamState
+from .state import TRACKING, AvatarState, FadeConfig, GoodFrame, StreamState
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class StreamingEngine:
         lost: dict[str, bool] = {}
         if source is None:
             return lost
-        if hasattr(source, "window_received"):
-            snap = source.snapshot() if hasattr(source, "snapshot") else {}
+        if isinstance(source, FrameSource):
+            snap = source.snapshot()
             for sid, st in self.states.items():
                 status = snap.get(sid)
                 lost[sid] = bool(status is not None and (status.lost or status.end_of_stream))
@@ -77,6 +77,8 @@ class StreamingEngine:
                     if rec.t_receive_ns > st.last_receive_ns:
                         st.consume(rec.frame, rec.t_receive_ns)
             return lost
+        if not isinstance(source, Mapping):
+            raise TypeError(f"engine input must be a FrameSource (the receiver) or a mapping of new frames, not {type(source).__name__}")
         for sid, frames in source.items():
             st = self.states.get(sid)
             if st is None:
@@ -108,12 +110,13 @@ class StreamingEngine:
         for i, sid in enumerate(self.stream_ids):
             st = self.states[sid]
             rgba, weights, z = outs[i]
-            seq, t_cap, t_rec = st.last_good if st.last_good is not None else (-1, 0, 0)
+            good = st.last_good or GoodFrame(-1, 0, 0, 0, 0)
             result[sid] = AvatarState(
                 stream_id=sid, texture=rgba, weights=weights, z=z, pose=st.pose,
                 face_present=float(presence[i]), status=statuses[i],
-                seq=seq, t_capture_ns=t_cap, t_receive_ns=t_rec,
+                seq=good.seq, t_capture_ns=good.t_capture_ns, t_receive_ns=good.t_receive_ns,
                 t_inference_start_ns=t_start, t_inference_end_ns=t_end,
+                t_features_ns=good.t_features_ns, t_send_ns=good.t_send_ns,
             )
         return result
 

@@ -13,6 +13,15 @@ from pathlib import Path
 from .model import AvatarModel
 
 
+def avatar_model_from_package(pkg) -> AvatarModel:
+    """The engine's model of an already loaded `AvatarPackage` (no second read or hash).
+    Raises ValueError naming the package when it carries no animation network."""
+    if pkg.animation is None:
+        raise ValueError(f"{pkg.path}: the package carries no animation network (built before that step?)")
+    net, norm = pkg.animation  # validated by the package loader against the manifest's block
+    return AvatarModel(net, norm, pkg.vae.decoder.eval(), name=pkg.manifest.name)
+
+
 def load_avatar_model(path: str | Path, allow_untrained: bool = False, seed: int = 0) -> tuple[AvatarModel, str]:
     """Returns (model, note): the note says where the animation network came from."""
     from inference.avatar_package import AvatarPackage
@@ -20,9 +29,8 @@ def load_avatar_model(path: str | Path, allow_untrained: bool = False, seed: int
     path = Path(path)
     pkg = AvatarPackage.load(path)
     decoder = pkg.vae.decoder.eval()
-    if pkg.animation is not None:  # validated by the package loader against the manifest's block
-        net, norm = pkg.animation
-        return AvatarModel(net, norm, decoder, name=pkg.manifest.name), "package animation network"
+    if pkg.animation is not None:
+        return avatar_model_from_package(pkg), "package animation network"
     if not allow_untrained:
         raise ValueError(f"{path}: the package carries no animation network (built before that step?)")
     from .reference_avatar import reference_avatar

@@ -55,6 +55,21 @@ class AvatarState:
     t_receive_ns: int  # when the render node received it (render host monotonic clock)
     t_inference_start_ns: int
     t_inference_end_ns: int
+    # The same frame's features-ready and send times (capture host clock), carried here so the
+    # latency trace needs nothing but the state (0 before any frame).
+    t_features_ns: int = 0
+    t_send_ns: int = 0
+
+
+@dataclass(frozen=True)
+class GoodFrame:
+    """The newest frame pushed into the window: what the state reports about where it came from."""
+
+    seq: int
+    t_capture_ns: int
+    t_features_ns: int
+    t_send_ns: int
+    t_receive_ns: int
 
 
 class StreamState:
@@ -68,7 +83,7 @@ class StreamState:
         self.face_lost = False
         self.ended = False
         self.last_receive_ns = -1  # newest frame consumed (any kind)
-        self.last_good = None  # (seq, t_capture, t_receive, pose) of the newest pushed frame
+        self.last_good: GoodFrame | None = None
         self.last_step_ns: int | None = None
         self.pose = HeadPose()
 
@@ -87,8 +102,9 @@ class StreamState:
             self.face_lost = True  # wrong kind or corrupt: treat like no face rather than crash
             return
         self.face_lost = False
-        gap = self.last_good is None or (frame.t_capture_ns - self.last_good[1]) > self.fade.reset_after_s * 1e9 \
-            or frame.t_capture_ns < self.last_good[1]  # publisher restarted
+        last_capture = self.last_good.t_capture_ns if self.last_good is not None else 0
+        gap = self.last_good is None or (frame.t_capture_ns - last_capture) > self.fade.reset_after_s * 1e9 \
+            or frame.t_capture_ns < last_capture  # publisher restarted
         if gap or not self.filled:
             self.window[:] = feats
             self.filled = True
@@ -97,7 +113,7 @@ class StreamState:
             self.window[-1] = feats
         self.version += 1
         self.pose = frame.pose
-        self.last_good = (frame.seq, frame.t_capture_ns, t_receive_ns)
+        self.last_good = GoodFrame(frame.seq, frame.t_capture_ns, frame.t_features_ns, frame.t_send_ns, t_receive_ns)
 
     # -- per step ------------------------------------------------------------------------------
     def status(self, now_ns: int, source_lost: bool = False) -> str:

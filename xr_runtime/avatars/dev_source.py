@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xr_runtime.avatars.mesh import AvatarMeshData
-from xr_runtime.avatars.state import AvatarFrameState, HeadPose
+from xr_runtime.avatars.state import AvatarFrameState, AvatarPose
 
 QUADRANT_COLOURS = ((220, 40, 40), (40, 200, 60), (40, 80, 220), (230, 210, 40))  # TL, TR, BL, BR
 
@@ -75,7 +75,7 @@ def solid_texture(rgb, size: int = 64) -> np.ndarray:
 class StaticStream:
     texture: np.ndarray
     weights: np.ndarray
-    pose: HeadPose = HeadPose()
+    pose: AvatarPose = AvatarPose()
     presence: float = 1.0
     serial: int = 1
 
@@ -119,7 +119,7 @@ class StaticAvatarStateSource:
         return AvatarFrameState(s.texture, s.weights, pose, presence, t_state_ns=now, t_ready_ns=now,
                                 texture_serial=s.serial)
 
-    def _from_receiver(self, stream_id: str, fallback: HeadPose) -> tuple[HeadPose, float]:
+    def _from_receiver(self, stream_id: str, fallback: AvatarPose) -> tuple[AvatarPose, float]:
         # Presence only: the tracker's pose lives in the driver's camera frame, and mapping it onto
         # an avatar is the animation engine's job, not this stand-in's.
         status = self._receiver.snapshot().get(stream_id)

@@ -15,7 +15,8 @@ converts each `AvatarState` to the render node's `AvatarFrameState`:
   clamped), turning the avatar's head about the top of its neck; ``head_motion=None`` keeps the
   head still on its slot.
 
-Lives in tools/ because it joins the two peers xr_runtime and inference.
+The render node runs the engine (xr_runtime → inference, the card's direction); the frame's own
+timestamps travel on the engine's state, so the latency trace is built from the state alone.
 """
 from __future__ import annotations
 
@@ -25,36 +26,33 @@ import numpy as np
 
 from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
 from inference.avatar_manifest import CANONICAL_UNIT_M
-from xr_runtime.avatars.state import AvatarFrameState, HeadPose, IDENTITY_POSE
-from xr_runtime.latency.recorder import LatencyTrace
+from xr_runtime.avatars.assets import AvatarAssets, load_packages, mesh_data, package_for
+from xr_runtime.avatars.state import IDENTITY_POSE, AvatarFrameState, AvatarPose
 from xr_runtime.avatars.worker_source import WorkerStateSource
+from xr_runtime.latency.recorder import LatencyTrace
 
 # Where a head turns and nods: the top of the neck, behind and below the canonical origin (the
 # bridge of the nose), in interocular units of the canonical frame (y up, z out of the face).
 NECK_PIVOT = (0.0, -1.3, -1.5)
 
 
-def avatar_head_pose(motion: HeadMotion) -> HeadPose:
+def avatar_head_pose(motion: HeadMotion) -> AvatarPose:
     """The avatar's head pose (metres, about the neck) for a driver's head motion (IOD units)."""
-    return HeadPose(motion.rotation, tuple(v * CANONICAL_UNIT_M for v in motion.translation), 1.0,
+    return AvatarPose(motion.rotation, tuple(v * CANONICAL_UNIT_M for v in motion.translation), 1.0,
                     tuple(v * CANONICAL_UNIT_M for v in NECK_PIVOT))
 
 
-def latency_trace(st, receiver, clock=None) -> LatencyTrace | None:
+def latency_trace(st, clock=None) -> LatencyTrace | None:
     """Stage times of the newest frame behind an engine state, on this host's clock.
 
-    The engine keeps capture and receive times; features-ready and send times come from the
-    receiver's copy of the same frame. Capture-host times are mapped with the stream's clock
-    calibration when its node reported one (same host: identity)."""
+    Capture-host times are mapped with the stream's clock calibration when its node reported one
+    (same host: identity)."""
     if st.seq < 0 or st.t_receive_ns <= 0:
-        return None
-    frame = next((r.frame for r in reversed(receiver.window_received(st.stream_id, 8)) if r.frame.seq == st.seq), None)
-    if frame is None:
         return None
     mapping = clock.mapping_for(st.stream_id) if clock is not None else None
     conv = mapping.to_remote if mapping else (lambda t: t)
-    return LatencyTrace(st.stream_id, st.seq, conv(frame.t_capture_ns), conv(frame.t_features_ns),
-                        conv(frame.t_send_ns), st.t_receive_ns, st.t_inference_start_ns, st.t_inference_end_ns,
+    return LatencyTrace(st.stream_id, st.seq, conv(st.t_capture_ns), conv(st.t_features_ns),
+                        conv(st.t_send_ns), st.t_receive_ns, st.t_inference_start_ns, st.t_inference_end_ns,
                         clock_mapped=mapping is not None)
 
 
@@ -63,7 +61,7 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None,
     serials: dict[str, tuple[int, object]] = {}
     heads: dict[str, tuple[HeadMotionTracker, int]] = {}  # stream → (tracker, last seq it saw)
 
-    def head_pose(sid: str, st) -> HeadPose:
+    def head_pose(sid: str, st) -> AvatarPose:
         if head_motion is None:
             return IDENTITY_POSE
         tracker, seen = heads.get(sid, (None, -1))
@@ -92,7 +90,7 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None,
             out[sid] = AvatarFrameState(st.texture, np.asarray(st.weights, np.float32), head_pose(sid, st),
                                         float(min(1.0, max(0.0, st.face_present))), t_state_ns=int(t_state),
                                         t_ready_ns=time.monotonic_ns(), texture_serial=serial, cuda_stream=stream,
-                                        trace=latency_trace(st, receiver, clock))
+                                        trace=latency_trace(st, clock))
         return out
 
     source = WorkerStateSource(step, period_s=period_s, name="streaming-engine")
@@ -108,49 +106,47 @@ def reference_engine_source(scene, receiver, texture_size: int = 128, device: st
     from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.reference_avatar import reference_avatar
     from xr_runtime.avatars.dev_source import dev_head_mesh
-    from xr_runtime.render_node import AvatarAssets
-
-    import torch
-
-    from inference.engine.model import to_rgba8
 
     models = {slot.stream: reference_avatar(texture_size, seed=i) for i, slot in enumerate(scene.avatars)}
     engine = StreamingEngine(models, EngineConfig(device=device, threads=1))
     assets = []
     for model in models.values():
-        with torch.no_grad():  # the idle look: the decoder's output for the avatar's neutral z
-            texture, weights = model.decoder(model.net.neutral_z[None])
-        assets.append(AvatarAssets(dev_head_mesh(blendshapes=int(weights.shape[-1])),
-                                   to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy()))
+        texture, weights = idle_face_of(model)
+        assets.append(AvatarAssets(dev_head_mesh(blendshapes=len(weights)), texture, weights))
     return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion).start(), assets
 
 
-def package_engine_source(scene, receiver, device: str = "cpu", clock=None,
-                          head_motion: HeadMotionConfig | None = HeadMotionConfig()):
-    """The product path: every slot's package (mesh, decoder, animation network) on the streaming
-    engine. Raises ValueError naming the package when one carries no animation network.
-    Returns (source, assets); slots sharing a package share its loaded model."""
+def idle_face_of(model) -> tuple[np.ndarray, np.ndarray]:
+    """The idle look of an engine model: the decoder's output for the network's neutral z, which
+    is what the engine itself relaxes to when a stream is lost (state.py)."""
     import torch
 
-    from inference.avatar_package import AvatarPackage
-    from inference.engine.engine import EngineConfig, StreamingEngine
     from inference.engine.model import to_rgba8
-    from inference.engine.package_loader import load_avatar_model
-    from xr_runtime.avatars.mesh import AvatarMeshData
-    from xr_runtime.render_node import AvatarAssets
 
+    with torch.no_grad():
+        texture, weights = model.decoder(model.net.neutral_z[None])
+    return to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy().astype(np.float32)
+
+
+def package_engine_source(scene, receiver, packages: dict | None = None, device: str = "cpu", clock=None,
+                          head_motion: HeadMotionConfig | None = HeadMotionConfig()):
+    """The product path: every slot's package (mesh, decoder, animation network) on the streaming
+    engine. `packages`: the scene's loaded packages (`assets.load_packages`, each loaded once);
+    None loads them here.
+    Raises ValueError naming the package when one carries no animation network.
+    Returns (source, assets); slots sharing a package share its model."""
+    from inference.engine.engine import EngineConfig, StreamingEngine
+    from inference.engine.package_loader import avatar_model_from_package
+
+    packages = load_packages(scene) if packages is None else packages
     loaded: dict = {}
     models, assets = {}, []
     for slot in scene.avatars:
-        key = str(slot.package)
-        if key not in loaded:
-            model, _ = load_avatar_model(slot.package)
-            mesh = AvatarPackage.load(slot.package).mesh
-            with torch.no_grad():
-                texture, weights = model.decoder(model.net.neutral_z[None])
-            loaded[key] = (model, AvatarAssets(AvatarMeshData(mesh.positions, mesh.uvs, mesh.indices, mesh.blendshapes),
-                                               to_rgba8(texture)[0].cpu().numpy(), weights[0].cpu().numpy()))
-        models[slot.stream] = loaded[key][0]
-        assets.append(loaded[key][1])
+        package = package_for(packages, slot)
+        if id(package) not in loaded:
+            model = avatar_model_from_package(package)
+            loaded[id(package)] = (model, AvatarAssets(mesh_data(package), *idle_face_of(model)))
+        models[slot.stream] = loaded[id(package)][0]
+        assets.append(loaded[id(package)][1])
     engine = StreamingEngine(models, EngineConfig(device=device, threads=1))
     return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion).start(), assets

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xr_runtime.avatars.state import AvatarFrameState, HeadPose, is_cuda_tensor
+from geometry.rotations import slerp
+from xr_runtime.avatars.state import AvatarFrameState, AvatarPose, is_cuda_tensor
 
 
 @dataclass(frozen=True)
@@ -34,36 +35,23 @@ class SamplerConfig:
     texture_blend_steps: int = 32     # fade levels at which the blended texture is rebuilt
 
 
-def _slerp(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:
-    """Slerp of unit quaternions (any component order); alpha outside [0, 1] extrapolates."""
-    dot = float(np.dot(q0, q1))
-    if dot < 0.0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        out = q0 + alpha * (q1 - q0)
-    else:
-        theta = math.acos(min(1.0, dot))
-        out = (math.sin((1 - alpha) * theta) * q0 + math.sin(alpha * theta) * q1) / math.sin(theta)
-    return out / np.linalg.norm(out)
-
-
-def blend_pose(a: HeadPose, b: HeadPose, alpha: float) -> HeadPose:
+def blend_pose(a: AvatarPose, b: AvatarPose, alpha: float) -> AvatarPose:
     """a at alpha 0, b at alpha 1; alpha beyond 1 extrapolates."""
-    q = _slerp(np.asarray(a.rotation, dtype=np.float64), np.asarray(b.rotation, dtype=np.float64), alpha)
+    q = slerp(a.rotation, b.rotation, alpha)
     t = np.asarray(a.translation) + alpha * (np.asarray(b.translation) - np.asarray(a.translation))
     p = np.asarray(a.pivot) + alpha * (np.asarray(b.pivot) - np.asarray(a.pivot))
-    return HeadPose(tuple(float(v) for v in q), tuple(float(v) for v in t), a.scale + alpha * (b.scale - a.scale),
+    return AvatarPose(tuple(float(v) for v in q), tuple(float(v) for v in t), a.scale + alpha * (b.scale - a.scale),
                     tuple(float(v) for v in p))
 
 
-def idle_pose(t_ns: int) -> HeadPose:
+def idle_pose(t_ns: int) -> AvatarPose:
     """A slow, small head sway (a few degrees, a few millimetres): alive, never distracting."""
     t = t_ns / 1e9
     yaw = math.radians(4.0) * math.sin(2 * math.pi * t / 7.0)
     pitch = math.radians(2.0) * math.sin(2 * math.pi * t / 5.0)
     cy, sy, cp, sp = math.cos(yaw / 2), math.sin(yaw / 2), math.cos(pitch / 2), math.sin(pitch / 2)
     rotation = (cy * cp, cy * sp, sy * cp, -sy * sp)  # yaw about +Y after pitch about +X, wxyz
-    return HeadPose(rotation, (0.0, 0.003 * math.sin(2 * math.pi * t / 4.0), 0.0), 1.0)
+    return AvatarPose(rotation, (0.0, 0.003 * math.sin(2 * math.pi * t / 4.0), 0.0), 1.0)
 
 
 def blend_textures(live, neutral: np.ndarray, fade: float):
@@ -82,7 +70,7 @@ class SampledLook:
     """What to draw for one avatar this frame."""
 
     weights: np.ndarray
-    pose: HeadPose
+    pose: AvatarPose
     texture: object            # numpy or CUDA tensor; None until any texture exists
     texture_key: tuple         # changes exactly when `texture` changes (upload once per key)
     fade: float
@@ -146,7 +134,7 @@ class AvatarSampler:
         else:
             self.fade = max(target, self.fade - step)
 
-    def _live(self, t_display_ns: int) -> tuple[np.ndarray, HeadPose]:
+    def _live(self, t_display_ns: int) -> tuple[np.ndarray, AvatarPose]:
         newest, previous = self._newest, self._previous
         if previous is None:
             return newest.weights, newest.pose

@@ -16,9 +16,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from core.errors import HeadcastError
+
 
 @dataclass(frozen=True)
-class HeadPose:
+class AvatarPose:
     """Rigid head pose relative to the avatar's slot in the scene (metres, unit quaternion).
 
     The rotation turns the head about ``pivot`` (model coordinates, metres, before the slot's
@@ -30,7 +32,7 @@ class HeadPose:
     pivot: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
-IDENTITY_POSE = HeadPose()
+IDENTITY_POSE = AvatarPose()
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class AvatarFrameState:
 
     texture: Any
     weights: np.ndarray
-    pose: HeadPose = IDENTITY_POSE
+    pose: AvatarPose = IDENTITY_POSE
     presence: float = 1.0
     t_state_ns: int = 0
     t_ready_ns: int = 0
@@ -65,7 +67,7 @@ class AvatarStateSource(Protocol):
     def latest(self, stream_id: str, t_display_ns: int) -> AvatarFrameState | None: ...
 
 
-class BadState(ValueError):
+class BadState(HeadcastError, ValueError):
     """A state that cannot be drawn; the message says why (counted by the render node)."""
 
 
@@ -92,8 +94,8 @@ def check_state(state: Any, blendshape_count: int) -> AvatarFrameState:
     if not np.isfinite(weights).all():
         raise BadState("weights contain NaN or inf")
     p = state.pose
-    if not isinstance(p, HeadPose):
-        raise BadState(f"pose must be HeadPose, got {type(p).__name__}")
+    if not isinstance(p, AvatarPose):
+        raise BadState(f"pose must be AvatarPose, got {type(p).__name__}")
     values = (*p.rotation, *p.translation, *p.pivot, p.scale, state.presence)
     if (len(p.rotation) != 4 or len(p.translation) != 3 or len(p.pivot) != 3
             or not all(math.isfinite(float(v)) for v in values)):

@@ -21,7 +21,8 @@ from typing import Mapping, Protocol
 import numpy as np
 
 from geometry import transforms
-from xr_runtime.openxr.input import HandState
+from xr_runtime.gl.eye_view import EyeView
+from xr_runtime.scene.hand import HandState
 
 IPD_M = 0.064  # eye distance of the simulated head (adult average)
 
@@ -34,22 +35,6 @@ class BackendFrame:
     should_render: bool = True
     hands: Mapping[str, HandState] = field(default_factory=dict)
     wait_ms: float = 0.0          # time the backend blocked for pacing before this frame
-
-
-@dataclass(frozen=True)
-class EyeView:
-    index: int                    # 0 left (or mono), 1 right
-    view: np.ndarray              # world → eye (4, 4) float32
-    projection: np.ndarray        # (4, 4) float32
-    target: object                # RenderTarget to draw into (already sized)
-
-    @property
-    def width(self) -> int:
-        return self.target.width
-
-    @property
-    def height(self) -> int:
-        return self.target.height
 
 
 @dataclass(frozen=True)

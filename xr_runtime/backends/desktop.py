@@ -18,20 +18,27 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from OpenGL import GL
 
+from core.errors import BackendUnavailable
 from geometry import transforms
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views, stop_reason
+from xr_runtime.backends.base import (
+    Backend,
+    BackendFrame,
+    BackendStats,
+    EyeView,
+    FrameHandler,
+    SubmitTiming,
+    head_eye_views,
+    stop_reason,
+)
 from xr_runtime.backends.sim_head import MouseHand, SimulatedHead
-from xr_runtime.gl.platform import select_egl_platform, use_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from xr_runtime.gl.platform import use_platform
 
 log = logging.getLogger(__name__)
 
 
-class DesktopUnavailable(RuntimeError):
+class DesktopUnavailable(BackendUnavailable):
     """No display, no GLFW, or no OpenGL 3.3 core window; the message says which."""
 
 

@@ -17,15 +17,23 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
+from OpenGL import GL
 
 from geometry import transforms
 from media.video_writer import Mp4Writer, VideoConfig
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming, head_eye_views, stop_reason
+from xr_runtime.backends.base import (
+    Backend,
+    BackendFrame,
+    BackendStats,
+    EyeView,
+    FrameHandler,
+    SubmitTiming,
+    head_eye_views,
+    stop_reason,
+)
 from xr_runtime.gl.egl_context import GLContextConfig, GLContextError, HeadlessGLContext
 from xr_runtime.gl.target import RenderTarget
-from xr_runtime.openxr.input import HandState
-
-from OpenGL import GL  # noqa: E402  (platform chosen by gl_context's import)
+from xr_runtime.scene.hand import HandState
 
 log = logging.getLogger(__name__)
 

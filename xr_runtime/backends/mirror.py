@@ -16,17 +16,14 @@ import logging
 from typing import Callable
 
 import numpy as np
+from OpenGL import GL
 
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class MirrorUnavailable(RuntimeError):
+class MirrorUnavailable(BackendUnavailable):
     pass
 
 

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, EyeView, FrameHandler, SubmitTiming
+from xr_runtime.backends.base import Backend, BackendFrame, BackendStats, FrameHandler, SubmitTiming
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class OpenXRBackend(Backend):
             frame = pending["frame"]
             if frame is None:
                 return
-            handler.draw_eye(frame, EyeView(eye.index, eye.view, eye.projection, eye.target))
+            handler.draw_eye(frame, eye)
             if self.mirror is not None and eye.index == 0:
                 self.mirror.capture(eye.target)  # before the image is released to the runtime
             pending["eyes"] += 1

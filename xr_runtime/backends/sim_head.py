@@ -10,16 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xr_runtime.openxr.input import HandState
+from geometry.rotations import quaternion_multiply, quaternion_to_rotation
+from xr_runtime.scene.hand import HandState
 
 MOVE_KEYS = {"w": (0, 0, -1), "s": (0, 0, 1), "a": (-1, 0, 0), "d": (1, 0, 0), "q": (0, -1, 0), "e": (0, 1, 0)}
-
-
-def _quat_mul(a, b):
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return (aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw)
 
 
 @dataclass
@@ -43,7 +37,7 @@ class SimulatedHead:
         """wxyz: yaw about world Y, then pitch about the turned x axis."""
         qy = (math.cos(self.yaw / 2), 0.0, math.sin(self.yaw / 2), 0.0)
         qp = (math.cos(self.pitch / 2), math.sin(self.pitch / 2), 0.0, 0.0)
-        return _quat_mul(qy, qp)
+        return quaternion_multiply(qy, qp)
 
     def forward(self) -> np.ndarray:
         cp = math.cos(self.pitch)
@@ -66,11 +60,7 @@ class SimulatedHead:
     def ray(self, ndc_x: float, ndc_y: float, tan_half_x: float, tan_half_y: float) -> np.ndarray:
         """World direction through a point of the view (NDC, y up) for a symmetric projection."""
         local = np.array([ndc_x * tan_half_x, ndc_y * tan_half_y, -1.0])
-        w, x, y, z = self.rotation
-        from geometry import transforms
-
-        r = transforms.quaternion_to_matrix((x, y, z, w))[:3, :3]
-        d = r @ local
+        d = quaternion_to_rotation(self.rotation) @ local
         return d / np.linalg.norm(d)
 
 

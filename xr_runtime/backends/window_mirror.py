@@ -12,12 +12,7 @@ import logging
 from typing import Callable
 
 import numpy as np
-
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from OpenGL import GL
 
 log = logging.getLogger(__name__)
 

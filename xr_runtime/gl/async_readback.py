@@ -17,12 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from OpenGL import GL
 
 
 @dataclass

@@ -9,16 +9,13 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
+from OpenGL import GL
 
-from xr_runtime.avatars.mesh import AvatarMeshData
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
-
-from OpenGL import GL  # noqa: E402
 # The raw entry point: PyOpenGL's wrapper keeps per-context bookkeeping that needs the platform's
 # GetCurrentContext, which fails when pyopenxr forced GLX onto an EGL context (gl_platform).
-from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer  # noqa: E402
+from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
+
+from xr_runtime.avatars.mesh import AvatarMeshData
 
 DEFAULT_TEXTURE_COLOR = (200, 200, 200, 255)  # shown until the first texture arrives
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.errors import BackendUnavailable
+
 log = logging.getLogger(__name__)
 
 GL_TEXTURE_2D = 0x0DE1
 _REGISTER_WRITE_DISCARD = 2  # cudaGraphicsRegisterFlagsWriteDiscard
 
 
-class InteropUnavailable(RuntimeError):
+class InteropUnavailable(BackendUnavailable):
     """CUDA-GL interop cannot be used here (no CUDA, no NVIDIA GL context, registration failed)."""
 
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import ctypes
 import logging
 
+from OpenGL import (
+    EGL,
+    GL,
+)
+
+from core.errors import BackendUnavailable
 from xr_runtime.gl.context_config import DisplayKind, GLContextConfig  # noqa: F401  (re-exported)
-from xr_runtime.gl.platform import select_egl_platform, use_platform
-
-select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
-
-from OpenGL import EGL  # noqa: E402
-from OpenGL import GL  # noqa: E402
+from xr_runtime.gl.platform import use_platform
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ EGL_DRM_DEVICE_FILE_EXT = 0x3233
 
 
 
-class GLContextError(RuntimeError):
+class GLContextError(BackendUnavailable):
     """An EGL/GL context could not be created or used; the message says which step failed."""
 
 

@@ -13,16 +13,15 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from xr_runtime.gl.platform import select_egl_platform, use_platform
+from OpenGL import GL
 
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
+from core.errors import BackendUnavailable
+from xr_runtime.gl.platform import use_platform
 
 log = logging.getLogger(__name__)
 
 
-class GlfwContextError(RuntimeError):
+class GlfwContextError(BackendUnavailable):
     """GLFW missing, no display, or no OpenGL >= 3.3 core window; the message says which."""
 
 

@@ -22,17 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from OpenGL import GL
+from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
+from core.errors import HeadcastError
 from geometry import transforms
-from xr_runtime.gl.platform import select_egl_platform
+from xr_runtime.gl.renderer import Renderer, SceneStyle
 from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
-from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer  # noqa: E402
-
-from xr_runtime.gl.renderer import Renderer, SceneStyle  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +37,7 @@ _DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125:
 _NORMALISE = {5121: 255.0, 5123: 65535.0, 5120: 127.0, 5122: 32767.0}
 
 
-class GltfEnvironmentError(ValueError):
+class GltfEnvironmentError(HeadcastError, ValueError):
     pass
 
 
@@ -150,8 +146,20 @@ def _flat_normals(positions: np.ndarray, indices: np.ndarray) -> tuple[np.ndarra
 
 
 def load_environment(path: Path, scale: float = 1.0) -> list[EnvironmentMesh]:
-    """Every triangle mesh of the default scene, in world space (metres), ready to upload."""
-    reader = _GltfReader(Path(path))
+    """Every triangle mesh of the default scene, in world space (metres), ready to upload.
+
+    Whatever is wrong with the file is a `GltfEnvironmentError` naming it, never a raw exception:
+    a field of the wrong type or an index out of range deep inside pygltflib's objects included."""
+    try:
+        return _load_environment(Path(path), scale)
+    except GltfEnvironmentError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise GltfEnvironmentError(f"{path}: malformed glTF ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_environment(path: Path, scale: float) -> list[EnvironmentMesh]:
+    reader = _GltfReader(path)
     gltf = reader.gltf
     scene_index = gltf.scene if gltf.scene is not None else 0
     if not gltf.scenes:

@@ -25,13 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
-from OpenGL.raw.GL.VERSION.GL_1_1 import glTexSubImage2D as raw_tex_sub_image_2d  # noqa: E402
+from OpenGL import GL
+from OpenGL.raw.GL.VERSION.GL_1_1 import glTexSubImage2D as raw_tex_sub_image_2d
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,14 @@ import ctypes
 import ctypes.util
 from dataclasses import dataclass
 
+from core.errors import BackendUnavailable
+
 GLX_SCREEN = 0x800C
 GLX_FBCONFIG_ID = 0x8013
 GLX_VISUAL_ID = 0x800B
 
 
-class NativeHandleError(RuntimeError):
+class NativeHandleError(BackendUnavailable):
     """No current context of the expected kind, or a query failed; the message says which."""
 
 

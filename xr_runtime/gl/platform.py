@@ -18,20 +18,20 @@ What goes wrong when the platform does not match the kind of context that is cur
   `glVertexAttribPointer`) asks the platform's `GetCurrentContext` too; the renderer calls the raw
   entry point for those, so it does not depend on this bookkeeping at all.
 
-What this module does:
+What this module does — at the moment a context is made, never at import time:
 
-1. `select_egl_platform()` sets PYOPENGL_PLATFORM=egl if OpenGL is not imported yet and the user
-   did not choose a platform (an explicit choice, e.g. `glx` for a GLFW window, is respected).
-2. `use_platform("egl")` switches PyOpenGL's platform object *and* the functions it installed
-   into `OpenGL.platform` after the fact; `HeadlessGLContext` calls it, so an EGL context works
-   whatever was imported first. `GlfwGLContext.make_current` (the OpenXR GLX binding) and the
-   desktop backend call `use_platform("glx")` for their GLFW/GLX windows. A process draws with
-   one kind of context at a time, and switches whenever the kind changes (an EGL session after a
-   GLX one: tests/test_openxr_glx.py).
-3. `import_xr()` imports pyopenxr and puts back the platform object that was active before.
+1. `use_platform("egl")` / `use_platform("glx")` makes PyOpenGL resolve functions and contexts
+   through that platform. If OpenGL is not loaded yet in this process (and the user did not set
+   PYOPENGL_PLATFORM), it is loaded with that platform directly; otherwise PyOpenGL's platform
+   object *and* the functions it installed into `OpenGL.platform` are switched after the fact.
+   `HeadlessGLContext` calls it with "egl"; `GlfwGLContext.make_current` (the OpenXR GLX binding)
+   and the desktop backend with "glx" for their GLFW/GLX windows. A process draws with one kind of
+   context at a time, and switches whenever the kind changes (an EGL session after a GLX one:
+   tests/test_openxr_glx.py). Windows draws through WGL, PyOpenGL's default there.
+2. `import_xr()` imports pyopenxr and puts back the platform object that was active before.
 
-Every module of ours that imports OpenGL imports this module first and calls
-`select_egl_platform()`; nothing here holds state beyond what PyOpenGL itself holds.
+Modules that draw import `OpenGL` plainly; which platform serves them is decided by the context
+that is current when they call into it. Nothing here holds state beyond what PyOpenGL holds.
 """
 from __future__ import annotations
 
@@ -41,17 +41,6 @@ import sys
 from types import ModuleType
 
 PLATFORM_ENV = "PYOPENGL_PLATFORM"
-
-
-def select_egl_platform() -> str:
-    """Ask PyOpenGL for its EGL platform unless OpenGL is already loaded or a platform was chosen.
-
-    Returns the platform name PyOpenGL is (or will be) using, for logging.
-    """
-    # Windows draws through WGL (PyOpenGL's default there); EGL would mean ANGLE or nothing.
-    if "OpenGL" not in sys.modules and not os.environ.get(PLATFORM_ENV) and not sys.platform.startswith("win"):
-        os.environ[PLATFORM_ENV] = "egl"
-    return current_platform_name()
 
 
 def current_platform_name() -> str:
@@ -73,6 +62,8 @@ def use_platform(name: str) -> bool:
 
     Returns True if it had to switch. Call it before making a context of that kind current.
     """
+    if "OpenGL.platform" not in sys.modules and not os.environ.get(PLATFORM_ENV):
+        os.environ[PLATFORM_ENV] = name  # OpenGL's first use in this process: load the right one directly
     import OpenGL.platform as gl_platform
 
     if current_platform_name() == name:
@@ -86,7 +77,6 @@ def use_platform(name: str) -> bool:
 
 def import_xr() -> ModuleType:
     """Import pyopenxr, undoing its switch of PyOpenGL's platform object to GLX."""
-    select_egl_platform()
     import OpenGL.platform as gl_platform
 
     before = gl_platform.PLATFORM

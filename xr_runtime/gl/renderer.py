@@ -19,18 +19,14 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from OpenGL import GL
+from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
 from xr_runtime.avatars.mesh import MAX_BLENDSHAPES, AvatarMeshData
 from xr_runtime.gl.avatar_drawing import AvatarGPU
-from xr_runtime.gl.platform import select_egl_platform
 from xr_runtime.gl.shaders import build_program, uniform_locations
 from xr_runtime.gl.target import RenderTarget
 from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX, RoomConfig, build_room
-
-select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
-
-from OpenGL import GL  # noqa: E402
-from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer  # noqa: E402
 
 Color = tuple[float, float, float]
 

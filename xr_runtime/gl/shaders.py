@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from importlib import resources
 
-from xr_runtime.gl.platform import select_egl_platform
+from OpenGL import GL
 
-select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
-
-from OpenGL import GL  # noqa: E402
+from core.errors import HeadcastError
 
 
-class ShaderError(RuntimeError):
+class ShaderError(HeadcastError, RuntimeError):
     """A shader failed to compile or link; the message holds the driver's log."""
 
 

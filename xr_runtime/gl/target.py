@@ -6,15 +6,12 @@ GL_FRAMEBUFFER_SRGB enabled, GL encodes on write and blends in linear space.
 from __future__ import annotations
 
 import numpy as np
+from OpenGL import GL
 
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()  # before the first `import OpenGL` (see gl_platform)
-
-from OpenGL import GL  # noqa: E402
+from core.errors import BackendUnavailable
 
 
-class FramebufferError(RuntimeError):
+class FramebufferError(BackendUnavailable):
     pass
 
 

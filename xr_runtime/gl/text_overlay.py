@@ -9,13 +9,8 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
-
-from xr_runtime.gl.platform import select_egl_platform
-
-select_egl_platform()
-
-from OpenGL import GL  # noqa: E402
-from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer  # noqa: E402
+from OpenGL import GL
+from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
 FIRST, LAST = 32, 126
 CELL_W, CELL_H = 9, 15

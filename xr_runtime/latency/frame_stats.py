@@ -6,15 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.percentiles import percentiles
+
 STAGES = ("wait", "sample", "upload", "draw", "submit", "output", "frame")
 
 
-def percentiles(values) -> dict:
-    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    return {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-            "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
 
 
 @dataclass

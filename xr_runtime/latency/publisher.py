@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
+import numpy as np
 import zmq
 
-from streaming.transport import check_bind_policy
-from xr_runtime.latency.recorder import LatencyRecorder, RecordCursor
+from streaming.sockets import SocketOptions, open_socket
+from xr_runtime.latency.recorder import COLUMNS, LatencyRecorder, RecordCursor
 
 
 class LatencyPublisher:
     def __init__(self, recorder: LatencyRecorder, endpoint: str, insecure: bool = False, period_s: float = 0.5):
-        check_bind_policy(endpoint, None, insecure)
         self.recorder = recorder
         self._cursor = RecordCursor(recorder)
         self.period_s = period_s
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.PUB)
-        self._sock.linger = 0
-        self._sock.bind(endpoint)
-        self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._socket = open_socket(zmq.PUB, endpoint, bind=True, insecure=insecure, options=SocketOptions())
+        self._sock = self._socket.sock
+        self.endpoint = self._socket.endpoint
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headcast-latency-pub", daemon=True)
         self._thread.start()
@@ -46,5 +45,23 @@ class LatencyPublisher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        self._sock.close(0)
-        self._ctx.term()
+        self._socket.close()
+
+
+def collect_published_latency(endpoint: str, seconds: float) -> dict[str, np.ndarray]:
+    """A live render node's latency records published at `endpoint`, collected for `seconds`
+    (`headcast bench latency --attach`). Messages that are not latency records are ignored."""
+    cols: dict[str, list] = {}
+    deadline = time.monotonic() + seconds
+    with open_socket(zmq.SUB, endpoint, bind=False, options=SocketOptions(maxmsgsize=64 << 20, subscribe=b"")) as s:
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not s.sock.poll(int(remaining * 1000) + 1):
+                continue
+            try:
+                msg = json.loads(s.sock.recv())
+                for name in COLUMNS:
+                    cols.setdefault(name, []).extend(int(v) for v in msg[name])
+            except (ValueError, KeyError, TypeError):
+                continue  # not a latency message: ignore, keep listening
+    return {name: np.asarray(cols.get(name, []), dtype=np.int64) for name in COLUMNS}
+

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.percentiles import percentiles
+
 # (name, from, to) — consecutive, so the stages sum to capture → display.
 STAGES = (
     ("features", "capture", "features"),
@@ -42,13 +44,6 @@ class LatencyTrace:
     clock_mapped: bool  # False: capture-host times used raw (only right when both nodes share a host)
 
 
-def percentiles(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"n": int(a.size), "p50": float(p50), "p95": float(p95), "p99": float(p99),
-            "mean": float(a.mean()), "max": float(a.max())}
 
 
 class LatencyRecorder:

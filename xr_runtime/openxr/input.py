@@ -8,8 +8,9 @@ simply report the hands inactive.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from types import ModuleType
+
+from xr_runtime.scene.hand import INACTIVE, HandState
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +24,6 @@ INTERACTION_PROFILES: dict[str, tuple[str, str]] = {
     "/interaction_profiles/htc/vive_controller": ("/input/grip/pose", "/input/squeeze/click"),
     "/interaction_profiles/microsoft/motion_controller": ("/input/grip/pose", "/input/squeeze/click"),
 }
-
-
-@dataclass(frozen=True)
-class HandState:
-    active: bool                       # a controller is bound and its pose is valid
-    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)  # xyzw
-    squeeze: float = 0.0               # 0 … 1
-
-
-INACTIVE = HandState(active=False)
 
 
 class ControllerInput:

@@ -31,29 +31,33 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol
 
-import numpy as np
-
 from geometry import transforms
-
-from xr_runtime.openxr import refresh_rate as openxr_refresh_rate
 from xr_runtime.gl.context_config import GLContextConfig
-from xr_runtime.gl.platform import import_xr
-from xr_runtime.gl.target import RenderTarget
+from xr_runtime.gl.eye_view import EyeView
 from xr_runtime.gl.glfw_context import GlfwContextConfig
 from xr_runtime.gl.msaa import choose_samples
+from xr_runtime.gl.platform import import_xr
+from xr_runtime.openxr import refresh_rate as openxr_refresh_rate
 from xr_runtime.openxr.bindings import create_graphics
 from xr_runtime.openxr.clock import CONVERT_TIMESPEC_EXTENSION, XrClock
 from xr_runtime.openxr.errors import XrUnavailableError
-from xr_runtime.openxr.graphics import (EGL_EXTENSION, GraphicsChoice, GraphicsRequest, choose_graphics,
-                                        required_extensions)
-from xr_runtime.openxr.input import ControllerInput, HandState
+from xr_runtime.openxr.graphics import (
+    EGL_EXTENSION,
+    GraphicsChoice,
+    GraphicsRequest,
+    choose_graphics,
+    required_extensions,
+)
+from xr_runtime.openxr.input import ControllerInput
 from xr_runtime.openxr.refresh_rate import RefreshRate
 from xr_runtime.openxr.swapchain import COLOR_PREFERENCE, DEPTH_PREFERENCE, EyeSwapchain, pick_format
+from xr_runtime.scene.hand import HandState
 
 xr = import_xr()  # keeps PyOpenGL's EGL platform in place (see gl_platform)
 
@@ -94,25 +98,6 @@ class FrameInfo:
     # Hands at the predicted display time, in the session's reference space (FOCUSED only;
     # empty when controllers are off or the session is not focused).
     hands: dict[str, HandState] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EyeView:
-    index: int                           # 0 = left, 1 = right
-    position: tuple[float, float, float]
-    orientation: tuple[float, float, float, float]  # xyzw
-    fov: tuple[float, float, float, float]          # left, right, up, down (radians)
-    view: np.ndarray                     # world → eye, (4, 4) float32
-    projection: np.ndarray               # asymmetric, (4, 4) float32
-    target: RenderTarget                 # bound by the caller's renderer; an acquired image
-
-    @property
-    def width(self) -> int:
-        return self.target.width
-
-    @property
-    def height(self) -> int:
-        return self.target.height
 
 
 class DrawEye(Protocol):
@@ -158,6 +143,11 @@ class OpenXRSession:
         self.stats = RunStats()
         try:
             self._create()
+        except xr.ResultException as exc:  # the loader or runtime refused a set-up call: say which
+            self.close()
+            layers = os.environ.get("XR_ENABLE_API_LAYERS")
+            hint = f" (XR_ENABLE_API_LAYERS={layers})" if layers and "LAYER" in type(exc).__name__.upper() else ""
+            raise XrUnavailableError(f"OpenXR set-up failed: {type(exc).__name__}: {exc}{hint}") from exc
         except BaseException:
             self.close()
             raise
@@ -240,8 +230,8 @@ class OpenXRSession:
                  self.space_name)
 
     def _create_graphics(self, offered: set[str]):
-        from xr_runtime.gl.native_handles import NativeHandleError
         from xr_runtime.gl.glfw_context import GlfwContextError
+        from xr_runtime.gl.native_handles import NativeHandleError
 
         choice = self.graphics_choice
         try:

@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from geometry import transforms
-from xr_runtime.openxr.input import HandState
+from xr_runtime.scene.hand import HandState
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,11 @@ matrices; the slot's scale is applied separately when drawing.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
-from geometry.rotations import rotation_to_quaternion
-
 from geometry import transforms
-from xr_runtime.avatars.state import HeadPose
+from geometry.rotations import rotation_to_quaternion
+from xr_runtime.avatars.state import AvatarPose
 from xr_runtime.scene.scene_file import Transform
 
 
@@ -20,7 +18,7 @@ def rigid_matrix(position, rotation_wxyz) -> np.ndarray:
     return transforms.pose_matrix(position, (x, y, z, w))
 
 
-def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: HeadPose) -> np.ndarray:
+def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: AvatarPose) -> np.ndarray:
     """placement · head pose (about its pivot) · scale: the model → world matrix the avatar is drawn with."""
     s = slot_scale * pose.scale
     pivot = s * np.asarray(pose.pivot, dtype=np.float64)
@@ -29,10 +27,5 @@ def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: HeadPose) 
     return (placement @ head @ transforms.scaling(s)).astype(np.float32)
 
 
-def matrix_to_quaternion_wxyz(m: np.ndarray) -> tuple[float, float, float, float]:
-    """Unit quaternion of the rotation part of a rigid matrix (w ≥ 0)."""
-    return rotation_to_quaternion(np.asarray(m, dtype=np.float64)[:3, :3])
-
-
 def transform_from_rigid(m: np.ndarray, scale: float) -> Transform:
-    return Transform(tuple(float(v) for v in np.asarray(m)[:3, 3]), matrix_to_quaternion_wxyz(m), scale)
+    return Transform(tuple(float(v) for v in np.asarray(m)[:3, 3]), rotation_to_quaternion(m), scale)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
+
+from core.atomic_files import atomic_write_json
+from core.errors import HeadcastError
 
 SCENE_VERSION = 1
 
@@ -60,7 +62,7 @@ SCENE_SCHEMA = {
 }
 
 
-class SceneError(ValueError):
+class SceneError(HeadcastError, ValueError):
     pass
 
 
@@ -158,20 +160,11 @@ class Scene:
         }
 
     def save(self, path: Path) -> None:
-        """Atomic: written to a temporary file beside the target, fsynced, then renamed over it."""
+        """Atomic (core.atomic_files): readers see the old scene or the new one; the file keeps its mode."""
         path = Path(path)
         data = self.to_dict(base_dir=path.parent.resolve())
         jsonschema.validate(data, SCENE_SCHEMA)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(path, data)
 
 
 def single_avatar_scene(package: Path, stream: str) -> Scene:

@@ -1,0 +1,252 @@
+"""Every ZeroMQ socket Headcast opens goes through `open_socket`: bind policy, CURVE, ZAP, limits.
+
+    s = open_socket(zmq.SUB, "tcp://127.0.0.1:5555", bind=True, curve_server=keys, rcvhwm=64)
+    s.sock.recv_multipart(...)
+    s.close()
+
+The side that binds is the CURVE server (normally the render node); the side that connects is a
+CURVE client holding its own key pair and the server's public key. Binding anything but loopback
+without CURVE is refused unless the caller says ``insecure``: a feature stream is a live record of
+someone's face. A ZAP authenticator (pyzmq's thread authenticator over a directory of allowed
+client public keys) runs for every CURVE server socket, so only listed clients get through; the
+client key that ZAP accepted is attached to each message (its ``User-Id`` property), which is what
+binds a stream to the key that publishes it.
+
+One helper rather than one per peer, because each copy used to get a different detail wrong (a
+socket left open after a failed bind, which then hung the context's teardown; a message size
+limit that a CURVE frame does not fit). Failures to bind or connect raise `EndpointError` naming
+the endpoint, at once.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from core.errors import HeadcastError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+class InsecureBindError(HeadcastError, RuntimeError):
+    """Binding a non-loopback endpoint without CURVE keys (and without --insecure)."""
+
+
+class EndpointError(HeadcastError, RuntimeError):
+    """An endpoint cannot be bound or connected (in use, malformed, no such interface)."""
+
+
+class CurveKeyError(HeadcastError, ValueError):
+    """A CURVE key file is missing, unreadable or of the wrong kind."""
+
+
+class KeysExistError(HeadcastError, FileExistsError):
+    """`headcast keys generate` would overwrite existing keys."""
+
+
+@dataclass(frozen=True)
+class CurveServer:
+    """Keys of the binding side: its secret key file and a directory of allowed client public keys."""
+
+    secret_key_file: Path
+    allowed_clients_dir: Path
+
+
+@dataclass(frozen=True)
+class CurveClient:
+    """Keys of the connecting side: its own secret key file and the server's public key file."""
+
+    secret_key_file: Path
+    server_public_key_file: Path
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    m = re.match(r"^tcp://(\[[^\]]+\]|[^:]+):(\d+|\*)$", endpoint)
+    if not m:
+        raise EndpointError(f"unsupported endpoint {endpoint!r} (use tcp://HOST:PORT, ipc://PATH or inproc://NAME)")
+    host = m.group(1).strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', interface names and host names may reach other machines
+
+
+def check_bind_policy(endpoint: str, curve: CurveServer | None, insecure: bool) -> None:
+    if curve is None and not insecure and not is_loopback_endpoint(endpoint):
+        raise InsecureBindError(
+            f"refusing to bind {endpoint} without CURVE encryption: give server keys "
+            "(headcast keys generate DIR) or pass --insecure to accept anyone on the network"
+        )
+
+
+def _load_certificate(path: Path) -> tuple[bytes, bytes | None]:
+    try:
+        return zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise CurveKeyError(f"cannot read CURVE key {path}: {exc}") from exc
+
+
+def _load_secret(path: Path) -> tuple[bytes, bytes]:
+    public, secret = _load_certificate(path)
+    if secret is None:
+        raise CurveKeyError(f"{path} holds no secret key (use the .key_secret file)")
+    return public, secret
+
+
+def load_public_key(path: Path) -> bytes:
+    return _load_certificate(path)[0]
+
+
+def apply_curve_server(sock: zmq.Socket, curve: CurveServer) -> None:
+    public, secret = _load_secret(curve.secret_key_file)
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+    sock.curve_server = True
+
+
+def apply_curve_client(sock: zmq.Socket, curve: CurveClient) -> None:
+    public, secret = _load_secret(curve.secret_key_file)
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+    sock.curve_serverkey = load_public_key(curve.server_public_key_file)
+
+
+def start_authenticator(ctx: zmq.Context, curve: CurveServer):
+    """Starts ZAP so only clients whose public keys lie in ``allowed_clients_dir`` get through."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    if not Path(curve.allowed_clients_dir).is_dir():
+        raise CurveKeyError(f"allowed clients directory {curve.allowed_clients_dir} does not exist")
+    auth = ThreadAuthenticator(ctx, log=logging.getLogger("headcast.zap"))
+    auth.start()
+    auth.configure_curve(domain="*", location=str(curve.allowed_clients_dir))
+    return auth
+
+
+@dataclass(frozen=True)
+class SocketOptions:
+    """Options applied before bind/connect (None: ZeroMQ's default)."""
+
+    linger_ms: int = 0
+    sndhwm: int | None = None
+    rcvhwm: int | None = None
+    maxmsgsize: int | None = None      # bytes of one message part after decryption; larger ones drop the peer
+    subscribe: bytes | None = None      # SUB only: topic prefix (b"" = everything)
+    conflate: bool = False
+
+
+class ManagedSocket:
+    """A socket with the context and authenticator it owns; `close()` releases all three, in order."""
+
+    def __init__(self, ctx: zmq.Context, sock: zmq.Socket, auth, own_context: bool, endpoint: str):
+        self.ctx = ctx
+        self.sock = sock
+        self._auth = auth
+        self._own_context = own_context
+        self.endpoint = endpoint  # resolved (tcp://127.0.0.1:0 → the chosen port) when bound
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()  # with the socket's own linger (SocketOptions.linger_ms)
+        auth, self._auth = self._auth, None
+        if auth is not None:
+            auth.stop()
+        if self._own_context and self.ctx is not None:
+            ctx, self.ctx = self.ctx, None
+            ctx.term()
+
+    @property
+    def closed(self) -> bool:
+        return self.sock is None
+
+    def __enter__(self) -> "ManagedSocket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_socket(kind: int, endpoint: str, *, bind: bool, curve_server: CurveServer | None = None,
+                curve_client: CurveClient | None = None, insecure: bool = False,
+                options: SocketOptions = SocketOptions(), context: zmq.Context | None = None) -> ManagedSocket:
+    """Open a socket of `kind` bound to (or connected to) `endpoint`, secured as the arguments say.
+
+    Raises `InsecureBindError` (policy), `CurveKeyError` (keys), `EndpointError` (bind/connect failed);
+    nothing is left open when it raises."""
+    if bind:
+        check_bind_policy(endpoint, curve_server, insecure)
+    elif curve_server is not None:
+        raise ValueError("curve_server keys belong to the binding side")
+    own = context is None
+    ctx = context or zmq.Context()
+    sock = auth = None
+    try:
+        sock = ctx.socket(kind)
+        sock.linger = options.linger_ms
+        if options.sndhwm is not None:
+            sock.sndhwm = options.sndhwm
+        if options.rcvhwm is not None:
+            sock.rcvhwm = options.rcvhwm
+        if options.maxmsgsize is not None:
+            sock.maxmsgsize = options.maxmsgsize
+        if options.conflate:
+            sock.conflate = True
+        if options.subscribe is not None:
+            sock.setsockopt(zmq.SUBSCRIBE, options.subscribe)
+        if bind:
+            if curve_server is not None:
+                auth = start_authenticator(ctx, curve_server)
+                apply_curve_server(sock, curve_server)
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                hint = " (the port is in use: is another render node running?)" if exc.errno == zmq.EADDRINUSE else ""
+                raise EndpointError(f"cannot bind {endpoint}: {exc.strerror}{hint}") from exc
+            resolved = sock.getsockopt(zmq.LAST_ENDPOINT)
+            resolved = resolved.decode() if isinstance(resolved, bytes) else str(resolved)
+        else:
+            if curve_client is not None:
+                apply_curve_client(sock, curve_client)
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                raise EndpointError(f"cannot connect to {endpoint}: {exc.strerror}") from exc
+            resolved = endpoint
+        return ManagedSocket(ctx, sock, auth, own, resolved)
+    except BaseException:
+        if sock is not None:
+            sock.close(linger=0)
+        if auth is not None:
+            auth.stop()
+        if own:
+            ctx.term()
+        raise
+
+
+def generate_keys(directory: Path, names: list[str]) -> list[tuple[Path, Path]]:
+    """Writes ``NAME.key`` (public) and ``NAME.key_secret`` for each name; refuses to overwrite."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        if not re.match(r"^[A-Za-z0-9_.\-]+$", name):
+            raise CurveKeyError(f"bad key name {name!r}")
+        for suffix in (".key", ".key_secret"):
+            if (directory / f"{name}{suffix}").exists():
+                raise KeysExistError(f"{directory / (name + suffix)} exists; not overwriting keys")
+        pub, sec = zmq.auth.create_certificates(str(directory), name)
+        Path(sec).chmod(0o600)
+        out.append((Path(pub), Path(sec)))
+    return out

@@ -1,0 +1,118 @@
+"""One render node process from start to statistics: receiver, clock service, state source, the
+render loop on a backend, latency publishing, and an orderly shutdown whatever happens.
+
+    stats = run_render_session(RenderSessionConfig(scene=scene, bind="tcp://127.0.0.1:5555"), say=print)
+
+`say` receives the lines a user (or `local_session`, which waits for "listening on") should see:
+the backend chosen and why, what animates the avatars, the endpoint once streams count. Errors the
+user can act on are `HeadcastError`s: a port in use, a package that is wrong, a backend that
+cannot run here (`BackendUnavailable`, named with the backend).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from core.errors import BackendUnavailable, HeadcastError
+from streaming.sockets import CurveServer
+from xr_runtime.avatars.sources import StateSourceConfig, make_state_source
+from xr_runtime.backends.factory import BackendOptions, make_backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RenderSessionConfig:
+    scene: object                                  # xr_runtime.scene.scene_file.Scene
+    bind: str                                      # the feature endpoint (the receiver binds it)
+    curve: CurveServer | None = None
+    insecure: bool = False                         # allow a non-loopback bind without CURVE
+    backend: str = "auto"                          # auto, openxr, desktop, headless
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+    source: StateSourceConfig = field(default_factory=StateSourceConfig)
+    frames: int | None = None                      # stop after this many frames
+    seconds: float | None = None                   # ... or after this long
+    reconnects: int = 5                            # reopen a lost OpenXR session this many times
+    clock_bind: str = "auto"                       # clock service endpoint (auto: bind port + 1; off)
+    latency_bind: str | None = None                # publish latency records here (bench latency --attach)
+    save_scene_to: Path | None = None              # write moved placements back here on exit
+    spectator: object | None = None                # spectator.outputs.SpectatorConfig: --web, --virtual-camera
+
+
+def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = log.info) -> tuple[dict, object]:
+    """Runs the render node until its frame/time limit, SIGINT/SIGTERM, or the backend ends.
+    Returns (statistics, the RenderNode) — the node for callers that want its latency records."""
+    from calibration.clock_service import start_clock_service
+    from streaming.receiver import Receiver, ReceiverConfig
+    from xr_runtime.avatars.sampler import SamplerConfig
+    from xr_runtime.backends.select import choose_backend
+    from xr_runtime.interrupts import stop_event_on_signals
+    from xr_runtime.render_node import RenderNode, RenderNodeConfig
+
+    try:
+        choice = choose_backend(cfg.backend)
+    except ValueError as exc:
+        raise HeadcastError(str(exc)) from exc
+    say(f"backend: {choice.name} ({choice.reason})")
+    receiver = Receiver(ReceiverConfig(endpoint=cfg.bind, bind=True, curve_server=cfg.curve,
+                                       insecure=cfg.insecure)).start()
+    endpoint = receiver.bound_endpoint
+    clock = start_clock_service(cfg.clock_bind, endpoint, cfg.curve, cfg.insecure)
+    setup = publisher = outputs = None
+    try:
+        if cfg.spectator is not None:
+            from xr_runtime.spectator.outputs import SpectatorOutputs
+
+            outputs = SpectatorOutputs(cfg.spectator)   # opens a virtual camera now: no device fails early
+        setup = make_state_source(cfg.scene, receiver, cfg.source, clock)
+        # Said once the source is ready (building an engine takes seconds): from here on, streams count.
+        say(f"listening on {endpoint}{' (CURVE)' if cfg.curve else ''}")
+        say(f"engine: {setup.description}")
+        # The streaming engine already relaxes its latent to the idle face when presence drops, so the
+        # node's own fade only needs to smooth that (short); idle-face sources rely on the node's fade.
+        fade_s = 0.1 if setup.engine_driven else SamplerConfig().fade_s
+        node = RenderNode(cfg.scene, setup.assets, setup.source,
+                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to),
+                          spectator=outputs.tap if outputs is not None else None)
+        backend = make_backend(choice.name, cfg.backend_options, cfg.scene.viewer)
+        if outputs is not None:
+            outputs.start(node, receiver, clock)
+            if outputs.url:
+                say(f"web page on {outputs.url}")
+            if outputs.camera is not None:
+                say(f"virtual camera {outputs.camera.device_name}")
+        if cfg.latency_bind:
+            from xr_runtime.latency.publisher import LatencyPublisher
+
+            publisher = LatencyPublisher(node.latency, cfg.latency_bind, insecure=cfg.insecure)
+            say(f"latency records on {publisher.endpoint}")
+        with stop_event_on_signals() as stop_event:
+            try:
+                stats = node.run(backend, max_frames=cfg.frames, seconds=cfg.seconds, stop=stop_event,
+                                 reconnects=cfg.reconnects if choice.name == "openxr" else 0, reconnect_wait_s=2.0)
+            except BackendUnavailable as exc:
+                raise BackendUnavailable(f"{choice.name} backend unavailable: {exc}") from exc
+    finally:
+        if outputs is not None:
+            outputs.close()
+        if publisher is not None:
+            publisher.publish_new()
+            publisher.close()
+        if setup is not None and setup.close is not None:
+            setup.close()
+        counters = receiver.counters
+        receiver.stop()
+        if clock:
+            clock.close()
+    if cfg.save_scene_to is not None and node.counters.placement_changes:
+        node.save_scene(cfg.save_scene_to)
+    stats["receiver"] = {"endpoint": endpoint, "messages": counters.messages, "malformed": counters.malformed}
+    stats["backend_choice"] = {"name": choice.name, "reason": choice.reason}
+    if outputs is not None:
+        stats.update(outputs.summary())
+    return stats, node
+
+
+__all__ = ["RenderSessionConfig", "run_render_session"]
