@@ -92,7 +92,8 @@ def test_headless_render_loop_writes_the_display_times_of_a_late_loop(tmp_path, 
     as a gap (variable frame rate), instead of a fixed-rate file that hides it."""
     from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
-    from xr_runtime.render_node import AvatarAssets, RenderNode
+    from xr_runtime.avatars.assets import AvatarAssets
+    from xr_runtime.render_node import RenderNode
     from xr_runtime.scene.scene_file import Scene
 
     class StallOnce(StaticAvatarStateSource):

@@ -101,7 +101,8 @@ def test_the_camera_thread_paces_itself_and_repeats_the_last_frame_when_none_is_
 def test_the_render_loop_feeds_the_camera_through_the_spectator_tap(egl_available):
     from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
-    from xr_runtime.render_node import AvatarAssets, RenderNode
+    from xr_runtime.avatars.assets import AvatarAssets
+    from xr_runtime.render_node import RenderNode
     from xr_runtime.scene.scene_file import Scene
     from xr_runtime.spectator.tap import SpectatorTap
 

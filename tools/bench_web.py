@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tools import samples
 from tools.bench_common import machine_info, write_json
-from tools.errors import CliError
+from core.errors import HeadcastError
 
 
 def register(sub) -> None:
@@ -37,14 +37,14 @@ def run(args) -> int:
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise CliError("--size looks like 640x480") from None
+        raise HeadcastError("--size looks like 640x480") from None
     viewer = args.viewer or ("socket" if missing_browser() else "browser")
     if viewer == "browser" and (reason := missing_browser()):
-        raise CliError(f"--viewer browser: {reason}")
+        raise HeadcastError(f"--viewer browser: {reason}")
     try:
         driver = args.driver or samples.sample_path(samples.DRIVER_CLIP)
     except samples.SampleError as exc:
-        raise CliError(str(exc)) from exc
+        raise HeadcastError(str(exc)) from exc
     avatar = args.avatar or ensure_default_avatar()
     result = measure_page_cost(PageCostConfig(avatar=avatar, driver=Path(driver), phase_s=args.phase_seconds,
                                               width=w, height=h, fps=args.fps, web_fps=args.web_fps, viewer=viewer))

@@ -180,10 +180,9 @@ class _BrowserViewer:
 
 
 def measure_page_cost(cfg: PageCostConfig, log=print) -> dict:
-    from calibration.head_pose import HeadMotionConfig
     from streaming.receiver import Receiver, ReceiverConfig
-    from xr_runtime.avatars.engine_source import package_engine_source
     from xr_runtime.avatars.sampler import SamplerConfig
+    from xr_runtime.avatars.sources import StateSourceConfig, make_state_source
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
     from xr_runtime.render_node import RenderNodeConfig
     from xr_runtime.scene.scene_file import single_avatar_scene
@@ -192,13 +191,13 @@ def measure_page_cost(cfg: PageCostConfig, log=print) -> dict:
 
     scene = single_avatar_scene(cfg.avatar, "bench")
     receiver = Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*", bind=True)).start()
-    source = capture = outputs = viewer = None
+    setup = capture = outputs = viewer = None
     try:
-        source, assets = package_engine_source(scene, receiver, device="cpu", head_motion=HeadMotionConfig())
+        setup = make_state_source(scene, receiver, StateSourceConfig(engine="package"))
         outputs = SpectatorOutputs(SpectatorConfig(web=WebConfig(port=0), web_fps=cfg.web_fps))
         sample = _FrameSample()
         outputs.tap.consumers.append(sample)
-        node = _TimedNode(scene, assets, source, RenderNodeConfig(sampler=SamplerConfig(fade_s=0.1)),
+        node = _TimedNode(scene, setup.assets, setup.source, RenderNodeConfig(sampler=SamplerConfig(fade_s=0.1)),
                           spectator=outputs.tap)
         outputs.start(node, receiver)
         capture = subprocess.Popen([sys.executable, "-m", "tools.cli", "capture", "--source", str(cfg.driver),
@@ -256,6 +255,6 @@ def measure_page_cost(cfg: PageCostConfig, log=print) -> dict:
                 capture.kill()
         if outputs is not None:
             outputs.close()
-        if source is not None:
-            source.stop()
+        if setup is not None and setup.close is not None:
+            setup.close()
         receiver.stop()
