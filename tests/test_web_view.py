@@ -108,7 +108,7 @@ def face_box(image: np.ndarray) -> np.ndarray:
 
 def test_live_page_shows_the_avatar_following_a_replayed_stream(quick_avatar, expressions, browser, tmp_path):
     from streaming.protocol import FeatureFrame
-    from streaming.transport import Publisher
+    from streaming.publisher import Publisher
 
     stats_path, scene = tmp_path / "render.json", tmp_path / "scene.json"
     # Close enough that the face fills the middle of a small view.
