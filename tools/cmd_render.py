@@ -80,8 +80,12 @@ def register(sub) -> None:
                      help="token viewers must present (default with --web-public: a new random one, printed)")
     web.add_argument("--web-max-viewers", type=int, default=4, metavar="N", help="viewers at once (default 4)")
     web.add_argument("--web-fps", type=float, default=30.0, help="spectator frames a second at most (default 30)")
-    web.add_argument("--spectator-eye", default="left", choices=["left", "right"],
-                     help="which eye the page and the virtual camera show (default left; mono backends: the only one)")
+    web.add_argument("--spectator-eye", default="left", choices=["left", "right", "free"],
+                     help="what the page and the virtual camera show: an eye (default left; mono backends: the only "
+                          "one), or 'free': a camera of its own (--spectator-camera), one extra draw per shown frame")
+    web.add_argument("--spectator-camera", metavar="X,Y,Z", default=None,
+                     help="with --spectator-eye free: where the camera stands (scene metres; default: behind the "
+                          "viewer's right shoulder), looking at the avatars; the picture has the --size of an eye")
     web.add_argument("--virtual-camera", nargs="?", const="auto", metavar="DEVICE",
                      help="publish the spectator view as a system camera (v4l2loopback on Linux, OBS elsewhere; "
                           "pyvirtualcam); DEVICE e.g. /dev/video10, default: the first loopback device")
@@ -101,7 +105,31 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def spectator_config(args):
+def free_camera(scene, where: str | None, size: tuple[int, int]):
+    """A FreeCamera at `where` ("X,Y,Z"; default: behind the viewer's right shoulder) looking at the
+    middle of the scene's avatar slots."""
+    import numpy as np
+
+    from xr_runtime.spectator.tap import FreeCamera
+
+    viewer = np.asarray(scene.viewer.position, dtype=float)
+    slots = [np.asarray(slot.transform.position, dtype=float) for slot in scene.avatars]
+    target = np.mean(slots, axis=0) if slots else viewer + (0.0, 0.0, -1.0)
+    if where:
+        try:
+            position = tuple(float(v) for v in where.split(","))
+        except ValueError:
+            raise HeadcastError(f"--spectator-camera takes X,Y,Z, got {where!r}") from None
+        if len(position) != 3:
+            raise HeadcastError(f"--spectator-camera takes X,Y,Z, got {where!r}")
+    else:
+        position = tuple(viewer + (0.35, 0.12, 0.45))
+    if np.linalg.norm(np.asarray(position) - target) < 1e-3:
+        raise HeadcastError("--spectator-camera stands where it looks")
+    return FreeCamera(position, tuple(float(v) for v in target), width=size[0], height=size[1])
+
+
+def spectator_config(args, scene=None):
     """The --web / --virtual-camera flags as a SpectatorConfig, or None when neither is given."""
     from xr_runtime.spectator.outputs import SpectatorConfig
 
@@ -130,8 +158,13 @@ def spectator_config(args):
                                      device=None if args.virtual_camera == "auto" else args.virtual_camera)
     if args.web_fps <= 0:
         raise HeadcastError("--web-fps must be positive")
+    free = None
+    if args.spectator_eye == "free":
+        free = free_camera(scene, args.spectator_camera, _parse_size(args.size))
+    elif args.spectator_camera:
+        raise HeadcastError("--spectator-camera needs --spectator-eye free")
     return SpectatorConfig(eye=1 if args.spectator_eye == "right" else 0, web=web, web_fps=args.web_fps,
-                           camera=camera)
+                           camera=camera, free_camera=free)
 
 
 def run(args) -> int:
@@ -159,7 +192,7 @@ def run(args) -> int:
                                  head_motion=HeadMotionConfig() if args.head_motion else None),
         frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,
         latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None,
-        spectator=spectator_config(args))
+        spectator=spectator_config(args, scene))
     stats, node = run_render_session(cfg, say=lambda line: print(line, flush=True))
     s = stats["stages_ms"]
     p50 = lambda d: float("nan") if d.get("p50") is None else d["p50"]  # noqa: E731

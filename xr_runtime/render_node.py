@@ -293,9 +293,17 @@ class RenderNode:
         self._sync()
         self._draw_eyes.append((time.perf_counter() - t) * 1e3)
 
+    def _draw_spectator(self, view, projection, target) -> None:
+        """The scene from a free spectator camera (textures are already uploaded by the eyes)."""
+        from xr_runtime.gl.renderer import AvatarDrawState
+
+        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None) for a in self.avatars]
+        self.renderer.draw(view, projection, states, target)
+
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
         t_submit = time.monotonic_ns()
         if self.spectator is not None:
+            self.spectator.after_frame(frame.index, frame.display_time_ns, self._draw_spectator)
             self.spectator.collect()       # this frame's readback, usually finished with the frame
         for trace in self._traces:
             self.latency.displayed(trace, self._t_upload_ns, t_submit, frame.display_time_ns)

@@ -18,6 +18,7 @@ from xr_runtime.spectator.tap import SpectatorTap
 @dataclass(frozen=True)
 class SpectatorConfig:
     eye: int = 0                        # 0 left (or the only eye), 1 right
+    free_camera: object | None = None   # spectator.tap.FreeCamera: a view of its own instead of an eye
     web: object | None = None           # web.server.WebConfig
     web_fps: float = 30.0
     web_max_width: int = 960
@@ -41,7 +42,7 @@ class SpectatorOutputs:
 
             self.feed = JpegFeed(FeedConfig(max_fps=config.web_fps, max_width=config.web_max_width))
             consumers.append(self.feed)
-        self.tap = SpectatorTap(consumers, eye=config.eye) if consumers else None
+        self.tap = SpectatorTap(consumers, eye=config.eye, free_camera=config.free_camera) if consumers else None
 
     def start(self, node, receiver=None, clock=None) -> None:
         if self.feed is not None:

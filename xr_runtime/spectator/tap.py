@@ -5,7 +5,9 @@
 
 On the render thread the tap costs one cheap question per frame while nobody watches: does any
 consumer want a frame now (someone connected, its rate cap allows one, its encoder is idle)? Only
-then, right after the chosen eye is drawn, it queues an asynchronous readback of that eye
+then, right after the chosen eye is drawn — or, with a `FreeCamera`, after the frame was submitted,
+into a target of the tap's own from the camera's pose (one extra draw, only for wanted frames) —
+it queues an asynchronous readback of that view
 (`gl/async_readback`: pixel pack buffer + fence) and, on a later frame, hands the finished image
 to the consumers that asked. Consumers never block: `offer` drops the frame into a one-slot
 mailbox that their own thread empties (`LatestFrame`), so a slow encoder or viewer only ever
@@ -41,6 +43,24 @@ class SpectatorConsumer(Protocol):
 
 
 @dataclass(frozen=True)
+class FreeCamera:
+    """A spectator view of its own, not an eye: from `position`, looking at `target` (scene metres)."""
+
+    position: tuple[float, float, float]
+    target: tuple[float, float, float]
+    width: int = 640
+    height: int = 480
+    vertical_fov_deg: float = 50.0
+
+    def view_projection(self) -> tuple[np.ndarray, np.ndarray]:
+        from geometry import transforms
+
+        view = transforms.look_at(self.position, self.target).astype(np.float32)
+        projection = transforms.projection_symmetric(self.vertical_fov_deg, self.width / self.height, 0.05, 100.0)
+        return view, projection.astype(np.float32)
+
+
+@dataclass(frozen=True)
 class _Meta:
     index: int
     display_ns: int
@@ -61,9 +81,12 @@ class TapCounters:
 class SpectatorTap:
     """`eye`: index of the view to show (0 = left or the only eye; clamped to the views drawn)."""
 
-    def __init__(self, consumers: Sequence[SpectatorConsumer], eye: int = 0) -> None:
+    def __init__(self, consumers: Sequence[SpectatorConsumer], eye: int = 0,
+                 free_camera: FreeCamera | None = None) -> None:
         self.consumers = list(consumers)
         self.eye = eye
+        self.free_camera = free_camera
+        self._free_target = None
         self.counters = TapCounters()
         self._readback = None
         self._max_eye = 0          # highest eye index drawn so far (mono backends draw only 0)
@@ -72,11 +95,18 @@ class SpectatorTap:
         from xr_runtime.gl.async_readback import AsyncReadback
 
         self._readback = AsyncReadback()
+        if self.free_camera is not None:
+            from xr_runtime.gl.target import RenderTarget
+
+            self._free_target = RenderTarget(self.free_camera.width, self.free_camera.height)
 
     def teardown_gl(self) -> None:
         if self._readback is not None:
             self._readback.close()
             self._readback = None
+        if self._free_target is not None:
+            self._free_target.delete()
+            self._free_target = None
 
     def collect(self) -> None:
         """Hands finished readbacks to the consumers that asked for them (render thread). Called
@@ -98,14 +128,33 @@ class SpectatorTap:
     def after_eye(self, frame_index: int, display_ns: int, eye_index: int, target) -> None:
         """Called after each eye is drawn; queues the readback of the chosen one when wanted."""
         self._max_eye = max(self._max_eye, eye_index)
-        if self._readback is None or eye_index != min(self.eye, self._max_eye):
+        if self._readback is None or self.free_camera is not None or eye_index != min(self.eye, self._max_eye):
             return
-        now = time.monotonic_ns()
-        wanting = tuple(c for c in self.consumers if c.wants_frame(now))
+        wanting = self._wanting()
+        if wanting:
+            self._grab(frame_index, display_ns, target, wanting)
+
+    def after_frame(self, frame_index: int, display_ns: int, draw) -> None:
+        """With a free camera: when a frame is wanted, `draw(view, projection, target)` renders the
+        scene into the tap's own target, which is then read back like an eye."""
+        if self._readback is None or self.free_camera is None:
+            return
+        wanting = self._wanting()
         if not wanting:
             return
         t = time.perf_counter()
-        if self._readback.start(target, _Meta(frame_index, display_ns, now, wanting)):
+        view, projection = self.free_camera.view_projection()
+        draw(view, projection, self._free_target)
+        self.counters.readback_ms_total += (time.perf_counter() - t) * 1e3
+        self._grab(frame_index, display_ns, self._free_target, wanting)
+
+    def _wanting(self) -> tuple:
+        now = time.monotonic_ns()
+        return tuple(c for c in self.consumers if c.wants_frame(now))   # asking takes a frame of their rate
+
+    def _grab(self, frame_index: int, display_ns: int, target, wanting: tuple) -> None:
+        t = time.perf_counter()
+        if self._readback.start(target, _Meta(frame_index, display_ns, time.monotonic_ns(), wanting)):
             self.counters.grabbed += 1
         else:
             self.counters.declined += 1
@@ -113,7 +162,8 @@ class SpectatorTap:
 
     def summary(self) -> dict:
         c = self.counters
-        return {"eye": self.eye, "grabbed": c.grabbed, "delivered": c.delivered, "declined": c.declined,
+        view = "free camera" if self.free_camera else ("right" if self.eye else "left")
+        return {"view": view, "grabbed": c.grabbed, "delivered": c.delivered, "declined": c.declined,
                 "render_thread_ms_total": round(c.readback_ms_total, 3)}
 
 
