@@ -50,7 +50,8 @@ def _temp_pattern(name: str) -> re.Pattern:
     return re.compile(r"^\." + re.escape(name) + r"\.(\d+)\.[0-9a-f]+\.tmp$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a writer that may still finish its temporary)."""
     if pid <= 0:
         return False
     try:
@@ -73,7 +74,7 @@ def sweep_stale_temporaries(path: Path) -> int:
         return 0
     for entry in entries:
         m = pattern.match(entry.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             try:
                 os.unlink(entry.path)
                 removed += 1
@@ -157,4 +158,4 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "commit_temporary",
-           "fsync_dir", "prepare_temporary", "sha256_file", "sweep_stale_temporaries", "temporary_path"]
+           "fsync_dir", "pid_alive", "prepare_temporary", "sha256_file", "sweep_stale_temporaries", "temporary_path"]

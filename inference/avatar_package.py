@@ -1,11 +1,27 @@
 """The avatar package (DESIGN.md "Contracts"): a directory with avatar.json, weights.safetensors,
 mesh.glb and preview.png.
 
-Writing is atomic: everything goes into a hidden temporary directory beside the target, files and
-directory are fsynced, and only then is it renamed into place, so an interrupted export never
-leaves a package that looks valid. Loading checks the schema and version, every file's size and
-sha256 (the manifest lists them), the weights' names and shapes against the manifest's network
-config and the mesh against the blendshape count, and names the first thing that is wrong.
+What the package holds is what the render node runs, nothing more (schema 2). weights.safetensors
+carries the head model's VAE *decoder* (``decoder.*``: z → dynamic texture + blendshape weights)
+and, when the manifest declares one, the animation network (``anim.*``). The VAE *encoder*
+(texture + weights → z) is used only while building: it gives the animation network its training
+targets and scores the held-out frames. It stays in the build's work directory
+(``vae/vae.safetensors``, the whole VAE), where a rebuild or fine-tune finds it; leaving it out
+took the default avatar's package from 34 MB to 18 MB (docs/AVATAR.md). The manifest's
+``weights`` block says what the file holds and what it leaves out; the file's own safetensors
+header says it too (``schema``, ``schema_version``, ``holds``) together with ``manifest_sha256``,
+the sha256 of the manifest it was written with (see ``manifest_digest``), so a weights file found
+on its own names its package and a hand-edited avatar.json is caught.
+
+Schema 1 packages (built before builder version 7) carry the encoder as well; they still load: its
+tensors are validated as before and then dropped, since nothing at runtime uses them.
+
+Writing is atomic: everything goes into a hidden temporary directory beside the target (each file
+written and fsynced by core.atomic_files), and only then is it renamed into place and the parent
+directory fsynced, so an interrupted export never leaves a package that looks valid. Loading checks
+the schema and version, every file's size and sha256 (the manifest lists them), the weights' names
+and shapes against the manifest's network config and the mesh against the blendshape count, and
+names the first thing that is wrong.
 
 A package whose manifest declares an animation network (``animation.included``; the block written
 by inference/animation/serialize.py ``animation_manifest``) carries its ``anim.*`` tensors in the
@@ -26,16 +42,38 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core.atomic_files import atomic_write_bytes, atomic_write_json, fsync_dir, pid_alive, sha256_file
+from core.errors import HeadcastError
 from inference.head_model.gltf_io import GltfError, MeshArrays, read_glb, write_glb
-from inference.head_model.vae import HeadVae, RuntimeDecoder, VaeConfig
+from inference.head_model.vae import Decoder, HeadVae, RuntimeDecoder, VaeConfig
 
 SCHEMA_ID = "headcast.avatar"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the weights carry the decoder only, and say so; 1: the whole VAE
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "avatar.json"
 WEIGHTS = "weights.safetensors"
 MESH = "mesh.glb"
 PREVIEW = "preview.png"
 PAYLOAD = (WEIGHTS, MESH, PREVIEW)
+FILE_MODE = 0o644  # packages are shared artefacts (safetensors alone would create 0600 files)
+CANONICAL_UNIT_M = 0.063  # canonical unit = distance between the eye centres, ~63 mm for adults
+
+DECODER_PREFIX = "decoder."
+ENCODER_PREFIX = "encoder."
+ANIMATION_PREFIX = "anim."  # the animation network's tensors (inference/animation/serialize.py)
+# What each prefix of weights.safetensors is, as the manifest's ``weights`` block and the file's
+# header say it.
+HOLDS = {
+    DECODER_PREFIX: "head model VAE decoder: z -> dynamic texture (RGB atlas) + blendshape weights; "
+                    "what the render node runs every frame",
+    ANIMATION_PREFIX: "animation network: expression features (a window of frames) -> z; with its feature "
+                      "normalisation and the target's relaxed face",
+}
+NOT_INCLUDED = {
+    ENCODER_PREFIX: "head model VAE encoder (texture + blendshape weights -> z): used only while building "
+                    "(the animation network's training targets, held-out scores); kept in the build's work "
+                    "directory, vae/vae.safetensors",
+}
 
 _INT1 = {"type": "integer", "minimum": 1}
 # The animation block (inference/animation/serialize.py animation_manifest): required in full once
@@ -59,6 +97,13 @@ _ANIMATION = {
             "metrics": {"type": "object"},
         }},
 }
+_WEIGHTS_BLOCK = {
+    "type": "object", "required": ["file", "holds", "not_included"],
+    "properties": {"file": {"const": WEIGHTS},
+                   "holds": {"type": "object", "required": [DECODER_PREFIX],
+                             "additionalProperties": {"type": "string"}},
+                   "not_included": {"type": "object", "additionalProperties": {"type": "string"}}},
+}
 _FILE_ENTRY = {"type": "object", "required": ["sha256", "bytes"],
                "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                               "bytes": {"type": "integer", "minimum": 1}}}
@@ -68,7 +113,7 @@ MANIFEST_SCHEMA = {
                  "provenance", "metrics", "files"],
     "properties": {
         "schema": {"const": SCHEMA_ID},
-        "schema_version": {"type": "integer"},
+        "schema_version": {"enum": list(READABLE_VERSIONS)},
         "name": {"type": "string", "minLength": 1},
         "created_utc": {"type": "string"},
         "feature": {"type": "object", "required": ["kind", "normalisation"],
@@ -95,22 +140,50 @@ MANIFEST_SCHEMA = {
                            "type": "object", "required": ["name", "sha256"],
                            "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}}}},
         "metrics": {"type": "object"},
+        "weights": _WEIGHTS_BLOCK,
         "files": {"type": "object", "required": list(PAYLOAD),
                   "properties": {name: _FILE_ENTRY for name in PAYLOAD}},
     },
+    "if": {"properties": {"schema_version": {"const": 2}}},
+    "then": {"required": ["weights"]},
 }
 
 
-class AvatarPackageError(ValueError):
+class AvatarPackageError(HeadcastError, ValueError):
     """The package is missing, incomplete, tampered with or does not match its manifest."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def manifest_digest(raw: dict) -> str:
+    """sha256 of a manifest's body: avatar.json without its ``files`` block (which records the
+    weights file's own checksum, so the weights cannot record it back), as canonical JSON (keys
+    sorted, no whitespace, UTF-8). Written into the weights' header; loading compares."""
+    body = json.loads(json.dumps({k: v for k, v in raw.items() if k != "files"}))  # as avatar.json reads back
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def weights_block(animation_included: bool) -> dict:
+    """The manifest's ``weights`` block: what weights.safetensors holds, by tensor-name prefix."""
+    holds = {k: v for k, v in HOLDS.items() if animation_included or k != ANIMATION_PREFIX}
+    return {"file": WEIGHTS, "holds": holds, "not_included": dict(NOT_INCLUDED)}
+
+
+def weights_header(raw: dict) -> dict[str, str]:
+    """The safetensors header metadata of a package's weights (string values, as the format wants)."""
+    return {"format": "headcast-avatar", "schema": SCHEMA_ID, "schema_version": str(raw["schema_version"]),
+            "manifest_sha256": manifest_digest(raw), "holds": json.dumps(raw["weights"]["holds"]),
+            "not_included": json.dumps(raw["weights"]["not_included"])}
+
+
+def read_weights_header(path: Path) -> dict[str, str]:
+    """The header metadata of a weights.safetensors (empty when it has none)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AvatarPackageError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -149,18 +222,37 @@ class Manifest:
     def metrics(self) -> dict:
         return self.raw["metrics"]
 
+    @property
+    def schema_version(self) -> int:
+        return int(self.raw["schema_version"])
+
+    @property
+    def weights_holds(self) -> dict:
+        """Tensor-name prefix → what it is; schema 1 packages (no ``weights`` block) held the whole VAE."""
+        if "weights" in self.raw:
+            return dict(self.raw["weights"]["holds"])
+        holds = {ENCODER_PREFIX: "head model VAE encoder (schema 1 packages ship it; nothing at runtime uses it)",
+                 DECODER_PREFIX: HOLDS[DECODER_PREFIX]}
+        if self.animation_included:
+            holds[ANIMATION_PREFIX] = HOLDS[ANIMATION_PREFIX]
+        return holds
+
 
 @dataclass
 class AvatarPackage:
     path: Path
     manifest: Manifest
     mesh: MeshArrays
-    decoder: RuntimeDecoder  # z → (uint8 RGBA (S, S, 4), weights (K,))
-    vae: HeadVae  # full model (the encoder is what the animation-network training needs)
+    decoder: RuntimeDecoder  # z → (uint8 RGBA (S, S, 4), weights (K,)); .decoder is the batched module
     extra_tensors: dict  # "anim.*" tensors of the animation network, when the manifest declares it
     # (AnimationNet, FeatureNormalisation) built from those tensors and the manifest's animation
     # block, validated; None for a head-model-only package (animation.included = false).
     animation: tuple | None = None
+
+    @property
+    def vae_decoder(self) -> Decoder:
+        """The VAE decoder as a batched module: z (B, Z) → (texture (B, 3, S, S) float, weights (B, K))."""
+        return self.decoder.decoder
 
     @staticmethod
     def load(path: str | Path) -> "AvatarPackage":
@@ -181,9 +273,9 @@ def _read_manifest(path: Path) -> dict:
         raise AvatarPackageError(f"{mf}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise AvatarPackageError(f"{mf}: top level must be an object")
-    if raw.get("schema") == SCHEMA_ID and raw.get("schema_version") != SCHEMA_VERSION:
+    if raw.get("schema") == SCHEMA_ID and raw.get("schema_version") not in READABLE_VERSIONS:
         raise AvatarPackageError(f"{mf}: schema_version {raw.get('schema_version')!r} is not supported "
-                                 f"(this build reads version {SCHEMA_VERSION})")
+                                 f"(this build reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     try:
         jsonschema.validate(raw, MANIFEST_SCHEMA)
     except jsonschema.ValidationError as exc:
@@ -206,12 +298,20 @@ def _check_files(path: Path, raw: dict) -> None:
             raise AvatarPackageError(f"{path}: {name} sha256 does not match the manifest (file was modified)")
 
 
-VAE_PREFIXES = ("encoder.", "decoder.")
-ANIMATION_PREFIX = "anim."  # the animation network's tensors (inference/animation/serialize.py)
+VAE_PREFIXES = (ENCODER_PREFIX, DECODER_PREFIX)
 
 
-def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool) -> tuple[HeadVae, dict]:
-    """Returns (the VAE, the other tensors: the animation network's, when the manifest declares one)."""
+def _expected_head_model(cfg: VaeConfig, schema_version: int) -> dict[str, torch.Tensor]:
+    """Name → tensor of the right shape for the head model's part of the weights: the decoder
+    (schema 2), or the whole VAE (schema 1: the encoder too)."""
+    if schema_version == 1:
+        return HeadVae(cfg).state_dict()
+    return {DECODER_PREFIX + k: v for k, v in Decoder(cfg).state_dict().items()}
+
+
+def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool,
+                  schema_version: int) -> tuple[Decoder, dict]:
+    """Returns (the VAE decoder, the other tensors: the animation network's, when the manifest declares one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -219,8 +319,7 @@ def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool) -> tuple
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AvatarPackageError(f"{path}: {WEIGHTS} is not a readable safetensors file ({exc})") from exc
-    vae = HeadVae(cfg)
-    expected = vae.state_dict()
+    expected = _expected_head_model(cfg, schema_version)
     others = {k: v for k, v in tensors.items() if not k.startswith(VAE_PREFIXES)}
     tensors = {k: v for k, v in tensors.items() if k.startswith(VAE_PREFIXES)}
     undeclared = sorted(k for k in others if not (animation_included and k.startswith(ANIMATION_PREFIX)))
@@ -231,15 +330,35 @@ def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool) -> tuple
     if missing:
         raise AvatarPackageError(f"{path}: {WEIGHTS} lacks tensors {missing[:4]}{'...' if len(missing) > 4 else ''}")
     if extra:
-        raise AvatarPackageError(f"{path}: {WEIGHTS} has unexpected tensors {extra[:4]}")
+        why = (f" (schema {schema_version} packages leave the VAE encoder out)"
+               if any(k.startswith(ENCODER_PREFIX) for k in extra) else "")
+        raise AvatarPackageError(f"{path}: {WEIGHTS} has unexpected tensors {extra[:4]}{why}")
     for k, v in expected.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise AvatarPackageError(f"{path}: {WEIGHTS}: {k} has shape {tuple(tensors[k].shape)}, the manifest's "
                                      f"network config needs {tuple(v.shape)}")
         if not torch.isfinite(tensors[k]).all():
             raise AvatarPackageError(f"{path}: {WEIGHTS}: {k} holds non-finite values")
-    vae.load_state_dict({k: t.float() for k, t in tensors.items()})
-    return vae.eval(), others
+    decoder = Decoder(cfg)
+    n = len(DECODER_PREFIX)
+    decoder.load_state_dict({k[n:]: t.float() for k, t in tensors.items() if k.startswith(DECODER_PREFIX)})
+    return decoder.eval(), others
+
+
+def _check_header(path: Path, raw: dict) -> None:
+    """Schema 2: the weights' header names this schema and this manifest (schema 1 wrote neither)."""
+    if raw["schema_version"] < 2:
+        return
+    header = read_weights_header(path / WEIGHTS)
+    if header.get("schema") != SCHEMA_ID or header.get("schema_version") != str(raw["schema_version"]):
+        raise AvatarPackageError(f"{path}: {WEIGHTS} header says schema {header.get('schema')!r} version "
+                                 f"{header.get('schema_version')!r}, {MANIFEST} says {SCHEMA_ID!r} version "
+                                 f"{raw['schema_version']}")
+    digest = manifest_digest(raw)
+    if header.get("manifest_sha256") != digest:
+        raise AvatarPackageError(f"{path}: {MANIFEST} was changed after export: {WEIGHTS} was written for a "
+                                 f"manifest whose sha256 is {str(header.get('manifest_sha256'))[:16]}…, this one's "
+                                 f"is {digest[:16]}…")
 
 
 def check_animation(block: dict, tensors: dict, feature_kind: str, z_dim: int) -> tuple:
@@ -286,7 +405,7 @@ def load_package(path: Path) -> AvatarPackage:
     cfg = manifest.vae
     if cfg.z_dim != hm["z_dim"] or cfg.texture_size != hm["texture_size"] or cfg.n_weights != hm["n_blendshapes"]:
         raise AvatarPackageError(f"{path}: head_model sizes disagree with its vae config")
-    vae, extra_tensors = _load_weights(path, cfg, manifest.animation_included)
+    decoder, extra_tensors = _load_weights(path, cfg, manifest.animation_included, manifest.schema_version)
     animation = None
     if manifest.animation_included:
         try:
@@ -303,22 +422,8 @@ def load_package(path: Path) -> AvatarPackage:
     if mesh.blendshapes.shape[0] != hm["n_blendshapes"]:
         raise AvatarPackageError(f"{path}: {MESH} has {mesh.blendshapes.shape[0]} morph targets, manifest says "
                                  f"{hm['n_blendshapes']} blendshapes")
-    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(vae.decoder), vae, extra_tensors, animation)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    _check_header(path, raw)
+    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(decoder), extra_tensors, animation)
 
 
 def check_replaceable(out: Path) -> None:
@@ -331,34 +436,27 @@ def check_replaceable(out: Path) -> None:
                                  "refusing to replace it (choose a new --out)")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(out: Path) -> None:
     """Temporary/old directories left by an export that was killed (its process is gone)."""
     for kind in ("tmp", "old"):
         for d in out.parent.glob(f".{out.name}.{kind}-*"):
             pid = d.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def write_package(out: Path, manifest: dict, vae: HeadVae, mesh: MeshArrays, neutral_texture_rgb: np.ndarray,
+def write_package(out: Path, manifest: dict, decoder: Decoder, mesh: MeshArrays, neutral_texture_rgb: np.ndarray,
                   preview_png: bytes, before_commit: Callable[[Path], None] | None = None,
                   extra_tensors: dict | None = None) -> Path:
-    """Atomically writes the package to ``out`` (replacing an existing one). ``extra_tensors`` are
-    merged into weights.safetensors (the animation network's ``anim.*``; the manifest's
-    ``animation.included`` must then be true). ``before_commit`` runs after all files are in the
-    temporary directory, just before the rename (tests use it to interrupt an export at its most
-    dangerous point)."""
-    from safetensors.torch import save_file
+    """Atomically writes the package to ``out`` (replacing an existing one) in the current schema:
+    ``decoder`` is the head model's VAE decoder (the encoder never enters a package). The writer
+    owns ``schema_version``, the ``weights`` block and the ``files`` checksums of the manifest.
+    ``extra_tensors`` are merged into weights.safetensors (the animation network's ``anim.*``; the
+    manifest's ``animation.included`` must then be true). ``before_commit`` runs after all files are
+    in the temporary directory, just before the rename (tests use it to interrupt an export at its
+    most dangerous point)."""
+    import jsonschema
+    from safetensors.torch import save as safetensors_bytes
 
     out = Path(out).absolute()
     check_replaceable(out)
@@ -369,31 +467,27 @@ def write_package(out: Path, manifest: dict, vae: HeadVae, mesh: MeshArrays, neu
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
+        included = bool(manifest.get("animation", {}).get("included"))
+        manifest = {k: v for k, v in manifest.items() if k != "files"}
+        manifest.update(schema=SCHEMA_ID, schema_version=SCHEMA_VERSION, weights=weights_block(included))
+        tensors = {DECODER_PREFIX + k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
         for k, v in (extra_tensors or {}).items():
             if k.startswith(VAE_PREFIXES) or not k.startswith(ANIMATION_PREFIX):
                 raise ValueError(f"extra tensor {k!r}: only {ANIMATION_PREFIX}* names may join the head model's")
-            if not manifest.get("animation", {}).get("included"):
+            if not included:
                 raise ValueError("extra animation tensors need animation.included = true in the manifest")
             tensors[k] = v.detach().cpu().contiguous()
-        if manifest.get("animation", {}).get("included"):
+        if included:
             anim = {k: v for k, v in tensors.items() if k.startswith(ANIMATION_PREFIX)}
             check_animation(manifest["animation"], anim, manifest["feature"]["kind"], manifest["head_model"]["z_dim"])
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "headcast-avatar"})
-        write_glb(tmp / MESH, mesh, neutral_texture_rgb)
-        _write_file(tmp / PREVIEW, preview_png)
-        for name in (WEIGHTS, MESH):
-            os.chmod(tmp / name, 0o644)  # safetensors creates 0600 files; packages are shared artefacts
-            with open(tmp / name, "rb+") as f:
-                os.fsync(f.fileno())
-        manifest = dict(manifest)
+        atomic_write_bytes(tmp / WEIGHTS, safetensors_bytes(tensors, metadata=weights_header(manifest)),
+                           mode=FILE_MODE)
+        write_glb(tmp / MESH, mesh, neutral_texture_rgb, mode=FILE_MODE)
+        atomic_write_bytes(tmp / PREVIEW, preview_png, mode=FILE_MODE)
         manifest["files"] = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
                              for name in PAYLOAD}
-        import jsonschema
-
         jsonschema.validate(manifest, MANIFEST_SCHEMA)  # never write a package we would refuse to load
-        _write_file(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False).encode())
-        _fsync_dir(tmp)
+        atomic_write_json(tmp / MANIFEST, manifest, indent=2, mode=FILE_MODE)
         if before_commit is not None:
             before_commit(tmp)
         old = None
@@ -401,7 +495,7 @@ def write_package(out: Path, manifest: dict, vae: HeadVae, mesh: MeshArrays, neu
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

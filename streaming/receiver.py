@@ -83,6 +83,16 @@ class FrameSource(Protocol):
     def snapshot(self) -> dict[str, StreamStatus]: ...
 
 
+@runtime_checkable
+class FrameArrivals(Protocol):
+    """A frame source that can wake a consumer when a frame arrives (the `Receiver`)."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def wait_for_frame(self, after: int, timeout_s: float) -> int: ...
+
+
 @dataclass(frozen=True)
 class ReceiverCounters:
     messages: int  # all messages taken off the socket
@@ -97,6 +107,10 @@ class Receiver:
             raise ValueError("history must be >= 1")
         self.config = config
         self._lock = threading.Lock()
+        # Consumers (the engine's worker) wait on this instead of polling: a frame that arrives
+        # starts their step at once rather than at their next timer tick.
+        self._arrived = threading.Condition(self._lock)
+        self._generation = 0  # bumps with every accepted frame
         self._streams: dict[str, _StreamState] = {}
         self._messages = 0
         self._malformed = 0
@@ -206,6 +220,8 @@ class Receiver:
             st.received += 1
             st.history.append(ReceivedFrame(frame, t_receive_ns))
             st.arrivals.append(t_receive_ns)
+            self._generation += 1
+            self._arrived.notify_all()
 
     def _update_lost(self, now_ns: int) -> None:
         limit = int(self.config.lost_after_s * 1e9)
@@ -245,6 +261,19 @@ class Receiver:
                 return []
             hist = st.history
             return list(hist)[-n:]
+
+    @property
+    def generation(self) -> int:
+        """Count of frames accepted so far (for `wait_for_frame`)."""
+        with self._lock:
+            return self._generation
+
+    def wait_for_frame(self, after: int, timeout_s: float) -> int:
+        """Block until a frame is accepted after generation `after`, or `timeout_s` passes;
+        returns the generation then (equal to `after` on a timeout)."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._generation != after, timeout=max(0.0, timeout_s))
+            return self._generation
 
     @property
     def counters(self) -> ReceiverCounters:
@@ -293,4 +322,4 @@ def status_as_dict(status: StreamStatus) -> dict:
     return d
 
 
-__all__ = ["FrameSource", "Receiver", "ReceiverConfig", "ReceivedFrame", "StreamStatus", "ReceiverCounters", "status_as_dict"]
+__all__ = ["FrameArrivals", "FrameSource", "Receiver", "ReceiverConfig", "ReceivedFrame", "StreamStatus", "ReceiverCounters", "status_as_dict"]

@@ -213,7 +213,7 @@ def open_socket(kind: int, endpoint: str, *, bind: bool, curve_server: CurveServ
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 hint = " (the port is in use: is another render node running?)" if exc.errno == zmq.EADDRINUSE else ""
-                raise EndpointError(f"cannot bind {endpoint}: {exc.strerror}{hint}") from exc
+                raise EndpointError(f"cannot use endpoint {endpoint}: bind failed: {exc.strerror}{hint}") from exc
             resolved = sock.getsockopt(zmq.LAST_ENDPOINT)
             resolved = resolved.decode() if isinstance(resolved, bytes) else str(resolved)
         else:
@@ -222,7 +222,7 @@ def open_socket(kind: int, endpoint: str, *, bind: bool, curve_server: CurveServ
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
-                raise EndpointError(f"cannot connect to {endpoint}: {exc.strerror}") from exc
+                raise EndpointError(f"cannot use endpoint {endpoint}: connect failed: {exc.strerror}") from exc
             resolved = endpoint
         return ManagedSocket(ctx, sock, auth, own, resolved)
     except BaseException:

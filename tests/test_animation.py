@@ -1,6 +1,6 @@
 """Animation network training on synthetic data: learning, residual encoder, windows, package round trip.
 
-The data come from inference/animation/synthetic.py (a hidden expression state drives the target's
+The data come from inference/research/synthetic.py (a hidden expression state drives the target's
 latents and a driver's 1434-d features); they exercise the code, they are not the real pipeline.
 Runs are kept to a few hundred steps: the CI host has 2 shared cores.
 """
@@ -18,7 +18,7 @@ from inference.animation.config import AnimationConfig, AugmentConfig, ResidualE
 from inference.animation.network import AnimationNet
 from inference.animation.residual_encoder import ResidualEncoder
 from inference.animation.serialize import animation_manifest, animation_tensors, load_animation
-from inference.animation.synthetic import SyntheticWorld
+from inference.research.synthetic import SyntheticWorld
 from inference.animation.train import evaluate, train_animation
 from inference.engine.reference_decoder import ReferenceDecoder
 

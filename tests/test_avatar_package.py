@@ -201,7 +201,7 @@ def _rewrite(pkg: AvatarPackage, out: Path, **kw) -> None:
     raw = dict(pkg.manifest.raw)
     tex = np.zeros((8, 8, 3), np.uint8)
     ok, png = cv2.imencode(".png", tex)
-    write_package(out, raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=pkg.extra_tensors, **kw)
+    write_package(out, raw, pkg.vae_decoder, pkg.mesh, tex, png.tobytes(), extra_tensors=pkg.extra_tensors, **kw)
 
 
 def test_interrupted_export_leaves_no_package(package_dir, tmp_path):
@@ -257,7 +257,7 @@ def test_export_killed_mid_write_leaves_no_package_and_is_cleaned_up(package_dir
         "ok, png = cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))\n"
         "def hang(tmp):\n"
         "    print('ready', flush=True); time.sleep(60)\n"
-        f"write_package(__import__('pathlib').Path({str(out)!r}), pkg.manifest.raw, pkg.vae, pkg.mesh,\n"
+        f"write_package(__import__('pathlib').Path({str(out)!r}), pkg.manifest.raw, pkg.vae_decoder, pkg.mesh,\n"
         "              np.zeros((8, 8, 3), np.uint8), png.tobytes(), before_commit=hang,\n"
         "              extra_tensors=pkg.extra_tensors)\n"
     )
@@ -286,13 +286,13 @@ def test_animation_tensors_travel_only_when_declared(package_dir, tmp_path):
     anim = dict(pkg.extra_tensors)
     head_only = dict(raw, animation={"included": False})
     with pytest.raises(ValueError, match="animation.included"):
-        write_package(tmp_path / "a", head_only, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
+        write_package(tmp_path / "a", head_only, pkg.vae_decoder, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
     # The writer refuses tensors that do not fit the declared network (never writes what it cannot load).
     bad = dict(anim, **{"anim.net.head.weight": anim["anim.net.head.weight"][:, :-1]})
     with pytest.raises(ValueError, match="anim.net.head.weight"):
-        write_package(tmp_path / "b", raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=bad)
+        write_package(tmp_path / "b", raw, pkg.vae_decoder, pkg.mesh, tex, png.tobytes(), extra_tensors=bad)
     assert not (tmp_path / "b").exists()
-    write_package(tmp_path / "a", raw, pkg.vae, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
+    write_package(tmp_path / "a", raw, pkg.vae_decoder, pkg.mesh, tex, png.tobytes(), extra_tensors=anim)
     again = AvatarPackage.load(tmp_path / "a")
     assert again.extra_tensors.keys() == anim.keys()
     assert all(torch.equal(again.extra_tensors[k], v) for k, v in anim.items())
@@ -308,7 +308,7 @@ def _rewrite_weights(pkg_dir: Path, mutate) -> None:
     network's own validation can catch the change (not the tamper check)."""
     from safetensors.torch import load_file, save_file
 
-    from inference.avatar_package import sha256_file
+    from core.atomic_files import sha256_file
 
     tensors = load_file(str(pkg_dir / WEIGHTS))
     mutate(tensors)
@@ -362,3 +362,85 @@ def test_incomplete_animation_block_is_a_schema_violation(copy):
     del raw["animation"]["config"]
     (copy / MANIFEST).write_text(json.dumps(raw))
     _expect(copy, "schema violation", "animation", "config")
+
+
+# ---- what the package carries (schema 2): the runtime's networks, said in manifest and header
+
+def test_package_carries_the_decoder_and_says_what_the_weights_hold(package_dir, tmp_path_factory):
+    from safetensors.torch import load_file
+
+    from inference.avatar_package import SCHEMA_VERSION, manifest_digest, read_weights_header
+
+    raw = json.loads((package_dir / MANIFEST).read_text())
+    assert raw["schema_version"] == SCHEMA_VERSION == 2
+    tensors = load_file(str(package_dir / WEIGHTS))
+    prefixes = {k.split(".", 1)[0] + "." for k in tensors}
+    assert prefixes == {"decoder.", "anim."} == set(raw["weights"]["holds"])
+    assert set(raw["weights"]["not_included"]) == {"encoder."}
+    assert "vae/vae.safetensors" in raw["weights"]["not_included"]["encoder."]
+    # The encoder stays where the manifest says: the build's work directory holds the whole VAE.
+    work = load_file(str(tmp_path_factory.getbasetemp() / "quick-avatar.work" / "vae" / "vae.safetensors"))
+    assert any(k.startswith("encoder.") for k in work)
+    assert all(torch.equal(work[k], v) for k, v in tensors.items() if k.startswith("decoder."))
+    header = read_weights_header(package_dir / WEIGHTS)
+    assert header["schema"] == "headcast.avatar" and header["schema_version"] == "2"
+    assert header["manifest_sha256"] == manifest_digest(raw)
+    assert json.loads(header["holds"]) == raw["weights"]["holds"]
+
+
+def test_manifest_edited_after_export_is_named(copy):
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw["metrics"]["holdout_psnr_db"] = 99.0  # schema-valid, files still hash fine: only the header knows
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, MANIFEST, "changed after export", WEIGHTS)
+
+
+def test_schema_1_package_with_the_encoder_still_loads(copy, package_dir, tmp_path_factory):
+    """A package written before schema 2 (the whole VAE in its weights, no ``weights`` block, no
+    header metadata) loads: the encoder is validated and dropped; the decoder is the same."""
+    from safetensors.torch import load_file, save_file
+
+    from core.atomic_files import sha256_file
+
+    vae = load_file(str(tmp_path_factory.getbasetemp() / "quick-avatar.work" / "vae" / "vae.safetensors"))
+    tensors = load_file(str(copy / WEIGHTS))
+    tensors.update({k: v for k, v in vae.items() if k.startswith("encoder.")})
+    save_file(tensors, str(copy / WEIGHTS), metadata={"format": "headcast-avatar"})
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw["schema_version"] = 1
+    del raw["weights"]
+    raw["files"][WEIGHTS] = {"sha256": sha256_file(copy / WEIGHTS), "bytes": (copy / WEIGHTS).stat().st_size}
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    old, new = AvatarPackage.load(copy), AvatarPackage.load(package_dir)
+    assert old.manifest.schema_version == 1 and "encoder." in old.manifest.weights_holds
+    z = torch.randn(3, new.manifest.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for a, b in zip(old.vae_decoder(z), new.vae_decoder(z)):
+            assert torch.equal(a, b)
+    # ... while a schema-2 manifest over weights with the encoder is refused, naming why.
+    raw["schema_version"] = 2
+    raw["weights"] = json.loads((package_dir / MANIFEST).read_text())["weights"]
+    (copy / MANIFEST).write_text(json.dumps(raw))
+    _expect(copy, WEIGHTS, "unexpected tensors", "encoder")
+
+
+def test_idle_face_is_the_engines_idle_face(package_dir):
+    """One idle face for both render paths: the decoded neutral_z of the package's animation
+    network, which is exactly what the streaming engine shows for a slot with no stream yet."""
+    from inference.engine.engine import EngineConfig, StreamingEngine
+    from inference.engine.package_loader import avatar_model_from_package, idle_face, idle_z
+
+    pkg = AvatarPackage.load(package_dir)
+    texture, weights = idle_face(pkg)
+    s, k = pkg.manifest.texture_size, pkg.manifest.n_blendshapes
+    assert texture.dtype == np.uint8 and texture.shape == (s, s, 4) and weights.shape == (k,)
+    assert torch.equal(idle_z(pkg), pkg.animation[0].neutral_z)
+    model = avatar_model_from_package(pkg)
+    assert model.decoder is pkg.vae_decoder
+    state = StreamingEngine({"s": model}, EngineConfig(device="cpu")).step({}, now_ns=10**12)["s"]
+    assert state.status == "waiting"
+    assert np.abs(state.texture.astype(int) - texture.astype(int)).max() <= 1
+    np.testing.assert_allclose(state.weights, weights, atol=1e-5)
+    # The network's rest face is not the VAE prior's mean (z = 0): which one a path shows matters.
+    zero_tex, _ = pkg.decoder(torch.zeros(pkg.manifest.z_dim))
+    assert np.abs(zero_tex.numpy().astype(int) - texture.astype(int)).mean() > 0.5

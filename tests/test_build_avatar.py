@@ -129,6 +129,20 @@ def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
     AvatarPackage.load(package_dir)
 
 
+# The stage keys of a --quick build of the woman clip, as builder 6 (the AvatarBuilder class) wrote
+# them. What goes into a stage key is the work directory's format: while these stay, every existing
+# work directory stays valid. Change them only with a stage's algorithm (and STAGE_VERSION).
+QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "mesh": "e74cafba2c20bb06",
+                    "basis": "ab4c70901727562a", "textures": "c71924d5d218d486", "vae": "641c95fab20dfc75",
+                    "evaluate": "35d949748be5bdd1", "animation": "a38904b4c72ff629"}
+
+
+def test_stage_keys_keep_existing_work_directories_valid(package_dir, tmp_path_factory):
+    stages = tmp_path_factory.getbasetemp() / "quick-avatar.work" / "stages"
+    keys = {p.stem: json.loads(p.read_text())["key"] for p in stages.glob("*.json")}
+    assert keys == QUICK_STAGE_KEYS
+
+
 def _build(args: list[str], capsys) -> tuple[int, str]:
     rc = cli.main(["build-avatar", *args])
     cap = capsys.readouterr()
@@ -242,7 +256,7 @@ def _stale_default(package_dir, tmp_path_factory, tmp_path, monkeypatch, edit, k
     old = AvatarPackage.load(package_dir)
     raw = json.loads((package_dir / MANIFEST).read_text())
     edit(raw)
-    write_package(target, raw, old.vae, old.mesh, np.zeros((8, 8, 3), np.uint8),
+    write_package(target, raw, old.vae_decoder, old.mesh, np.zeros((8, 8, 3), np.uint8),
                   (package_dir / "preview.png").read_bytes(), extra_tensors=old.extra_tensors if keep_animation else None)
     return target
 
@@ -293,7 +307,7 @@ def test_out_that_is_not_a_package_is_never_replaced(tmp_path, capsys):
 def test_default_avatar_from_another_builder_version_is_rebuilt(package_dir, tmp_path_factory, tmp_path, monkeypatch):
     """A cached default package with an animation network but from an older builder (one that
     trained it without the relaxed face and recombination) is rebuilt, not kept forever."""
-    from inference.avatar_builder import BUILDER_VERSION
+    from inference.builder import BUILDER_VERSION
     from tools.cmd_avatar import ensure_default_avatar
 
     def older(raw):

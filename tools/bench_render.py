@@ -68,11 +68,11 @@ class CyclingSource:
 
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
             egl: str = "surfaceless", samples: int = 0, upload: str = "auto") -> dict:
+    from xr_runtime.avatars.assets import AvatarAssets
     from xr_runtime.avatars.dev_source import dev_head_mesh
     from xr_runtime.avatars.sampler import SamplerConfig
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
     from xr_runtime.gl.egl_context import GLContextConfig
-    from xr_runtime.avatars.assets import AvatarAssets
     from xr_runtime.render_node import RenderNode, RenderNodeConfig
     from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
 

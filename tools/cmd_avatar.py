@@ -33,7 +33,7 @@ def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     without one, or from another builder version, is rebuilt in place: the export replaces it
     atomically, and the work directory's finished stages are reused. Media of real people never enter the repository: both
     the clip and the package live in the user cache."""
-    from inference.avatar_builder import BUILDER_VERSION, AvatarBuilder, BuildConfig, BuildError
+    from inference.builder import BUILDER_VERSION, BuildConfig, BuildError, build_avatar
     from inference.avatar_package import AvatarPackage, AvatarPackageError
     from tools import samples
 
@@ -59,7 +59,7 @@ def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     cfg = BuildConfig.preset([str(video)], out, work, quick=quick,
                              command=f"headcast avatar default{' --quick' if quick else ''}")
     try:
-        AvatarBuilder(cfg, log=log).run()
+        build_avatar(cfg, log=log)
     except BuildError as exc:
         raise HeadcastError(str(exc)) from exc
     return out
@@ -72,6 +72,11 @@ def run_default(args) -> int:
 
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
+
+
+def _short(what: str) -> str:
+    """The name part of a manifest ``weights`` description ("head model VAE decoder: z -> ...")."""
+    return what.split(":")[0].split(" (")[0]
 
 
 def _animation_summary(block: dict) -> dict | None:
@@ -88,8 +93,8 @@ def _animation_summary(block: dict) -> dict | None:
 
 
 def run_info(args) -> int:
-    from inference.avatar_builder import decode_ms
-    from inference.avatar_package import AvatarPackage, AvatarPackageError
+    from inference.avatar_package import WEIGHTS, AvatarPackage, AvatarPackageError, read_weights_header
+    from inference.head_model.metrics import decode_ms
 
     try:
         pkg = AvatarPackage.load(args.dir)
@@ -107,6 +112,10 @@ def run_info(args) -> int:
         "decode_ms_this_machine": round(ms, 3), "decode_ms_this_machine_2threads": round(ms2, 3), "animation_included": pkg.manifest.animation_included,
         "metrics": m["metrics"], "sources": m["provenance"]["sources"], "created_utc": m["created_utc"],
         "animation": _animation_summary(m["animation"]),
+        "package_bytes": sum(f.stat().st_size for f in pkg.path.iterdir() if f.is_file()),
+        "weights": {"bytes": (pkg.path / WEIGHTS).stat().st_size, "holds": pkg.manifest.weights_holds,
+                    "not_included": m.get("weights", {}).get("not_included", {}),
+                    "header": read_weights_header(pkg.path / WEIGHTS)},
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -115,6 +124,10 @@ def run_info(args) -> int:
     print(f"{pkg.path}: valid avatar package (schema v{m['schema_version']}), '{m['name']}'")
     print(f"  features {summary['feature_kind']}; z {summary['z_dim']}; texture {summary['texture_size']}² RGBA8; "
           f"{summary['n_blendshapes']} blendshapes; mesh {summary['vertices']} vertices, {summary['triangles']} triangles")
+    w = summary["weights"]
+    print(f"  package {summary['package_bytes'] / 1e6:.1f} MB; {WEIGHTS} {w['bytes'] / 1e6:.1f} MB holds "
+          + ", ".join(f"{k}* ({_short(v)})" for k, v in w["holds"].items())
+          + "".join(f"; not included: {k}* ({_short(v)})" for k, v in w["not_included"].items()))
     print(f"  decoder {params:,} parameters; decode {ms:.2f} ms on this machine (CPU, 1 thread; "
           f"{ms2:.2f} ms with 2 threads; median of 50)")
     print(f"  held-out PSNR {met.get('holdout_psnr_db')} dB, SSIM {met.get('holdout_ssim')}, "

@@ -48,7 +48,7 @@ def _command_line(args) -> str:
 
 
 def run(args) -> int:
-    from inference.avatar_builder import AvatarBuilder, BuildConfig, BuildError
+    from inference.builder import BuildConfig, BuildError, build_avatar
 
     if args.res is not None and (args.res < 32 or args.res & (args.res - 1)):
         raise HeadcastError(f"--res must be a power of two ≥ 32, got {args.res}")
@@ -67,7 +67,7 @@ def run(args) -> int:
                              threads=args.threads)
     print(f"building avatar {out} from {', '.join(args.video)} (work dir {work}{', quick' if args.quick else ''})")
     try:
-        result = AvatarBuilder(cfg).run()
+        result = build_avatar(cfg)
     except BuildError as exc:
         raise HeadcastError(str(exc)) from exc
     m = result.manifest

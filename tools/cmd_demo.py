@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.errors import HeadcastError
 from tools import samples
+from xr_runtime.latency.recorder import format_creep
 from xr_runtime.local_session import SessionConfig, run_session
 
 
@@ -53,9 +54,8 @@ def format_latency(report: dict) -> str:
     for name, p in stages.items():
         if p.get("n"):
             lines.append(f"  {name:<44}{p['p50']:>7.2f}  {p['p95']:>7.2f}  {p['p99']:>7.2f}")
-    creep = report.get("creep_ms_per_min")
-    if creep is not None:
-        lines.append(f"  latency creep: {creep:+.2f} ms/min")
+    if report.get("creep"):
+        lines.append(f"  latency creep: {format_creep(report['creep'])}")
     return "\n".join(lines)
 
 

@@ -21,6 +21,8 @@ from core.errors import HeadcastError
 from tools.bench_common import write_json
 from tools.net_args import add_server_args, curve_server_from_args
 from xr_runtime.avatars.sources import ENGINES
+from xr_runtime.avatars.worker_source import PACINGS
+from xr_runtime.backends.frame_pacer import WAKES
 
 
 def register(sub) -> None:
@@ -39,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--size", default="640x480", metavar="WxH", help="desktop/headless eye size (default 640x480)")
     p.add_argument("--fps", type=float, default=60.0, help="headless pacing / video rate (default 60)")
     p.add_argument("--unpaced", action="store_true", help="headless: render as fast as possible")
+    p.add_argument("--wake", default="late", choices=list(WAKES),
+                   help="headless: start each frame just in time for its display instant (late, default) or at "
+                        "the start of its period (period_start, the pre-issue-14 behaviour)")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="openxr: mirror the left eye in a desktop window (default: when a display exists)")
     p.add_argument("--graphics", default="auto", choices=["auto", "egl", "glx", "win32"],
@@ -59,6 +64,8 @@ def register(sub) -> None:
                         "that fade with their stream); 'reference' (development) = untrained reference avatars "
                         "through the real engine")
     p.add_argument("--device", default="cpu", help="streaming engine device with --engine (cpu, cuda)")
+    p.add_argument("--engine-pacing", default="frames", choices=list(PACINGS),
+                   help="step the engine when a frame arrives (frames, default) or on a fixed 60 Hz timer (timer)")
     p.add_argument("--head-motion", action=argparse.BooleanOptionalAction, default=True,
                    help="turn the avatar's head as the driver turns theirs, relative to how they held it when "
                         "the stream started (default on; --no-head-motion keeps it still on its slot)")
@@ -66,6 +73,8 @@ def register(sub) -> None:
                    help="write every displayed frame's stage timestamps (JSON columns, ns) for headcast bench latency")
     p.add_argument("--latency-bind", metavar="ENDPOINT",
                    help="publish latency records live here for `headcast bench latency --attach` (loopback unless --insecure)")
+    p.add_argument("--optical-marker", action="store_true",
+                   help="draw an optical frame counter (ArUco marker) in each eye's corner, for headcast bench glass")
     p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
                    help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
     p.add_argument("--video-codec", default="h264", choices=["h264", "mp4v"],
@@ -185,14 +194,14 @@ def run(args) -> int:
         scene=scene, bind=args.bind, curve=curve_server_from_args(args), insecure=args.insecure,
         backend=args.backend,
         backend_options=BackendOptions(width=width, height=height, stereo=args.stereo, fps=args.fps,
-                                       paced=not args.unpaced, out=args.out, video_codec=args.video_codec,
-                                       mirror=args.mirror,
+                                       paced=not args.unpaced, wake=args.wake, out=args.out,
+                                       video_codec=args.video_codec, mirror=args.mirror,
                                        graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate),
-        source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars,
+        source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars, pacing=args.engine_pacing,
                                  head_motion=HeadMotionConfig() if args.head_motion else None),
         frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,
         latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None,
-        spectator=spectator_config(args, scene))
+        optical_marker=args.optical_marker, spectator=spectator_config(args, scene))
     stats, node = run_render_session(cfg, say=lambda line: print(line, flush=True))
     s = stats["stages_ms"]
     p50 = lambda d: float("nan") if d.get("p50") is None else d["p50"]  # noqa: E731
@@ -201,7 +210,11 @@ def run(args) -> int:
     if args.out is not None:
         print(f"wrote {args.out}", flush=True)
     if args.latency_trace:
-        write_json(args.latency_trace, {k: v.tolist() for k, v in node.latency.times().items()})
+        trace = {k: v.tolist() for k, v in node.latency.times().items()}
+        trace["seq"] = [seq for _, seq in node.latency.sequence_numbers()]
+        if args.optical_marker:
+            trace["markers_shown"] = [list(m) for m in node.markers_shown]
+        write_json(args.latency_trace, trace)
     if args.json:
         atomic_write_json(args.json, stats, default=str)
     return 0

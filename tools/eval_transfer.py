@@ -172,7 +172,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
 
     from inference.avatar_package import AvatarPackage, AvatarPackageError
     from inference.engine.engine import EngineConfig, StreamingEngine
-    from inference.engine.package_loader import load_avatar_model
+    from inference.engine.package_loader import PACKAGE_NETWORK, avatar_model_from_package
     from inference.evaluation.transfer_metrics import agreement, jitter, still_mask
     from inference.features.alignment import to_canonical
     from inference.features.face_tracker import FaceTracker
@@ -181,8 +181,8 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     from xr_runtime.avatars.mesh import AvatarMeshData
 
     try:
-        pkg = AvatarPackage.load(cfg.avatar)
-        model, note = load_avatar_model(cfg.avatar)
+        pkg = AvatarPackage.load(cfg.avatar)  # once: loading reads and hashes every file
+        model, note = avatar_model_from_package(pkg), PACKAGE_NETWORK
     except (AvatarPackageError, ValueError) as exc:
         raise HeadcastError(str(exc)) from exc
     track = track_driver(cfg.driver, keep_frames=cfg.video is not None, progress=track_progress)
@@ -284,7 +284,7 @@ def holdout_ranges(avatar: Path, driver: Path) -> tuple[tuple[int, int], ...]:
     by sha256 against the manifest's sources), as (start, end) frame ranges of that clip."""
     import json
 
-    from inference.avatar_package import sha256_file
+    from core.atomic_files import sha256_file
 
     raw = json.loads((Path(avatar) / "avatar.json").read_text())
     build = raw["build"]

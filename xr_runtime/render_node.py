@@ -20,6 +20,7 @@ the pipeline, so not for production).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -54,6 +55,9 @@ class RenderNodeConfig:
     upload_method: Literal["auto", "direct", "pbo"] = "auto"
     sync_timings: bool = False
     scene_save_path: Path | None = None   # where `save_scene()` writes (default: nowhere)
+    # Draw the optical frame counter (media.optical_marker) in every eye's corner and log when
+    # each frame was shown, for `headcast bench glass`.
+    optical_marker: bool = False
 
 
 @dataclass
@@ -107,6 +111,7 @@ class RenderNode:
         self._upload_counters = None
         self._sessions: list = []             # BackendStats of each session of the last run
         self.latency = LatencyRecorder()
+        self.markers_shown: collections.deque = collections.deque(maxlen=1_000_000)  # (frame index, shown at)
         self._traces: list = []               # traces of the states polled this frame
         self._t_upload_ns = 0
         self.spectator = spectator
@@ -287,7 +292,12 @@ class RenderNode:
         for a in self.avatars:
             texture = self._passthrough.pop(a.handle.id, None)  # first eye only
             states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
-        self.renderer.draw(eye.view, eye.projection, states, eye.target)
+        overlay = None
+        if self.config.optical_marker:
+            from xr_runtime.gl.marker_overlay import draw_marker
+
+            overlay = lambda w, h: draw_marker(frame.index, w, h)  # noqa: E731
+        self.renderer.draw(eye.view, eye.projection, states, eye.target, overlay=overlay)
         if self.spectator is not None:
             self.spectator.after_eye(frame.index, frame.display_time_ns, eye.index, eye.target)
         self._sync()
@@ -301,12 +311,15 @@ class RenderNode:
         self.renderer.draw(view, projection, states, target)
 
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
-        t_submit = time.monotonic_ns()
+        t_submit = timing.submitted_ns or time.monotonic_ns()
+        t_display = timing.displayed_ns or frame.display_time_ns
         if self.spectator is not None:
             self.spectator.after_frame(frame.index, frame.display_time_ns, self._draw_spectator)
             self.spectator.collect()       # this frame's readback, usually finished with the frame
         for trace in self._traces:
-            self.latency.displayed(trace, self._t_upload_ns, t_submit, frame.display_time_ns)
+            self.latency.displayed(trace, self._t_upload_ns, t_submit, t_display)
+        if self.config.optical_marker:
+            self.markers_shown.append((frame.index, t_display))
         self._traces = []
         frame_ms = (time.perf_counter() - self._frame_start) * 1e3 - timing.output_ms
         self.stats.add(FrameRecord(self._stage.get("wait", 0.0), self._stage.get("sample", 0.0),

@@ -18,6 +18,7 @@ from typing import Callable
 from core.errors import BackendUnavailable, HeadcastError
 from streaming.sockets import CurveServer
 from xr_runtime.avatars.sources import StateSourceConfig, make_state_source
+from xr_runtime.avatars.worker_source import WorkerStateSource
 from xr_runtime.backends.factory import BackendOptions, make_backend
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class RenderSessionConfig:
     clock_bind: str = "auto"                       # clock service endpoint (auto: bind port + 1; off)
     latency_bind: str | None = None                # publish latency records here (bench latency --attach)
     save_scene_to: Path | None = None              # write moved placements back here on exit
+    optical_marker: bool = False                   # draw the optical frame counter (bench glass)
     spectator: object | None = None                # spectator.outputs.SpectatorConfig: --web, --virtual-camera
 
 
@@ -74,7 +76,8 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         # node's own fade only needs to smooth that (short); idle-face sources rely on the node's fade.
         fade_s = 0.1 if setup.engine_driven else SamplerConfig().fade_s
         node = RenderNode(cfg.scene, setup.assets, setup.source,
-                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to),
+                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to,
+                                           optical_marker=cfg.optical_marker),
                           spectator=outputs.tap if outputs is not None else None)
         backend = make_backend(choice.name, cfg.backend_options, cfg.scene.viewer)
         if outputs is not None:
@@ -110,6 +113,9 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         node.save_scene(cfg.save_scene_to)
     stats["receiver"] = {"endpoint": endpoint, "messages": counters.messages, "malformed": counters.malformed}
     stats["backend_choice"] = {"name": choice.name, "reason": choice.reason}
+    if isinstance(setup.source, WorkerStateSource):
+        stats["engine"] = {"pacing": setup.source.pacing.mode, "steps": setup.source.steps,
+                           "errors": setup.source.errors}
     if outputs is not None:
         stats.update(outputs.summary())
     return stats, node

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.errors import HeadcastError
+
 log = logging.getLogger(__name__)
 
 CROP_SIZE = 224
@@ -29,7 +31,7 @@ FLAME_PARAMS = 236  # shape 100 + tex 50 + exp 50 + pose 6 + cam 3 + light 27
 CHECKPOINT_KEY = "E_flame"
 
 
-class DecaCheckpointError(ValueError):
+class DecaCheckpointError(HeadcastError, ValueError):
     """The checkpoint is missing, unreadable, or its E_flame does not match DECA's layout."""
 
 

@@ -12,6 +12,9 @@ import cv2
 import numpy as np
 import pygltflib as g
 
+from core.atomic_files import atomic_write_bytes
+from core.errors import HeadcastError
+
 FLOAT, UINT32 = g.FLOAT, g.UNSIGNED_INT
 
 
@@ -23,11 +26,12 @@ class MeshArrays:
     blendshapes: np.ndarray  # (K, V, 3) float32 position deltas per unit weight, metres
 
 
-class GltfError(ValueError):
-    pass
+class GltfError(HeadcastError, ValueError):
+    """mesh.glb cannot be written or read back as the runtime needs it."""
 
 
-def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = None) -> None:
+def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = None, mode: int | None = None) -> None:
+    """Writes the glb atomically (core.atomic_files); ``mode``: its permission bits (default: umask)."""
     blob = bytearray()
     views: list[g.BufferView] = []
     accessors: list[g.Accessor] = []
@@ -75,7 +79,10 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
     gltf.bufferViews = views
     gltf.buffers = [g.Buffer(byteLength=len(blob))]
     gltf.set_binary_blob(bytes(blob))
-    gltf.save_binary(str(path))
+    parts = gltf.save_to_bytes()
+    if not parts:
+        raise GltfError(f"{Path(path).name}: pygltflib produced no glTF binary")
+    atomic_write_bytes(Path(path), b"".join(parts), mode=mode)
 
 
 def read_glb(path: Path) -> MeshArrays:

@@ -1,5 +1,8 @@
-"""Quality metrics on held-out frames: masked texture PSNR / SSIM and geometry reprojection error."""
+"""Quality metrics on held-out frames: masked texture PSNR / SSIM and geometry reprojection error;
+the runtime decoder's CPU decode time."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -43,3 +46,22 @@ def reprojection_error_px(face_canon: np.ndarray, rotation: np.ndarray, translat
     p = face_canon.shape[1]
     proj = scale[:, None, None] * np.einsum("npc,nrc->npr", face_canon, rotation) + translation[:, None, :]
     return float(np.linalg.norm(proj[..., :2] - tracked_px[:, :p, :2], axis=-1).mean())
+
+
+def decode_ms(decoder, z_dim: int, runs: int = 50, threads: int = 1) -> float:
+    """Median wall time (ms) of one runtime decode (``RuntimeDecoder``: z → texture, weights) on
+    the CPU with ``threads`` intra-op threads, after 5 warm-up decodes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        z = torch.zeros(z_dim)
+        for _ in range(5):
+            decoder(z)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            decoder(z)
+            times.append(time.perf_counter() - t0)
+        return 1000.0 * float(np.median(times))
+    finally:
+        torch.set_num_threads(before)

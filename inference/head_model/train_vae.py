@@ -7,7 +7,6 @@ resumed run draws the same batches it would have drawn.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save as save_bytes
 
+from core.atomic_files import atomic_write_bytes
 from inference.head_model.vae import HeadVae, PatchDiscriminator, VaeConfig, init_pca_paths
 
 
@@ -111,9 +111,7 @@ def _save_checkpoint(path: Path, step: int, vae: HeadVae, disc: PatchDiscriminat
         for pid, st in opt.state_dict()["state"].items():
             for k, v in st.items():
                 tensors[f"opt.{name}.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"step": str(step)})
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save_bytes(tensors, metadata={"step": str(step)}))
 
 
 def _load_checkpoint(path: Path, vae: HeadVae, disc: PatchDiscriminator | None,

@@ -8,8 +8,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from core.errors import HeadcastError
 
-class VideoError(ValueError):
+
+class VideoError(HeadcastError, ValueError):
     """The input video is missing, unreadable or holds no decodable frame."""
 
 

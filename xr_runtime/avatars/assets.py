@@ -60,12 +60,11 @@ def package_for(packages: dict, slot):
 
 
 def idle_assets(package) -> AvatarAssets:
-    """A package's mesh and its idle face (the decoder's output for the idle latent)."""
-    import torch
+    """A package's mesh and its idle face (`inference.engine.package_loader.idle_face`: the network's
+    neutral latent — the face the engine relaxes to — whichever source drives the slot)."""
+    from inference.engine.package_loader import idle_face
 
-    with torch.inference_mode():
-        texture, weights = package.decoder(torch.zeros(package.manifest.z_dim))
-    return AvatarAssets(mesh_data(package), texture.cpu().numpy(), weights.cpu().numpy().astype(np.float32))
+    return AvatarAssets(mesh_data(package), *idle_face(package))
 
 
 __all__ = ["AvatarAssets", "dev_assets", "idle_assets", "load_packages", "mesh_data", "package_for"]

@@ -25,10 +25,11 @@ import time
 import numpy as np
 
 from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
-from inference.avatar_manifest import CANONICAL_UNIT_M
-from xr_runtime.avatars.assets import AvatarAssets, load_packages, mesh_data, package_for
+from inference.avatar_package import CANONICAL_UNIT_M
+from streaming.receiver import FrameArrivals
+from xr_runtime.avatars.assets import AvatarAssets, idle_assets, load_packages, package_for
 from xr_runtime.avatars.state import IDENTITY_POSE, AvatarFrameState, AvatarPose
-from xr_runtime.avatars.worker_source import WorkerStateSource
+from xr_runtime.avatars.worker_source import PACINGS, WorkerPacing, WorkerStateSource, receiver_wake
 from xr_runtime.latency.recorder import LatencyTrace
 
 # Where a head turns and nods: the top of the neck, behind and below the canonical origin (the
@@ -57,7 +58,11 @@ def latency_trace(st, clock=None) -> LatencyTrace | None:
 
 
 def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None,
-                        head_motion: HeadMotionConfig | None = HeadMotionConfig()) -> WorkerStateSource:
+                        head_motion: HeadMotionConfig | None = HeadMotionConfig(),
+                        pacing: str = "frames") -> WorkerStateSource:
+    """The engine on a worker thread. `pacing` "frames": a step as soon as the receiver accepts a
+    frame (and every idle period without frames, for fades); "timer": every `period_s`. A source
+    that cannot signal arrivals (not a `FrameArrivals`) is stepped on the timer."""
     serials: dict[str, tuple[int, object]] = {}
     heads: dict[str, tuple[HeadMotionTracker, int]] = {}  # stream → (tracker, last seq it saw)
 
@@ -93,13 +98,19 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None,
                                         trace=latency_trace(st, clock))
         return out
 
-    source = WorkerStateSource(step, period_s=period_s, name="streaming-engine")
+    if pacing not in PACINGS:
+        raise ValueError(f"unknown engine pacing {pacing!r} (one of {', '.join(PACINGS)})")
+    if pacing == "frames" and isinstance(receiver, FrameArrivals):
+        worker_pacing = WorkerPacing(wake=receiver_wake(receiver))
+    else:
+        worker_pacing = WorkerPacing(period_s=period_s)
+    source = WorkerStateSource(step, worker_pacing, name="streaming-engine")
     source.engine = engine  # for stats and debugging
     return source
 
 
 def reference_engine_source(scene, receiver, texture_size: int = 128, device: str = "cpu", clock=None,
-                            head_motion: HeadMotionConfig | None = HeadMotionConfig()):
+                            head_motion: HeadMotionConfig | None = HeadMotionConfig(), pacing: str = "frames"):
     """Development: untrained reference avatars (real shapes, random weights) on every slot, so the
     whole live path — socket, engine, upload, render — runs without avatar packages.
     Returns (source, assets)."""
@@ -113,12 +124,13 @@ def reference_engine_source(scene, receiver, texture_size: int = 128, device: st
     for model in models.values():
         texture, weights = idle_face_of(model)
         assets.append(AvatarAssets(dev_head_mesh(blendshapes=len(weights)), texture, weights))
-    return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion).start(), assets
+    return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion, pacing=pacing).start(), assets
 
 
 def idle_face_of(model) -> tuple[np.ndarray, np.ndarray]:
-    """The idle look of an engine model: the decoder's output for the network's neutral z, which
-    is what the engine itself relaxes to when a stream is lost (state.py)."""
+    """The idle look of a reference model (no package): the decoder's output for the network's
+    neutral z, what the engine itself relaxes to when a stream is lost (state.py). Packages use
+    `inference.engine.package_loader.idle_face`, the same definition."""
     import torch
 
     from inference.engine.model import to_rgba8
@@ -129,7 +141,7 @@ def idle_face_of(model) -> tuple[np.ndarray, np.ndarray]:
 
 
 def package_engine_source(scene, receiver, packages: dict | None = None, device: str = "cpu", clock=None,
-                          head_motion: HeadMotionConfig | None = HeadMotionConfig()):
+                          head_motion: HeadMotionConfig | None = HeadMotionConfig(), pacing: str = "frames"):
     """The product path: every slot's package (mesh, decoder, animation network) on the streaming
     engine. `packages`: the scene's loaded packages (`assets.load_packages`, each loaded once);
     None loads them here.
@@ -144,9 +156,8 @@ def package_engine_source(scene, receiver, packages: dict | None = None, device:
     for slot in scene.avatars:
         package = package_for(packages, slot)
         if id(package) not in loaded:
-            model = avatar_model_from_package(package)
-            loaded[id(package)] = (model, AvatarAssets(mesh_data(package), *idle_face_of(model)))
+            loaded[id(package)] = (avatar_model_from_package(package), idle_assets(package))
         models[slot.stream] = loaded[id(package)][0]
         assets.append(loaded[id(package)][1])
     engine = StreamingEngine(models, EngineConfig(device=device, threads=1))
-    return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion).start(), assets
+    return engine_state_source(engine, receiver, clock=clock, head_motion=head_motion, pacing=pacing).start(), assets

@@ -38,6 +38,7 @@ class StateSourceConfig:
     device: str = "cpu"                  # the streaming engine's device (cpu, cuda, cuda:N)
     dev_avatars: bool = False            # the procedural test head on every slot (engine none)
     head_motion: HeadMotionConfig | None = HeadMotionConfig()  # None: heads stay still on their slots
+    pacing: str = "frames"               # the engine steps when a frame arrives, or "timer" (every 1/60 s)
 
 
 @dataclass
@@ -64,7 +65,7 @@ def make_state_source(scene, receiver, config: StateSourceConfig = StateSourceCo
         return _idle_faces(scene, receiver, dev_assets(len(scene.avatars)))
     if engine == "reference":
         source, assets = reference_engine_source(scene, receiver, device=config.device, clock=clock,
-                                                 head_motion=config.head_motion)
+                                                 head_motion=config.head_motion, pacing=config.pacing)
         return StateSourceSetup(source, assets, source.stop, "untrained reference avatars on the streaming engine "
                                 f"({config.device})", True)
     try:
@@ -74,9 +75,9 @@ def make_state_source(scene, receiver, config: StateSourceConfig = StateSourceCo
     if engine in ("package", "auto"):
         try:
             source, assets = package_engine_source(scene, receiver, packages, device=config.device, clock=clock,
-                                                   head_motion=config.head_motion)
+                                                   head_motion=config.head_motion, pacing=config.pacing)
             return StateSourceSetup(source, assets, source.stop, f"streaming engine on {config.device} with the "
-                                    "packages' animation networks", True)
+                                    f"packages' animation networks, stepping on {source.pacing.mode}", True)
         except ValueError as exc:
             if engine == "package":
                 raise HeadcastError(str(exc)) from exc

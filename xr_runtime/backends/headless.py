@@ -3,9 +3,10 @@ with its display time: a late frame leaves a gap), for tests, evaluation and mac
 display or headset.
 
 The head is simulated and fixed (the scene's viewer pose). Stereo renders two eyes IPD apart and
-writes them side by side. Paced mode sleeps to a fixed period (like a display would) and predicts
-display time as the end of that period; unpaced mode renders as fast as possible and predicts
-"now" (there is no display to wait for).
+writes them side by side. Paced mode simulates a display refreshing at `fps` (`frame_pacer`): a
+frame starts just in time for its vsync (or at the period's start, `wake="period_start"`) and its
+display time is that vsync; unpaced mode renders as fast as possible and predicts "now" (there
+is no display to wait for).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from xr_runtime.backends.base import (
     head_eye_views,
     stop_reason,
 )
+from xr_runtime.backends.frame_pacer import FramePacer
 from xr_runtime.gl.egl_context import GLContextConfig, GLContextError, HeadlessGLContext
 from xr_runtime.gl.target import RenderTarget
 from xr_runtime.scene.hand import HandState
@@ -48,6 +50,7 @@ class HeadlessConfig:
     far: float = 100.0
     fps: float = 60.0                # pacing rate, and the MP4's frame rate
     paced: bool = False
+    wake: str = "late"               # paced: when a frame starts before its vsync (frame_pacer.WAKES)
     samples: int = 0                 # MSAA
     head_position: tuple[float, float, float] = (0.0, 1.6, 0.0)
     head_rotation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # wxyz
@@ -126,7 +129,8 @@ class HeadlessBackend(Backend):
         period_ns = int(1e9 / c.fps)
         views = head_eye_views(c.head_position, c.head_rotation, c.stereo)
         t0 = time.monotonic_ns()
-        next_deadline = t0 + period_ns
+        pacer = FramePacer(period_ns, t0, c.wake)
+        stats.info["wake"] = c.wake if c.paced else "unpaced"
         index = 0
         while True:
             reason = stop_reason(index, max_frames, t0, seconds, stop)
@@ -135,15 +139,13 @@ class HeadlessBackend(Backend):
                 break
             wait_start = time.monotonic_ns()
             if c.paced:
-                delay = next_deadline - period_ns - wait_start  # start of this period
+                start_ns, display_ns = pacer.next_frame(wait_start)
+                delay = start_ns - time.monotonic_ns()
                 if delay > 0:
                     time.sleep(delay / 1e9)
-                display_ns = next_deadline
-                next_deadline += period_ns
-                if time.monotonic_ns() > next_deadline:  # fell behind: do not try to catch up
-                    next_deadline = time.monotonic_ns() + period_ns
             else:
                 display_ns = time.monotonic_ns()
+            frame_start = time.monotonic_ns()
             hands = c.hands_script(index) if c.hands_script is not None else {}
             frame = BackendFrame(index, display_ns, period_ns, hands=hands,
                                  wait_ms=(time.monotonic_ns() - wait_start) / 1e6)
@@ -154,17 +156,24 @@ class HeadlessBackend(Backend):
             t = time.perf_counter()
             GL.glFinish()  # the offscreen analogue of submit: the frame is complete on the GPU
             submit_ms = (time.perf_counter() - t) * 1e3
+            submitted_ns = time.monotonic_ns()
+            pacer.record_work(submitted_ns - frame_start)
+            displayed_ns = pacer.shown_at(display_ns, submitted_ns) if c.paced else submitted_ns
             t = time.perf_counter()
             if self._writer is not None or c.read_back:
                 image = np.hstack([target.read_rgba() for target in self._targets])
                 if c.read_back:
                     self.last_image = image
                 if self._writer is not None:
-                    self._writer.write(image, display_ns)
-            handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3))
+                    self._writer.write(image, displayed_ns)   # when it was shown: a late frame leaves a gap
+            handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3,
+                                                  submitted_ns=submitted_ns, displayed_ns=displayed_ns))
             index += 1
             stats.frames += 1
         stats.seconds = (time.monotonic_ns() - t0) / 1e9
+        if c.paced:
+            stats.info["missed_vsyncs"] = pacer.missed
+            stats.info["late_frames"] = pacer.late_frames
         if self._writer is not None:
             stats.info["out"] = str(self._writer.out)
             stats.info["frames_written"] = self._writer.frames

@@ -1,6 +1,6 @@
 """Ablation harness: per-frame MLP, LSTM without residual encoder, window T = 1/4/8/16.
 
-    python -m inference.animation.ablate [--npz DATA.npz] [--cross CROSS.npz ...] [--steps N] [--out TABLE.md]
+    python -m inference.research.ablate_animation [--npz DATA.npz] [--cross CROSS.npz ...] [--steps N] [--out TABLE.md]
 
 Every variant is trained by :func:`train_animation` on the same data and scored, with the prior code
 (as at inference), on:
@@ -15,10 +15,11 @@ Columns: z R² (1 − MSE / MSE of the constant mean; 0 = a frozen average face)
 Pearson r, lag in frames (peak of the cross-correlation of ẑ and z, summed over dimensions: a window
 must not delay the expression), training seconds and CPU inference ms per window.
 
-Without ``--npz`` it uses synthetic data (inference/animation/synthetic.py) and says so in the table:
+Without ``--npz`` it uses synthetic data (inference/research/synthetic.py) and says so in the table:
 those numbers show the harness works and how variants compare on a controlled problem, nothing
 about real faces. An npz holds ``features`` (N, D), ``z`` (N, Z), ``valid`` (N,) and optionally
-``segments`` and ``holdout``; the avatar builder's work directory can export exactly that.
+``segments`` and ``holdout``; every avatar build leaves exactly that in its work directory
+(``animation/animation_data.npz``).
 """
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import make_runs
-from .config import AnimationConfig, ResidualEncoderConfig
+from inference.animation.augment import make_runs
+from inference.animation.config import AnimationConfig, ResidualEncoderConfig
+from inference.animation.train import predict_windows, torch_threads, train_animation
+from inference.engine.model import animate, fold_animation, stack_folded
+
 from .synthetic import SyntheticWorld
-from .train import predict_windows, torch_threads, train_animation
 
 VARIANTS: dict[str, dict] = {
     "per-frame MLP (T=1, no recurrence)": dict(arch="mlp", window=1),
@@ -111,8 +114,6 @@ def score(net, norm, clip: Clip, mask: np.ndarray | None = None) -> dict:
 
 
 def infer_ms(net, norm) -> float:
-    from inference.engine.model import animate, fold_animation, stack_folded
-
     params = stack_folded([fold_animation(net, norm)])
     x = torch.randn(1, net.window, net.feature_dim)
     times = []
@@ -179,7 +180,7 @@ def markdown(rows: list[dict], eval_names: list[str], source: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m inference.animation.ablate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m inference.research.ablate_animation", description=__doc__.split("\n\n")[0])
     ap.add_argument("--npz", type=Path, help="training data (features, z, valid[, segments, holdout])")
     ap.add_argument("--cross", type=Path, action="append", default=[], help="extra evaluation clips (npz)")
     ap.add_argument("--steps", type=int, help="override training steps (default: the config's)")
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         source = f"{args.npz} (+ {', '.join(p.name for p in args.cross) or 'no cross clips'})"
     else:
         train, evals = synthetic_data()
-        source = ("SYNTHETIC (inference/animation/synthetic.py: 470-frame target clip, held-out last 15 %; "
+        source = ("SYNTHETIC (inference/research/synthetic.py: 470-frame target clip, held-out last 15 %; "
                   "new clip of the same person; drivers B and C with other landmark responses, gain and "
                   "neutral offset) — shows the harness and relative behaviour, not real-face quality")
     seeds = tuple(int(s) for s in args.seeds.split(","))

@@ -1,4 +1,5 @@
-"""avatar.json contents and the exported mesh, assembled from a finished build's parts."""
+"""avatar.json contents and the exported mesh, assembled from a finished build's parts (the package
+writer adds the schema version, the ``weights`` block and the file checksums)."""
 from __future__ import annotations
 
 import platform
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.avatar_package import CANONICAL_UNIT_M, SCHEMA_ID, SCHEMA_VERSION
 from inference.head_model.blendshapes import Blendshapes
 from inference.head_model.gltf_io import MeshArrays
 from inference.head_model.head_mesh import HeadMesh
 from inference.head_model.vae import VaeConfig
 
-CANONICAL_UNIT_M = 0.063  # canonical unit = distance between the eye centres, ~63 mm for adults
+from .sources import Source
+
 
 def feature_normalisation(gain: float, norm_mode: str) -> dict:
     """How the ``mp478`` features the animation network expects are made (capture node) and
@@ -57,12 +60,12 @@ def library_versions() -> dict:
 
 
 def build_manifest(*, name: str, vae: VaeConfig, mesh: HeadMesh, explained_variance: float, train_config,
-                   animation: dict | None, sources: list[dict], command: str, builder_version: str,
+                   animation: dict | None, sources: tuple[Source, ...], command: str, builder_version: str,
                    device: str, quick: bool, build: dict, metrics: dict,
                    feature_normalisation: dict | None = None) -> dict:
     """Everything but the per-file checksums, which the package writer adds."""
     return {
-        "schema": "headcast.avatar", "schema_version": 1,
+        "schema": SCHEMA_ID, "schema_version": SCHEMA_VERSION,
         "name": name,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "feature": {"kind": "mp478", "normalisation": feature_normalisation or {
@@ -80,8 +83,8 @@ def build_manifest(*, name: str, vae: VaeConfig, mesh: HeadMesh, explained_varia
         },
         "animation": animation if animation is not None else dict(HEAD_MODEL_ONLY),
         "provenance": {
-            "sources": [{"name": Path(s["path"]).name, "sha256": s["sha256"], "frames": s["frames"],
-                         "fps": s["fps"], "width": s["width"], "height": s["height"]} for s in sources],
+            "sources": [{"name": Path(s.path).name, "sha256": s.sha256, "frames": s.frames,
+                         "fps": s.fps, "width": s.width, "height": s.height} for s in sources],
             "build_command": command or "headcast build-avatar",
             "builder_version": builder_version, "libraries": library_versions(),
             "device": device, "quick": quick, "res": vae.texture_size,

@@ -1,0 +1,112 @@
+"""Stage ``export`` (never cached): preview.png, avatar.json and the atomic package write."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from inference.avatar_package import write_package
+from inference.features.mp478 import FEATURE_GAIN
+from inference.head_model.preview import contact_sheet, face_crop, pick_expressions
+from inference.head_model.topology import NUM_MESH_POINTS
+from inference.head_model.train_vae import TrainConfig
+from inference.head_model.video_io import iter_frames
+
+from .animation import TrainedAnimation
+from .basis import Basis
+from .cache import StageRecord
+from .config import BUILDER_VERSION, BuildError
+from .evaluate import Evaluation
+from .manifest import build_manifest, export_mesh, feature_normalisation
+from .mesh import PersonalMesh
+from .select import SelectedFrames
+from .sources import Source
+from .textures import Textures
+from .track import Tracks
+from .vae import HeadModelData, TrainedVae
+
+
+@dataclass(frozen=True, eq=False)
+class PreviewInput:
+    sources: tuple[Source, ...]
+    tracks: Tracks
+    selection: SelectedFrames
+    basis: Basis
+    mesh: PersonalMesh
+    textures: Textures
+    data: HeadModelData
+    vae: TrainedVae
+
+
+def preview(inp: PreviewInput) -> np.ndarray:
+    """The contact sheet (RGB): the neutral head, decoded expressions of a few varied training
+    frames, and the source frames they came from."""
+    vae, bs, mesh, t = inp.vae.vae, inp.basis, inp.mesh.mesh, inp.tracks
+    picks = pick_expressions(bs.weights, inp.selection.train)
+    data = inp.data.train
+    expressions = []
+    with torch.no_grad():
+        for g in picks:
+            r = torch.as_tensor(inp.data.rows([g]))
+            mu, _ = vae.encoder(data.textures[r].float() / 255, data.weights[r])
+            tex, wd = vae.decoder(mu)
+            rgb = (tex[0].clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
+            face = inp.selection.neutral[:NUM_MESH_POINTS] + bs.blendshapes.displacement(wd.numpy())[0]
+            expressions.append((mesh.deform(face), rgb))
+    found: dict[int, np.ndarray] = {}
+    for v, s in enumerate(inp.sources):  # one decoding pass per video, stopping after the last pick
+        wanted = {int(t.frame[g]): g for g in picks if int(t.video[g]) == v}
+        for i, frame in enumerate(iter_frames(s.path) if wanted else []):
+            if i in wanted:
+                found[wanted[i]] = face_crop(frame, t.px[wanted[i]])
+            if len(found) == len(picks) or i >= max(wanted):
+                break
+    crops = [found[g] for g in picks if g in found]
+    return contact_sheet(mesh.positions, mesh.faces, mesh.uvs, inp.textures.neutral, expressions, crops)
+
+
+@dataclass(frozen=True, eq=False)
+class ExportInput:
+    out: Path
+    sources: tuple[Source, ...]
+    command: str
+    device: str
+    quick: bool
+    train_config: TrainConfig
+    selection: SelectedFrames
+    mesh: PersonalMesh
+    basis: Basis
+    textures: Textures
+    vae: TrainedVae
+    evaluation: Evaluation
+    animation: TrainedAnimation | None
+    records: tuple[StageRecord, ...]  # the stages of this run, for the manifest's build block
+    t_start: float  # time.monotonic() when the build started
+
+
+def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
+    """Writes the package; returns its manifest (without the per-file checksums)."""
+    ok, png = cv2.imencode(".png", preview_rgb[:, :, ::-1])
+    if not ok:
+        raise BuildError("could not encode preview.png")
+    si = inp.selection.info
+    build = {"frames": si["frames"], "kept": si["kept"], "rejected": si["rejected"], "train_frames": si["train"],
+             "holdout_frame_ranges": si["holdout"],
+             "stages": {r.name: {"seconds": round(r.seconds, 2), "cached": r.cached} for r in inp.records},
+             "seconds_total_this_run": round(time.monotonic() - inp.t_start, 2)}
+    anim = inp.animation
+    vae = inp.vae.vae
+    manifest = build_manifest(
+        name=inp.out.name, vae=vae.cfg, mesh=inp.mesh.mesh, explained_variance=inp.basis.explained_variance,
+        train_config=inp.train_config, animation=anim.block if anim else None, sources=inp.sources,
+        command=inp.command, builder_version=BUILDER_VERSION, device=inp.device, quick=inp.quick,
+        build=build, metrics=inp.evaluation.metrics,
+        feature_normalisation=feature_normalisation(FEATURE_GAIN, anim.block["normalisation"]["mode"])
+        if anim else None)
+    write_package(inp.out, manifest, vae.decoder, export_mesh(inp.mesh.mesh, inp.basis.blendshapes),
+                  inp.textures.neutral, png.tobytes(), extra_tensors=anim.tensors if anim else None)
+    return manifest
