@@ -187,7 +187,9 @@ def test_a_slow_viewer_only_misses_frames_and_a_fast_one_gets_them_all():
         server.feed.close()
     assert len(received["slow"]) == IN_FLIGHT, received["slow"]     # never acknowledges: two frames, then none
     assert len(received["fast"]) > 30, len(received["fast"])
-    assert max(costs) < 5.0, max(costs)                             # the render side never waits on a viewer
+    # The render side never waits on a viewer: asking and handing over cost microseconds (p90; a
+    # busy host's scheduler can still stall any one call).
+    assert float(np.percentile(costs, 90)) < 1.0, sorted(costs)[-5:]
     assert server.counters.frames_shown == len(received["fast"])
     latency = server.summary()["page_latency_ms"]["eye_drawn_to_shown"]
     assert latency["n"] == len(received["fast"]) and latency["p50"] > 0
