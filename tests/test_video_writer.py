@@ -117,3 +117,16 @@ def test_headless_render_loop_writes_the_display_times_of_a_late_loop(tmp_path, 
     assert np.median(gaps) == pytest.approx(0.05, abs=0.01)
     # The file lasts as long as the frame loop ran (its first frame at 0, the last one period early).
     assert info.pts_s[-1] == pytest.approx(stats["seconds"] - 0.05, abs=0.1), (info.pts_s[-1], stats["seconds"])
+
+
+def test_no_other_code_writes_video_files():
+    """One writer: nothing outside media/ opens an OpenCV VideoWriter or a PyAV output container."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rooms = ("capture", "calibration", "core", "geometry", "inference", "streaming", "tools", "xr_runtime")
+    pattern = re.compile(r"VideoWriter\s*\(|av\.open\([^)]*[\"']w[\"']")
+    offenders = [str(p.relative_to(root)) for room in rooms for p in (root / room).rglob("*.py")
+                 if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == [], offenders

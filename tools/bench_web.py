@@ -11,11 +11,12 @@ from core.errors import HeadcastError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("web", help="live page cost: render fps/frame time without, with, and again without a viewer")
+    p = sub.add_parser("web", help="live page cost: render fps/frame time with and without a viewer, alternating")
     p.add_argument("--json", type=Path, required=True, metavar="FILE")
     p.add_argument("--avatar", type=Path, metavar="DIR", help="avatar package (default: the default avatar)")
     p.add_argument("--driver", type=Path, metavar="VIDEO", help="capture clip, replayed in real time (default: sample)")
-    p.add_argument("--phase-seconds", type=float, default=10.0, help="length of each of the three phases (default 10)")
+    p.add_argument("--phase-seconds", type=float, default=8.0, help="length of each phase (default 8)")
+    p.add_argument("--cycles", type=int, default=3, help="viewer phases, each between two unwatched ones (default 3)")
     p.add_argument("--size", default="640x480", metavar="WxH")
     p.add_argument("--fps", type=float, default=60.0, help="headless render rate (paced; default 60)")
     p.add_argument("--web-fps", type=float, default=30.0, help="spectator frames a second (default 30)")
@@ -46,17 +47,21 @@ def run(args) -> int:
     except samples.SampleError as exc:
         raise HeadcastError(str(exc)) from exc
     avatar = args.avatar or ensure_default_avatar()
+    if args.cycles < 1:
+        raise HeadcastError("--cycles must be at least 1")
     result = measure_page_cost(PageCostConfig(avatar=avatar, driver=Path(driver), phase_s=args.phase_seconds,
+                                              cycles=args.cycles,
                                               width=w, height=h, fps=args.fps, web_fps=args.web_fps, viewer=viewer))
-    print(f"{'phase':<12}{'frames':>7}{'fps':>8}{'frame p50/p99 ms':>19}{'draw p50/p99 ms':>18}"
+    print(f"{'phase':<14}{'frames':>7}{'fps':>8}{'frame p50/p99 ms':>19}{'draw p50/p99 ms':>18}"
           f"{'end-to-end p50/p99 ms':>24}")
-    for name, p in result["phases"].items():
-        print(f"{name:<12}{p['frames']:>7}{p['fps']:>8.1f}{_ms(p['frame_ms']):>19}{_ms(p['draw_ms']):>18}"
+    for i, p in enumerate(result["phases"]):
+        name = f"{i + 1} {'viewer' if p['watching'] else 'none'}"
+        print(f"{name:<14}{p['frames']:>7}{p['fps']:>8.1f}{_ms(p['frame_ms']):>19}{_ms(p['draw_ms']):>18}"
               f"{_ms(p['end_to_end_ms']):>24}")
-    r = result["ratios_viewer_vs_none"]
+    r = result["ratios_viewer_vs_neighbours"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"viewer / none: fps {fmt(r['fps'])}, frame p50 {fmt(r['frame_p50'])}, end-to-end p50 "
-          f"{fmt(r['end_to_end_p50'])}")
+    print("viewer phase / mean of the unwatched phases around it (median of pairs): " + ", ".join(
+        f"{k} {fmt(v['median'])} {v['pairs']}" for k, v in r.items()))
     page = result["page"]["page_latency_ms"]
     print("page latency (eye drawn → shown in the viewer), p50 / p99 ms: " + ", ".join(
         f"{k} {_ms(v)}" for k, v in page.items()))

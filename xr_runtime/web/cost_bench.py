@@ -1,8 +1,10 @@
 """What the live page costs the frame loop, and what it adds to latency (`headcast bench web`).
 
-One run, three phases of equal length on the same render node: nobody watching, a viewer
+One run on the same render node, alternating phases of equal length: nobody watching, a viewer
 connected (Debian's headless Chromium showing the real page, or a socket client that
-acknowledges frames like the page does), nobody watching again. The node is the real one: an
+acknowledges frames like the page does), nobody watching, a viewer, ... ending with nobody. On a
+shared machine the load of other jobs drifts during a run; alternating, and comparing each viewer
+phase with the two phases around it, keeps that drift out of the ratio. The node is the real one: an
 avatar package on the streaming engine, driven by a capture node replaying the sample clip in
 real time, rendered headless at a paced rate; the page is served by `WebServer` exactly as
 `render --web` serves it. Per phase: render rate and frame time (p50/p99 of the loop's own
@@ -32,7 +34,8 @@ from xr_runtime.render_node import RenderNode
 class PageCostConfig:
     avatar: Path
     driver: Path
-    phase_s: float = 10.0
+    phase_s: float = 8.0
+    cycles: int = 3                   # viewer phases (each between two phases with nobody watching)
     warmup_s: float = 4.0
     width: int = 640
     height: int = 480
@@ -54,18 +57,21 @@ class _TimedNode(RenderNode):
 
 
 class _FrameSample:
-    """A spectator consumer that keeps a few raw frames (for the encoder comparison)."""
+    """Keeps copies of the first frames the page's feed is given (for the encoder comparison),
+    without asking the tap for any frame of its own."""
 
-    def __init__(self, count: int = 60) -> None:
+    def __init__(self, feed, count: int = 60) -> None:
         self.count = count
         self.frames: list[np.ndarray] = []
         self.active = False
+        offer = feed.offer
 
-    def wants_frame(self, now_ns: int) -> bool:
-        return self.active and len(self.frames) < self.count
+        def keep_and_offer(frame) -> None:
+            if self.active and len(self.frames) < self.count:
+                self.frames.append(np.ascontiguousarray(frame.top_down()[:, :, :3]))
+            offer(frame)
 
-    def offer(self, frame) -> None:
-        self.frames.append(np.ascontiguousarray(frame.top_down()[:, :, :3]))
+        feed.offer = keep_and_offer
 
 
 def _phase_stats(node: _TimedNode, t0: int, t1: int) -> dict:
@@ -80,6 +86,21 @@ def _phase_stats(node: _TimedNode, t0: int, t1: int) -> dict:
             "frame_ms": percentiles(frame_ms), "draw_ms": percentiles(r.draw for r in inside),
             "sample_ms": percentiles(r.sample for r in inside),
             "end_to_end_ms": percentiles(e2e.tolist())}
+
+
+def _paired_ratios(phases: list[dict]) -> dict:
+    """Each viewer phase against the mean of the two unwatched phases around it; median over pairs."""
+    out = {}
+    for key, pick in (("fps", lambda p: p["fps"]), ("frame_p50", lambda p: p["frame_ms"]["p50"]),
+                      ("frame_p99", lambda p: p["frame_ms"]["p99"]),
+                      ("end_to_end_p50", lambda p: p["end_to_end_ms"]["p50"])):
+        pairs = []
+        for i in range(1, len(phases) - 1, 2):
+            before, during, after = (pick(phases[j]) for j in (i - 1, i, i + 1))
+            if None not in (before, during, after) and before + after > 0:
+                pairs.append(during / ((before + after) / 2))
+        out[key] = {"pairs": [round(v, 4) for v in pairs], "median": float(np.median(pairs)) if pairs else None}
+    return out
 
 
 def compare_encoders(frames: list[np.ndarray], quality: int = 80) -> dict:
@@ -166,17 +187,46 @@ class _SocketViewer:
 
 
 class _BrowserViewer:
+    """One Chromium for the whole run (its start-up stays out of the phases): the page is opened
+    for a viewer phase and left for about:blank (socket closed) after it."""
+
     def __init__(self, url: str) -> None:
         from xr_runtime.web.chromium import start_chromium
 
+        self.url = url
         self.driver = start_chromium()
-        self.driver.get(url)
+        self.frames = 0
+
+    def connect(self) -> None:
+        self.driver.get(self.url)
+
+    def disconnect(self) -> None:
+        self.frames += int(self.driver.execute_script("return window.headcast.framesShown;") or 0)
+        self.driver.get("about:blank")
 
     def close(self) -> None:
         from xr_runtime.web.chromium import stop_chromium
 
-        self.frames = self.driver.execute_script("return window.headcast.framesShown;")
         stop_chromium(self.driver)
+
+
+class _SocketViewers:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.frames = 0
+        self._viewer = None
+
+    def connect(self) -> None:
+        self._viewer = _SocketViewer(self.url)
+
+    def disconnect(self) -> None:
+        self._viewer.close()
+        self.frames += self._viewer.frames
+        self._viewer = None
+
+    def close(self) -> None:
+        if self._viewer is not None:
+            self.disconnect()
 
 
 def measure_page_cost(cfg: PageCostConfig, log=print) -> dict:
@@ -195,8 +245,7 @@ def measure_page_cost(cfg: PageCostConfig, log=print) -> dict:
     try:
         setup = make_state_source(scene, receiver, StateSourceConfig(engine="package"))
         outputs = SpectatorOutputs(SpectatorConfig(web=WebConfig(port=0), web_fps=cfg.web_fps))
-        sample = _FrameSample()
-        outputs.tap.consumers.append(sample)
+        sample = _FrameSample(outputs.feed)
         node = _TimedNode(scene, setup.assets, setup.source, RenderNodeConfig(sampler=SamplerConfig(fade_s=0.1)),
                           spectator=outputs.tap)
         outputs.start(node, receiver)
@@ -211,37 +260,35 @@ def measure_page_cost(cfg: PageCostConfig, log=print) -> dict:
         result: dict = {}
         loop = threading.Thread(target=lambda: result.update(node.run(backend, stop=stop)), name="render-loop")
         loop.start()
+        viewer = _BrowserViewer(outputs.url) if cfg.viewer == "browser" else _SocketViewers(outputs.url)
         time.sleep(cfg.warmup_s)
-        marks = [time.monotonic_ns()]
-        log(f"phase 1/3: nobody watching ({cfg.phase_s:.0f} s)")
-        time.sleep(cfg.phase_s)
-        marks.append(time.monotonic_ns())
-        log(f"phase 2/3: {cfg.viewer} viewer connected ({cfg.phase_s:.0f} s)")
-        viewer = _BrowserViewer(outputs.url) if cfg.viewer == "browser" else _SocketViewer(outputs.url)
-        t_connected = time.monotonic_ns()
-        sample.active = True
-        time.sleep(cfg.phase_s)
-        viewer.close()
+        spans: list[tuple[str, int, int]] = []
+        total = 2 * cfg.cycles + 1
+        for i in range(total):
+            watching = i % 2 == 1
+            log(f"phase {i + 1}/{total}: {cfg.viewer + ' viewer connected' if watching else 'nobody watching'} "
+                f"({cfg.phase_s:.0f} s)")
+            if watching:
+                viewer.connect()
+                sample.active = True
+            t0 = time.monotonic_ns()
+            time.sleep(cfg.phase_s)
+            t1 = time.monotonic_ns()
+            if watching:
+                viewer.disconnect()
+                sample.active = False
+            spans.append(("viewer" if watching else "none", t0, t1))
+            time.sleep(0.5)            # let a closing socket settle outside the phases
         viewer_frames = viewer.frames
+        viewer.close()
         viewer = None
-        marks.append(time.monotonic_ns())
-        log(f"phase 3/3: nobody watching again ({cfg.phase_s:.0f} s)")
-        time.sleep(cfg.phase_s)
-        marks.append(time.monotonic_ns())
         stop.set()
         loop.join(timeout=30)
         web = outputs.server.summary()
-        phases = {"none": _phase_stats(node, marks[0], marks[1]),
-                  "viewer": _phase_stats(node, max(marks[1], t_connected), marks[2]),
-                  "none_again": _phase_stats(node, marks[2], marks[3])}
-        base = phases["none"]
-        ratios = {"fps": phases["viewer"]["fps"] / base["fps"] if base["fps"] else None,
-                  "frame_p50": (phases["viewer"]["frame_ms"]["p50"] / base["frame_ms"]["p50"]
-                                if base["frame_ms"]["p50"] else None),
-                  "end_to_end_p50": (phases["viewer"]["end_to_end_ms"]["p50"] / base["end_to_end_ms"]["p50"]
-                                     if base["end_to_end_ms"]["p50"] else None)}
+        phases = [{"watching": kind == "viewer", **_phase_stats(node, t0, t1)} for kind, t0, t1 in spans]
+        ratios = _paired_ratios(phases)
         return {"config": {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()},
-                "phases": phases, "ratios_viewer_vs_none": ratios, "viewer_frames_shown": viewer_frames,
+                "phases": phases, "ratios_viewer_vs_neighbours": ratios, "viewer_frames_shown": viewer_frames,
                 "page": web, "spectator": result.get("spectator"), "render_backend": result.get("backend_info"),
                 "encoders": compare_encoders(sample.frames)}
     finally:
