@@ -23,8 +23,8 @@ from inference.features.face_tracker import FaceTracker, TrackerConfig
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor, head_pose
 from streaming import protocol
 from streaming.protocol import FEATURE_SHAPES, FeatureFrame, FeatureKind, Flags, HeadPose
-from streaming.sockets import CurveClient, CurveServer
 from streaming.publisher import Publisher
+from streaming.sockets import CurveClient, CurveServer
 
 from .recording import RecordingWriter
 from .sources import SourceConfig, open_source

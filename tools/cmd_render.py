@@ -75,6 +75,9 @@ def register(sub) -> None:
                    help="publish latency records live here for `headcast bench latency --attach` (loopback unless --insecure)")
     p.add_argument("--optical-marker", action="store_true",
                    help="draw an optical frame counter (ArUco marker) in each eye's corner, for headcast bench glass")
+    p.add_argument("--frame-feed", metavar="ENDPOINT",
+                   help="headless: publish each frame when it is shown, for a capture node's feed:ENDPOINT source "
+                        "(headcast bench glass without a camera; loopback)")
     p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
                    help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
     p.add_argument("--video-codec", default="h264", choices=["h264", "mp4v"],
@@ -195,7 +198,7 @@ def run(args) -> int:
         backend=args.backend,
         backend_options=BackendOptions(width=width, height=height, stereo=args.stereo, fps=args.fps,
                                        paced=not args.unpaced, wake=args.wake, out=args.out,
-                                       video_codec=args.video_codec, mirror=args.mirror,
+                                       video_codec=args.video_codec, frame_feed=args.frame_feed, mirror=args.mirror,
                                        graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate),
         source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars, pacing=args.engine_pacing,
                                  head_motion=HeadMotionConfig() if args.head_motion else None),

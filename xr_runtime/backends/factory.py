@@ -15,6 +15,7 @@ class BackendOptions:
     fps: float = 60.0                    # headless pacing / video rate
     paced: bool = True                   # headless: at `fps`, or as fast as possible
     wake: str = "late"                   # headless paced: start frames just in time, or at the period start
+    frame_feed: str | None = None        # headless: publish the shown frames here (bench glass without a camera)
     out: Path | None = None              # headless: *.mp4 or a directory for PNG frames
     video_codec: str = "h264"            # headless: codec of an *.mp4 out (media.video_writer; mp4v: the old one)
     mirror: bool | None = None           # openxr: a desktop mirror of the left eye (None: when a display exists)
@@ -32,7 +33,7 @@ def make_backend(name: str, options: BackendOptions, viewer):
 
         return HeadlessBackend(HeadlessConfig(width=o.width, height=o.height, stereo=o.stereo, fps=o.fps,
                                               paced=o.paced, wake=o.wake, out=o.out,
-                                              video=VideoConfig(codec=o.video_codec),
+                                              video=VideoConfig(codec=o.video_codec), frame_feed=o.frame_feed,
                                               head_position=tuple(viewer.position),
                                               head_rotation=tuple(viewer.rotation)))
     if o.out is not None:

@@ -57,6 +57,7 @@ class HeadlessConfig:
     out: Path | None = None          # *.mp4 → video; anything else → directory of PNG frames
     video: VideoConfig = VideoConfig()   # codec of an MP4 `out` (H.264 unless asked otherwise)
     read_back: bool = False          # keep the last composed frame in `last_image` (tests)
+    frame_feed: str | None = None    # publish eye 0 here when it is shown (display_feed; bench glass)
     gl: GLContextConfig = GLContextConfig()
     # Scripted controllers (tests, evaluation): frame index → {hand name: HandState}.
     hands_script: Callable[[int], Mapping[str, HandState]] | None = None
@@ -100,6 +101,7 @@ class HeadlessBackend(Backend):
         self._gl: HeadlessGLContext | None = None
         self._targets: list[RenderTarget] = []
         self._writer: FrameWriter | None = None
+        self._feed = None
         self.last_image: np.ndarray | None = None
 
     def open(self) -> None:
@@ -115,6 +117,10 @@ class HeadlessBackend(Backend):
         self._targets = [RenderTarget(c.width, c.height, samples=c.samples) for _ in range(2 if c.stereo else 1)]
         if c.out is not None:
             self._writer = FrameWriter(c.out, c.fps, c.video)
+        if c.frame_feed is not None:
+            from xr_runtime.backends.display_feed import DisplayFeed
+
+            self._feed = DisplayFeed(c.frame_feed)
         self.projection = transforms.projection_symmetric(c.vertical_fov_deg, c.width / c.height, c.near, c.far)
 
     @property
@@ -160,6 +166,8 @@ class HeadlessBackend(Backend):
             pacer.record_work(submitted_ns - frame_start)
             displayed_ns = pacer.shown_at(display_ns, submitted_ns) if c.paced else submitted_ns
             t = time.perf_counter()
+            if self._feed is not None:
+                self._feed.shown(self._targets[0].read_rgba(), index, displayed_ns)
             if self._writer is not None or c.read_back:
                 image = np.hstack([target.read_rgba() for target in self._targets])
                 if c.read_back:
@@ -174,12 +182,18 @@ class HeadlessBackend(Backend):
         if c.paced:
             stats.info["missed_vsyncs"] = pacer.missed
             stats.info["late_frames"] = pacer.late_frames
+        if self._feed is not None:
+            stats.info["frame_feed"] = {"endpoint": self._feed.endpoint, "sent": self._feed.sent,
+                                        "replaced": self._feed.replaced}
         if self._writer is not None:
             stats.info["out"] = str(self._writer.out)
             stats.info["frames_written"] = self._writer.frames
         return stats
 
     def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
