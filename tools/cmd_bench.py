@@ -11,6 +11,7 @@ BENCHMARKS = (
     "tools.bench_transport",
     "tools.bench_render",
     "tools.bench_inference",
+    "tools.bench_web",
 )
 
 

@@ -1,5 +1,6 @@
-"""Offscreen rendering through surfaceless EGL: PNG frames or an MP4, for tests, evaluation and
-machines without a display or headset.
+"""Offscreen rendering through surfaceless EGL: PNG frames or an MP4 (H.264, each frame stamped
+with its display time: a late frame leaves a gap), for tests, evaluation and machines without a
+display or headset.
 
 The head is simulated and fixed (the scene's viewer pose). Stereo renders two eyes IPD apart and
 writes them side by side. Paced mode simulates a display refreshing at `fps` (`frame_pacer`): a
@@ -20,6 +21,7 @@ import numpy as np
 from OpenGL import GL
 
 from geometry import transforms
+from media.video_writer import Mp4Writer, VideoConfig
 from xr_runtime.backends.base import (
     Backend,
     BackendFrame,
@@ -53,6 +55,7 @@ class HeadlessConfig:
     head_position: tuple[float, float, float] = (0.0, 1.6, 0.0)
     head_rotation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # wxyz
     out: Path | None = None          # *.mp4 → video; anything else → directory of PNG frames
+    video: VideoConfig = VideoConfig()   # codec of an MP4 `out` (H.264 unless asked otherwise)
     read_back: bool = False          # keep the last composed frame in `last_image` (tests)
     frame_feed: str | None = None    # publish eye 0 here when it is shown (display_feed; bench glass)
     gl: GLContextConfig = GLContextConfig()
@@ -61,38 +64,32 @@ class HeadlessConfig:
 
 
 class FrameWriter:
-    """PNG frames into a directory, or an MP4 (cv2.VideoWriter, mp4v) — chosen by the suffix."""
+    """PNG frames into a directory, or an MP4 (`media.video_writer`: H.264 with the frames' display
+    times, or the old mp4v by `video`) — chosen by the suffix."""
 
-    def __init__(self, out: Path, fps: float) -> None:
-        import cv2
-
-        self._cv2 = cv2
+    def __init__(self, out: Path, fps: float, video: VideoConfig = VideoConfig()) -> None:
         self.out = Path(out)
-        self.video = None
         self.frames = 0
-        self.fps = fps
-        if self.out.suffix.lower() != ".mp4":
+        self.video: Mp4Writer | None = None
+        if self.out.suffix.lower() == ".mp4":
+            self.video = Mp4Writer(self.out, nominal_fps=fps, config=video)
+        else:
             self.out.mkdir(parents=True, exist_ok=True)
 
-    def write(self, rgba: np.ndarray) -> None:
-        bgr = self._cv2.cvtColor(rgba, self._cv2.COLOR_RGBA2BGR)
-        if self.out.suffix.lower() == ".mp4":
-            if self.video is None:
-                self.out.parent.mkdir(parents=True, exist_ok=True)
-                self.video = self._cv2.VideoWriter(str(self.out), self._cv2.VideoWriter_fourcc(*"mp4v"),
-                                                   self.fps, (bgr.shape[1], bgr.shape[0]))
-                if not self.video.isOpened():
-                    raise OSError(f"cannot open {self.out} for writing (mp4v)")
-            self.video.write(bgr)
+    def write(self, rgba: np.ndarray, t_ns: int | None = None) -> None:
+        if self.video is not None:
+            self.video.write(rgba, t_ns)
         else:
+            import cv2
+
             path = self.out / f"frame_{self.frames:05d}.png"
-            if not self._cv2.imwrite(str(path), bgr):
+            if not cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)):
                 raise OSError(f"cannot write {path}")
         self.frames += 1
 
     def close(self) -> None:
         if self.video is not None:
-            self.video.release()
+            self.video.close()
             self.video = None
 
 
@@ -119,7 +116,7 @@ class HeadlessBackend(Backend):
             self._gl = HeadlessGLContext(replace(c.gl, display="device", cuda_device=0))
         self._targets = [RenderTarget(c.width, c.height, samples=c.samples) for _ in range(2 if c.stereo else 1)]
         if c.out is not None:
-            self._writer = FrameWriter(c.out, c.fps)
+            self._writer = FrameWriter(c.out, c.fps, c.video)
         if c.frame_feed is not None:
             from xr_runtime.backends.display_feed import DisplayFeed
 
@@ -176,7 +173,7 @@ class HeadlessBackend(Backend):
                 if c.read_back:
                     self.last_image = image
                 if self._writer is not None:
-                    self._writer.write(image)
+                    self._writer.write(image, displayed_ns)   # when it was shown: a late frame leaves a gap
             handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3,
                                                   submitted_ns=submitted_ns, displayed_ns=displayed_ns))
             index += 1

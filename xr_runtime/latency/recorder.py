@@ -100,6 +100,23 @@ class LatencyRecorder:
                 "creep": creep_estimate(t), "unmapped_clock_frames": self.unmapped}
 
 
+class RecordCursor:
+    """Reads a recorder's records in order, each once. What `bench latency --attach` receives
+    (through `LatencyPublisher`) and what the render node's web page plots both come from here, so
+    the two always see the same records. Rows are only ever appended by the render loop, so a
+    reader on another thread may slice them."""
+
+    def __init__(self, recorder: LatencyRecorder) -> None:
+        self.recorder = recorder
+        self.position = 0
+
+    def new_columns(self) -> dict[str, list[int]]:
+        """Columns (COLUMNS, ns) of the records since the last call; empty lists when none."""
+        rows = self.recorder.rows_since(self.position)
+        self.position += len(rows)
+        return {name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)}
+
+
 def stage_ms(times: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-stage durations (ms) of every recorded frame, plus end to end."""
     out = {name: (times[b] - times[a]) / 1e6 for name, a, b in STAGES}
