@@ -9,6 +9,10 @@ APT_STAMP := $(VENV)/.apt-installed
 # Host packages: Mesa EGL (surfaceless GL for the headless renderer and tests), mmdebstrap for the
 # Debian 13 root that holds Monado on Debian 12 hosts.
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 libopengl0 xvfb xauth ca-certificates
+# Test-only: the browser tests drive Debian's headless Chromium through chromium-driver (the page of
+# `render --web`, MP4 playback). Not needed by `make demo`.
+TEST_APT_PACKAGES := chromium chromium-driver
+TEST_APT_STAMP := $(VENV)/.apt-test-installed
 
 .PHONY: all install demo test test-host test-xr xr-env clean
 
@@ -30,10 +34,14 @@ $(STAMP): $(APT_STAMP) requirements.lock setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+$(TEST_APT_STAMP): scripts/ensure_apt.sh Makefile $(STAMP)
+	bash scripts/ensure_apt.sh $(TEST_APT_PACKAGES)
+	@touch $@
+
 demo: install
 	$(HEADCAST) demo
 
-test: install
+test: install $(TEST_APT_STAMP)
 	bash scripts/run_tests.sh
 
 clean:

@@ -24,8 +24,8 @@ from inference.features.face_tracker import FaceTracker, TrackerConfig
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor, head_pose
 from streaming import protocol
 from streaming.protocol import FEATURE_SHAPES, FeatureFrame, FeatureKind, Flags, HeadPose
-from streaming.sockets import CurveClient, CurveServer
 from streaming.publisher import Publisher
+from streaming.sockets import CurveClient, CurveServer
 
 from .recording import RecordingWriter
 from .sources import SourceConfig, open_source
@@ -59,6 +59,9 @@ class CaptureConfig:
     # clock offset and drift in-band (None: no clock calibration).
     clock_endpoint: str | None = None
     online_neutral: OnlineNeutralConfig = field(default_factory=OnlineNeutralConfig)
+    # Read the render node's optical frame counter off every frame (bench glass), after the frame
+    # has been sent, so it never delays the stream.
+    detect_optical_marker: bool = False
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
@@ -73,6 +76,7 @@ class CaptureNode:
         self.stats = CaptureStats()
         self._stop = threading.Event()
         self._seq = 0
+        self._marker = None
 
     def stop(self) -> None:
         """Asks a running ``run`` to finish after the current frame (thread-safe)."""
@@ -107,6 +111,10 @@ class CaptureNode:
                 clock = ClockClient(cfg.clock_endpoint, cfg.stream_id, curve_client=cfg.curve_client)
                 clock.start_background(period_s=0.25)
             tracker = FaceTracker(cfg.tracker)
+            if cfg.detect_optical_marker:
+                from media.optical_marker import MarkerDetector
+
+                self._marker = MarkerDetector()
             grace = cfg.connect_grace_s - (time.monotonic() - t_open)
             if grace > 0:
                 time.sleep(grace)
@@ -209,6 +217,10 @@ class CaptureNode:
         t_send = self._send(out, publisher, recorder)
         st.add("send", (time.perf_counter_ns() - t2) / 1e6)
         st.capture_to_sent_ms.append((t_send - frame.t_capture_ns) / 1e6)
+        if self._marker is not None:
+            marker = self._marker.detect(frame.image)
+            if marker is not None:
+                st.optical_markers.append((out.seq, frame.t_capture_ns, marker))
 
     def _send(self, frame: FeatureFrame, publisher: Publisher, recorder: RecordingWriter | None) -> int:
         t_send = time.monotonic_ns()

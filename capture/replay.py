@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streaming import protocol
-from streaming.sockets import CurveClient
 from streaming.publisher import DEFAULT_HWM, Publisher
+from streaming.sockets import CurveClient
 
 from .recording import RecordingError, RecordingReader
 

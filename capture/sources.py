@@ -1,4 +1,4 @@
-"""Frame sources for the capture node: video files, image directories and cameras.
+"""Frame sources for the capture node: video files, image directories, cameras, frame feeds.
 
 Every source yields :class:`CapturedFrame` (BGR uint8 image, monotonic capture time in ns, how
 long decoding took). Files run as fast as possible or, with ``realtime``, paced at their frame rate.
@@ -319,8 +319,44 @@ class CameraSource(FrameSource):
         self._cap.release()
 
 
+class FrameFeedSource(FrameSource):
+    """Frames another process publishes (`streaming.frame_feed`, e.g. the render node's view for
+    `headcast bench glass` without a camera) taken like a camera's: the newest one, stamped when it
+    arrives. Ends when none arrives for `idle_timeout_s`."""
+
+    def __init__(self, endpoint: str, config: SourceConfig, idle_timeout_s: float = 5.0):
+        from streaming.frame_feed import FrameFeedSubscriber
+
+        self.config = config
+        self.description = f"frame feed {endpoint}"
+        self.fps = config.fps or 60.0
+        self._idle_timeout_s = idle_timeout_s
+        try:
+            self._feed = FrameFeedSubscriber(endpoint)
+        except HeadcastError as exc:
+            raise SourceError(f"frame feed {endpoint}: {exc}") from exc
+
+    def __iter__(self) -> Iterator[CapturedFrame]:
+        delivered, last = 0, None
+        while self.config.max_frames is None or delivered < self.config.max_frames:
+            got = self._feed.receive(self._idle_timeout_s)
+            if got is None:
+                return
+            t_cap = time.monotonic_ns()
+            if last is not None and got.index > last + 1:
+                self.skipped += got.index - last - 1
+            last = got.index
+            image = got.image if got.image.shape[2] == 3 else np.repeat(got.image, 3, axis=2)
+            yield CapturedFrame(image, t_cap, delivered, 0.0)
+            delivered += 1
+
+    def close(self) -> None:
+        self._feed.close()
+
+
 def open_source(config: SourceConfig) -> FrameSource:
-    """Camera index (all digits), image directory, or video file, by what ``spec`` looks like."""
+    """Camera index (all digits), ``feed:ENDPOINT`` (frames another process publishes), image
+    directory, or video file, by what ``spec`` looks like."""
     spec = str(config.spec).strip()
     if not spec:
         raise SourceError("empty source (give a camera index, a video file or an image directory)")
@@ -328,6 +364,8 @@ def open_source(config: SourceConfig) -> FrameSource:
         raise SourceError("--frames must be at least 1")
     if spec.isdigit():
         return CameraSource(int(spec), config)
+    if spec.startswith("feed:"):
+        return FrameFeedSource(spec[len("feed:"):], config)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ImageDirSource(path, config)

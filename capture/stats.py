@@ -32,6 +32,8 @@ class CaptureStats:
     wall_s: float = 0.0
     stage_ms: dict[str, collections.deque] = field(default_factory=lambda: {s: _series() for s in STAGES})
     capture_to_sent_ms: collections.deque = field(default_factory=_series)
+    # Optical frame counters read off the camera frames (bench glass): (seq, t_capture, marker id).
+    optical_markers: collections.deque = field(default_factory=_series)
 
     def add(self, stage: str, ms: float) -> None:
         self.stage_ms[stage].append(ms)
@@ -56,6 +58,7 @@ class CaptureStats:
             "fps": self.fps,
             "stages_ms": {s: percentiles(self.stage_ms[s], qs=(50, 95)) for s in STAGES},
             "capture_to_sent_ms": percentiles(self.capture_to_sent_ms, qs=(50, 95)),
+            **({"optical_markers": [list(m) for m in self.optical_markers]} if self.optical_markers else {}),
         }
 
 

@@ -94,25 +94,44 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, mode: int | No
 
     `mode`: the file's permission bits; default: the existing file's, else 0666 & ~umask."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(path)
-    if mode is None:
-        try:
-            mode = path.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-    tmp = temporary_path(path)
+    tmp = prepare_temporary(path)
     fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        return commit_temporary(tmp, path, mode=mode)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def prepare_temporary(path: Path) -> Path:
+    """For writers that need a file name of their own (a video muxer): the parent made, stale
+    temporaries swept, and a unique temporary name beside `path` to write, then `commit_temporary`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(path)
+    return temporary_path(path)
+
+
+def commit_temporary(tmp: Path, path: Path, *, mode: int | None = None) -> Path:
+    """fsync the finished temporary file `tmp`, give it `path`'s mode (or 0666 & ~umask for a new
+    file) and rename it over `path`; returns `path`. On failure `tmp` is left for the caller."""
+    path = Path(path)
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+    fd = os.open(str(tmp), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
     fsync_dir(path.parent)
     return path
 
@@ -138,5 +157,5 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_dir",
-           "pid_alive", "sha256_file", "sweep_stale_temporaries", "temporary_path"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "commit_temporary",
+           "fsync_dir", "pid_alive", "prepare_temporary", "sha256_file", "sweep_stale_temporaries", "temporary_path"]

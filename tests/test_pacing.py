@@ -111,3 +111,10 @@ def test_the_engine_steps_when_a_frame_arrives_not_on_its_timer():
     # the 60 Hz timer waits half its period on average.
     assert np.median(on_arrival) < 3.0, on_arrival
     assert np.median(on_timer) > 2 * np.median(on_arrival) and np.median(on_timer) > 3.0, on_timer
+
+
+def test_a_late_frame_is_shown_at_the_next_vsync_not_the_one_it_missed():
+    pacer = FramePacer(PERIOD, start_ns=0)
+    assert pacer.shown_at(PERIOD, PERIOD - 1) == PERIOD
+    assert pacer.shown_at(PERIOD, PERIOD + 1) == 2 * PERIOD and pacer.late_frames == 1
+    assert pacer.shown_at(PERIOD, 3 * PERIOD) == 3 * PERIOD

@@ -42,8 +42,12 @@ def run(args) -> int:
             endpoint=rx.bound_endpoint, stream_id="bench", feature=feature,
             deca_checkpoint=args.deca_checkpoint, neutral_file=args.neutral,
         )
+        from core.progress import progress_bar
+
         try:
-            stats = CaptureNode(cfg).run()
+            with progress_bar(total=args.frames, desc="capture", unit="f") as bar:
+                stats = CaptureNode(cfg).run(on_progress=lambda st: bar.update(st.frames - bar.n),
+                                             progress_every_s=0.5)
         except (SourceError, ValueError) as exc:
             raise HeadcastError(str(exc)) from exc
         rx.wait_for(lambda r: "bench" in r.snapshot() and r.snapshot()["bench"].end_of_stream, 2.0)

@@ -228,16 +228,21 @@ def run(args) -> int:
     print(header)
     print("-" * len(header))
     last_note = None
-    for res in resolutions:
-        for n in counts:
-            r = bench_case(n, res, args, source)
-            results.append(r)
-            if r["note"] != last_note:
-                print(f"  ({r['note']})")
-                last_note = r["note"]
-            print(f"{r['avatars']:>7} {r['res']:>5} | {r['lstm_ms']['p50']:>9.3f} {r['lstm_ms']['p95']:>7.3f} | "
-                  f"{r['decoder_ms']['p50']:>11.3f} {r['decoder_ms']['p95']:>7.3f} | "
-                  f"{r['step_ms']['p50']:>9.3f} {r['step_ms']['p95']:>7.3f}")
+    from core.progress import progress_bar, writes_above_bars
+
+    with progress_bar(total=len(resolutions) * len(counts), desc="inference", unit="case") as bar:
+        for res in resolutions:
+            for n in counts:
+                r = bench_case(n, res, args, source)
+                results.append(r)
+                bar.update(1)
+                with writes_above_bars():
+                    if r["note"] != last_note:
+                        print(f"  ({r['note']})")
+                        last_note = r["note"]
+                    print(f"{r['avatars']:>7} {r['res']:>5} | {r['lstm_ms']['p50']:>9.3f} {r['lstm_ms']['p95']:>7.3f} | "
+                          f"{r['decoder_ms']['p50']:>11.3f} {r['decoder_ms']['p95']:>7.3f} | "
+                          f"{r['step_ms']['p50']:>9.3f} {r['step_ms']['p95']:>7.3f}")
     if args.json:
         write_json(args.json, {"benchmark": "inference", "device": args.device, "device_name": device_name,
                                "avatar": str(args.avatar) if args.avatar else None,

@@ -81,7 +81,10 @@ def plot(times: dict[str, np.ndarray], path: Path, title: str) -> None:
 
 def run(args) -> int:
     if args.attach:
-        times = collect_published_latency(args.attach, args.seconds)
+        from core.progress import seconds_bar
+
+        with seconds_bar(args.seconds, "attached"):
+            times = collect_published_latency(args.attach, args.seconds)
         if len(times["display"]) == 0:
             raise HeadcastError(f"no latency records from {args.attach} in {args.seconds:.0f} s: is a render node "
                                 "running there with --latency-bind, and is an avatar being driven?")
@@ -105,11 +108,14 @@ def run_local(args, mode: str, out: Path):
         source, is_file = args.source, not args.source.isdigit()
     avatar = args.avatar or ensure_default_avatar()
     pacing, wake = MODES[mode]
-    result = run_session(SessionConfig(avatar=avatar, source=source, out_dir=out, seconds=args.seconds,
-                                       backend=args.backend, device=args.device, realtime=is_file, loop=is_file,
-                                       video=False, latency_trace=True, echo=False,
-                                       extra_render_args=("--engine-pacing", pacing, "--wake", wake,
-                                                          "--fps", str(args.fps))))
+    from core.progress import seconds_bar
+
+    with seconds_bar(args.seconds, f"latency {mode}"):
+        result = run_session(SessionConfig(avatar=avatar, source=source, out_dir=out, seconds=args.seconds,
+                                           backend=args.backend, device=args.device, realtime=is_file, loop=is_file,
+                                           video=False, latency_trace=True, echo=False,
+                                           extra_render_args=("--engine-pacing", pacing, "--wake", wake,
+                                                              "--fps", str(args.fps))))
     raw = json.loads(result.latency_trace.read_text())
     times = {k: np.asarray(v, dtype=np.int64) for k, v in raw.items() if isinstance(v, list)}
     if len(times["display"]) == 0:

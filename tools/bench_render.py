@@ -108,9 +108,14 @@ def run(args) -> int:
         raise HeadcastError("avatar counts must lie in 0..64")
     if args.samples < 0:
         raise HeadcastError("--samples must be 0 or more")
-    results = {c: measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl, args.samples,
-                          args.upload)
-               for c in counts}
+    from core.progress import progress_bar
+
+    results = {}
+    with progress_bar(total=len(counts), desc="render", unit="case") as bar:
+        for c in counts:
+            results[c] = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
+                                 args.samples, args.upload)
+            bar.update(1)
     base = results[0]
     ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
               for c, r in results.items()}

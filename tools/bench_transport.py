@@ -198,13 +198,19 @@ def run(args) -> int:
     results = []
     print(f"{'transport':<9}{'bytes':>7}{'streams':>8}{'rate Hz':>8}{'recv/sent':>12}"
           f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'msg/s':>10}", flush=True)
-    for case in default_cases(args.seconds):
-        r = run_case(case)
-        results.append(r)
-        rate = "max" if case.rate_hz == 0 else f"{case.rate_hz:.0f}"
-        lm = r.latency_ms
-        print(f"{case.transport:<9}{case.size:>7}{case.streams:>8}{rate:>8}{f'{r.received}/{r.sent}':>12}"
-              f"{lm['p50']:>9.3f}{lm['p99']:>9.3f}{lm['max']:>9.3f}{r.rate_msgs_per_s:>10.0f}", flush=True)
+    from core.progress import progress_bar, writes_above_bars
+
+    cases = default_cases(args.seconds)
+    with progress_bar(total=len(cases), desc="transport", unit="case") as bar:
+        for case in cases:
+            r = run_case(case)
+            results.append(r)
+            bar.update(1)
+            rate = "max" if case.rate_hz == 0 else f"{case.rate_hz:.0f}"
+            lm = r.latency_ms
+            with writes_above_bars():
+                print(f"{case.transport:<9}{case.size:>7}{case.streams:>8}{rate:>8}{f'{r.received}/{r.sent}':>12}"
+                      f"{lm['p50']:>9.3f}{lm['p99']:>9.3f}{lm['max']:>9.3f}{r.rate_msgs_per_s:>10.0f}", flush=True)
     ratios = {}
     for r in results:
         if r.case.transport == "udp":

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from core.errors import HeadcastError
+from core.third_party_logs import quiet_python_noise, show_third_party_logs
 from tools.registry import register_all
 
 # Subcommand modules, in the order `headcast --help` lists them.
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        show_third_party_logs()      # -v: MediaPipe / TensorFlow Lite / protobuf output comes back
+    else:
+        quiet_python_noise()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

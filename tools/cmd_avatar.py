@@ -34,8 +34,8 @@ def ensure_default_avatar(quick: bool = False, log=print) -> Path:
     without one, or from another builder version, is rebuilt in place: the export replaces it
     atomically, and the work directory's finished stages are reused. Media of real people never enter the repository: both
     the clip and the package live in the user cache."""
-    from inference.builder import BUILDER_VERSION, BuildConfig, BuildError, build_avatar
     from inference.avatar_package import AvatarPackage, AvatarPackageError
+    from inference.builder import BUILDER_VERSION, BuildConfig, BuildError, build_avatar
     from tools import samples
 
     out = default_avatar_dir(quick)

@@ -6,10 +6,12 @@ from tools.registry import register_all
 # One module per benchmark; each exposes register(bench_subparsers).
 BENCHMARKS = (
     "tools.bench_latency",
+    "tools.bench_glass",
     "tools.bench_capture",
     "tools.bench_transport",
     "tools.bench_render",
     "tools.bench_inference",
+    "tools.bench_web",
 )
 
 

@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--clock", default="auto", metavar="ENDPOINT|auto|off",
                    help="render node's clock service for in-band clock calibration "
                         "(auto: the --connect port + 1)")
+    p.add_argument("--optical-marker", action="store_true",
+                   help="read the render node's optical frame counter off each frame (headcast bench glass)")
     add_client_args(p)
     p.set_defaults(func=run)
 
@@ -81,6 +83,7 @@ def build_config(args) -> CaptureConfig:
         deca_checkpoint=args.deca_checkpoint,
         neutral_file=args.neutral,
         record_file=args.record,
+        detect_optical_marker=args.optical_marker,
     )
 
 

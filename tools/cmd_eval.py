@@ -20,7 +20,9 @@ def register(sub) -> None:
     t.add_argument("--avatar", type=Path, required=True, metavar="DIR")
     t.add_argument("--driver", type=Path, required=True, metavar="VIDEO")
     t.add_argument("--json", type=Path, required=True, metavar="FILE")
-    t.add_argument("--video", type=Path, metavar="OUT.mp4", help="driver and avatar side by side")
+    t.add_argument("--video", type=Path, metavar="OUT.mp4", help="driver and avatar side by side (H.264)")
+    t.add_argument("--video-codec", default="h264", choices=["h264", "mp4v"],
+                   help="codec of --video (default h264: plays in browsers; mp4v: the old MPEG-4 Part 2)")
     rng = t.add_mutually_exclusive_group()
     rng.add_argument("--holdout", action="store_true",
                      help="score only the avatar's held-out frames (self-reenactment: --driver is its training clip)")
@@ -47,8 +49,13 @@ def run_transfer(args) -> int:
             start, end = int(a or 0), (int(b) if b else None)
         except ValueError as exc:
             raise HeadcastError("--frames takes START:END") from exc
-    result = evaluate(EvalConfig(args.avatar, args.driver, start, end, ranges, args.size, video=args.video,
-                                 neutral=args.neutral, target_neutral=args.holdout and args.neutral is None))
+    from core.progress import callback, progress_bar
+
+    with progress_bar(desc="track", unit="f") as tracking, progress_bar(desc="drive", unit="f") as driving:
+        result = evaluate(EvalConfig(args.avatar, args.driver, start, end, ranges, args.size, video=args.video,
+                                     video_codec=args.video_codec, neutral=args.neutral,
+                                     target_neutral=args.holdout and args.neutral is None),
+                          progress=callback(driving), track_progress=callback(tracking))
     targets = SELF_TARGETS if args.holdout else CROSS_TARGETS
     met = {}
     spans = ", ".join(f"{lo}..{hi}" for lo, hi in result["ranges"])

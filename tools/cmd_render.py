@@ -73,8 +73,37 @@ def register(sub) -> None:
                    help="write every displayed frame's stage timestamps (JSON columns, ns) for headcast bench latency")
     p.add_argument("--latency-bind", metavar="ENDPOINT",
                    help="publish latency records live here for `headcast bench latency --attach` (loopback unless --insecure)")
+    p.add_argument("--optical-marker", action="store_true",
+                   help="draw an optical frame counter (ArUco marker) in each eye's corner, for headcast bench glass")
+    p.add_argument("--frame-feed", metavar="ENDPOINT",
+                   help="headless: publish each frame when it is shown, for a capture node's feed:ENDPOINT source "
+                        "(headcast bench glass without a camera; loopback)")
     p.add_argument("--clock-bind", default="auto", metavar="ENDPOINT|auto|off",
                    help="clock service for capture nodes' clock calibration (auto: the --bind port + 1)")
+    p.add_argument("--video-codec", default="h264", choices=["h264", "mp4v"],
+                   help="codec of an --out *.mp4 (default h264: plays in browsers; mp4v: the old MPEG-4 Part 2)")
+    web = p.add_argument_group("live page and virtual camera (the spectator view: one eye)")
+    web.add_argument("--web", metavar="[HOST:]PORT",
+                     help="serve a live page: the spectator view, the stream table and the latency plot "
+                          "(loopback unless HOST is given with --web-public)")
+    web.add_argument("--web-public", action="store_true",
+                     help="allow --web on a non-loopback address; every viewer then needs the printed token")
+    web.add_argument("--web-token-file", type=Path, metavar="FILE",
+                     help="token viewers must present (default with --web-public: a new random one, printed)")
+    web.add_argument("--web-max-viewers", type=int, default=4, metavar="N", help="viewers at once (default 4)")
+    web.add_argument("--web-fps", type=float, default=30.0, help="spectator frames a second at most (default 30)")
+    web.add_argument("--spectator-eye", default="left", choices=["left", "right", "free"],
+                     help="what the page and the virtual camera show: an eye (default left; mono backends: the only "
+                          "one), or 'free': a camera of its own (--spectator-camera), one extra draw per shown frame")
+    web.add_argument("--spectator-camera", metavar="X,Y,Z", default=None,
+                     help="with --spectator-eye free: where the camera stands (scene metres; default: behind the "
+                          "viewer's right shoulder), looking at the avatars; the picture has the --size of an eye")
+    web.add_argument("--virtual-camera", nargs="?", const="auto", metavar="DEVICE",
+                     help="publish the spectator view as a system camera (v4l2loopback on Linux, OBS elsewhere; "
+                          "pyvirtualcam); DEVICE e.g. /dev/video10, default: the first loopback device")
+    web.add_argument("--virtual-camera-size", default="1280x720", metavar="WxH",
+                     help="virtual camera frame size (default 1280x720; the view is letterboxed into it)")
+    web.add_argument("--virtual-camera-fps", type=float, default=30.0, help="virtual camera rate (default 30)")
     p.set_defaults(func=run)
 
 
@@ -86,6 +115,68 @@ def _parse_size(text: str) -> tuple[int, int]:
     if not (16 <= w <= 8192 and 16 <= h <= 8192):
         raise HeadcastError(f"--size {text} out of range")
     return w, h
+
+
+def free_camera(scene, where: str | None, size: tuple[int, int]):
+    """A FreeCamera at `where` ("X,Y,Z"; default: behind the viewer's right shoulder) looking at the
+    middle of the scene's avatar slots."""
+    import numpy as np
+
+    from xr_runtime.spectator.tap import FreeCamera
+
+    viewer = np.asarray(scene.viewer.position, dtype=float)
+    slots = [np.asarray(slot.transform.position, dtype=float) for slot in scene.avatars]
+    target = np.mean(slots, axis=0) if slots else viewer + (0.0, 0.0, -1.0)
+    if where:
+        try:
+            position = tuple(float(v) for v in where.split(","))
+        except ValueError:
+            raise HeadcastError(f"--spectator-camera takes X,Y,Z, got {where!r}") from None
+        if len(position) != 3:
+            raise HeadcastError(f"--spectator-camera takes X,Y,Z, got {where!r}")
+    else:
+        position = tuple(viewer + (0.35, 0.12, 0.45))
+    if np.linalg.norm(np.asarray(position) - target) < 1e-3:
+        raise HeadcastError("--spectator-camera stands where it looks")
+    return FreeCamera(position, tuple(float(v) for v in target), width=size[0], height=size[1])
+
+
+def spectator_config(args, scene=None):
+    """The --web / --virtual-camera flags as a SpectatorConfig, or None when neither is given."""
+    from xr_runtime.spectator.outputs import SpectatorConfig
+
+    if not args.web and not args.virtual_camera:
+        if args.web_public or args.web_token_file:
+            raise HeadcastError("--web-public and --web-token-file need --web")
+        return None
+    web = camera = None
+    if args.web:
+        from xr_runtime.web.server import WebConfig
+
+        token = None
+        if args.web_token_file is not None:
+            try:
+                token = args.web_token_file.read_text().strip()
+            except OSError as exc:
+                raise HeadcastError(f"--web-token-file: {exc}") from exc
+            if len(token) < 16:
+                raise HeadcastError("--web-token-file: a token needs at least 16 characters")
+        web = WebConfig.parse(args.web, public=args.web_public, token=token, max_viewers=args.web_max_viewers)
+    if args.virtual_camera:
+        from xr_runtime.spectator.virtual_camera import VirtualCameraConfig
+
+        w, h = _parse_size(args.virtual_camera_size)
+        camera = VirtualCameraConfig(width=w, height=h, fps=args.virtual_camera_fps,
+                                     device=None if args.virtual_camera == "auto" else args.virtual_camera)
+    if args.web_fps <= 0:
+        raise HeadcastError("--web-fps must be positive")
+    free = None
+    if args.spectator_eye == "free":
+        free = free_camera(scene, args.spectator_camera, _parse_size(args.size))
+    elif args.spectator_camera:
+        raise HeadcastError("--spectator-camera needs --spectator-eye free")
+    return SpectatorConfig(eye=1 if args.spectator_eye == "right" else 0, web=web, web_fps=args.web_fps,
+                           camera=camera, free_camera=free)
 
 
 def run(args) -> int:
@@ -106,12 +197,14 @@ def run(args) -> int:
         scene=scene, bind=args.bind, curve=curve_server_from_args(args), insecure=args.insecure,
         backend=args.backend,
         backend_options=BackendOptions(width=width, height=height, stereo=args.stereo, fps=args.fps,
-                                       paced=not args.unpaced, wake=args.wake, out=args.out, mirror=args.mirror,
+                                       paced=not args.unpaced, wake=args.wake, out=args.out,
+                                       video_codec=args.video_codec, frame_feed=args.frame_feed, mirror=args.mirror,
                                        graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate),
         source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars, pacing=args.engine_pacing,
                                  head_motion=HeadMotionConfig() if args.head_motion else None),
         frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,
-        latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None)
+        latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None,
+        optical_marker=args.optical_marker, spectator=spectator_config(args, scene))
     stats, node = run_render_session(cfg, say=lambda line: print(line, flush=True))
     s = stats["stages_ms"]
     p50 = lambda d: float("nan") if d.get("p50") is None else d["p50"]  # noqa: E731
@@ -120,7 +213,11 @@ def run(args) -> int:
     if args.out is not None:
         print(f"wrote {args.out}", flush=True)
     if args.latency_trace:
-        write_json(args.latency_trace, {k: v.tolist() for k, v in node.latency.times().items()})
+        trace = {k: v.tolist() for k, v in node.latency.times().items()}
+        trace["seq"] = [seq for _, seq in node.latency.sequence_numbers()]
+        if args.optical_marker:
+            trace["markers_shown"] = [list(m) for m in node.markers_shown]
+        write_json(args.latency_trace, trace)
     if args.json:
         atomic_write_json(args.json, stats, default=str)
     return 0

@@ -36,6 +36,7 @@ class EvalConfig:
     size: int = 384  # rendered avatar image (square)
     max_lag: int = 8
     video: Path | None = None
+    video_codec: str = "h264"  # media.video_writer codec of `video` (mp4v: the old MPEG-4 Part 2)
     neutral: Path | None = None  # driver neutral file (headcast calibrate neutral); None: online estimate
     # Self-reenactment: measure the driver (the avatar's own training clip) against the target's
     # relaxed face stored in the package, exactly as its training features were measured.
@@ -49,7 +50,8 @@ class DriverTrack:
     fps: float
 
 
-def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
+def track_driver(path: Path, keep_frames: bool, progress=None) -> DriverTrack:
+    """Every frame's landmarks; `progress(done, total or None)` after each frame."""
     import cv2
 
     from capture.sources import SourceConfig, SourceError, open_source
@@ -67,6 +69,8 @@ def track_driver(path: Path, keep_frames: bool) -> DriverTrack:
                 marks.append(None if obs is None else obs.landmarks_px)
                 if keep_frames:
                     frames.append(frame.image)
+                if progress:
+                    progress(len(marks), getattr(source, "frame_count", None))
         except SourceError as exc:
             if not marks:
                 raise HeadcastError(str(exc)) from exc
@@ -161,7 +165,9 @@ def signals_of(canonical: np.ndarray | None) -> np.ndarray:
     return np.array([getattr(s, n) for n in SIGNALS])
 
 
-def evaluate(cfg: EvalConfig, progress=None) -> dict:
+def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
+    """`track_progress(done, total)` while the driver is tracked, `progress(done, total)` while
+    the avatar is driven and scored."""
     import cv2
 
     from inference.avatar_package import AvatarPackage, AvatarPackageError
@@ -170,6 +176,7 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
     from inference.evaluation.transfer_metrics import agreement, jitter, still_mask
     from inference.features.alignment import to_canonical
     from inference.features.face_tracker import FaceTracker
+    from media.video_writer import Mp4Writer, VideoConfig
     from streaming.protocol import FeatureFrame, FeatureKind, Flags
     from xr_runtime.avatars.mesh import AvatarMeshData
 
@@ -178,7 +185,7 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
         model, note = avatar_model_from_package(pkg), PACKAGE_NETWORK
     except (AvatarPackageError, ValueError) as exc:
         raise HeadcastError(str(exc)) from exc
-    track = track_driver(cfg.driver, keep_frames=cfg.video is not None)
+    track = track_driver(cfg.driver, keep_frames=cfg.video is not None, progress=track_progress)
     n = len(track.landmarks)
     ranges = cfg.ranges if cfg.ranges is not None else ((cfg.start, n if cfg.end is None else cfg.end),)
     ranges = tuple((int(lo), min(int(hi), n)) for lo, hi in ranges)
@@ -227,16 +234,20 @@ def evaluate(cfg: EvalConfig, progress=None) -> dict:
                         drv = cv2.resize(drv, (int(drv.shape[1] * scale), cfg.size))
                         side = np.concatenate([drv, image], axis=1)
                         if writer is None:
-                            cfg.video.parent.mkdir(parents=True, exist_ok=True)
-                            writer = cv2.VideoWriter(str(cfg.video), cv2.VideoWriter_fourcc(*"mp4v"), track.fps,
-                                                     (side.shape[1], side.shape[0]))
-                        writer.write(side)
+                            writer = Mp4Writer(cfg.video, nominal_fps=track.fps,
+                                               config=VideoConfig(codec=cfg.video_codec))
+                        writer.write(side, t, pixel_format="bgr24")  # stamped with the driver frame's time
                     if progress:
                         progress(len(scored), total)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+            writer = None
+        raise
     finally:
         renderer.close()
         if writer is not None:
-            writer.release()
+            writer.close()
     d = np.array(d_sig)
     a = np.array(a_sig)
     seg_ids = np.array(segment)

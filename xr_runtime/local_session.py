@@ -33,6 +33,8 @@ class SessionConfig:
     video: bool = True  # headless: write an MP4
     latency_trace: bool = False
     extra_render_args: tuple[str, ...] = ()
+    extra_capture_args: tuple[str, ...] = ()
+    scene: Path | None = None  # a scene file instead of the single `avatar` 1 m ahead
     echo: bool = True  # print the render node's output
 
 
@@ -76,7 +78,8 @@ def run_session(cfg: SessionConfig) -> SessionResult:
         if stale is not None and stale.exists():
             stale.unlink()  # never report an earlier run's numbers as this one's
     cli = [sys.executable, "-m", "tools.cli"]
-    render_cmd = cli + ["render", "--avatar", str(cfg.avatar), "--stream", cfg.stream, "--bind", endpoint,
+    what = ["--scene", str(cfg.scene)] if cfg.scene is not None else ["--avatar", str(cfg.avatar), "--stream", cfg.stream]
+    render_cmd = cli + ["render", *what, "--bind", endpoint,
                         "--backend", cfg.backend, "--seconds", str(cfg.seconds), "--json", str(render_json),
                         "--device", cfg.device, *cfg.extra_render_args]
     if video is not None:
@@ -84,7 +87,7 @@ def run_session(cfg: SessionConfig) -> SessionResult:
     if trace is not None:
         render_cmd += ["--latency-trace", str(trace)]
     capture_cmd = cli + ["capture", "--source", cfg.source, "--connect", endpoint, "--stream", cfg.stream,
-                         "--stats-json", str(capture_json)]
+                         "--stats-json", str(capture_json), *cfg.extra_capture_args]
     if cfg.realtime:
         capture_cmd.append("--realtime")
     if cfg.loop:

@@ -20,6 +20,7 @@ the pipeline, so not for production).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -54,6 +55,9 @@ class RenderNodeConfig:
     upload_method: Literal["auto", "direct", "pbo"] = "auto"
     sync_timings: bool = False
     scene_save_path: Path | None = None   # where `save_scene()` writes (default: nowhere)
+    # Draw the optical frame counter (media.optical_marker) in every eye's corner and log when
+    # each frame was shown, for `headcast bench glass`.
+    optical_marker: bool = False
 
 
 @dataclass
@@ -82,7 +86,9 @@ class NodeCounters:
 
 class RenderNode:
     def __init__(self, scene: Scene, assets: list[AvatarAssets], source: AvatarStateSource,
-                 config: RenderNodeConfig | None = None) -> None:
+                 config: RenderNodeConfig | None = None, spectator=None) -> None:
+        """`spectator`: a `spectator.tap.SpectatorTap` that copies one eye out for the web page
+        and the virtual camera (only while one of them wants a frame)."""
         if len(assets) != len(scene.avatars):
             raise ValueError(f"{len(scene.avatars)} avatar slots but {len(assets)} assets")
         self.scene = scene
@@ -105,8 +111,10 @@ class RenderNode:
         self._upload_counters = None
         self._sessions: list = []             # BackendStats of each session of the last run
         self.latency = LatencyRecorder()
+        self.markers_shown: collections.deque = collections.deque(maxlen=1_000_000)  # (frame index, shown at)
         self._traces: list = []               # traces of the states polled this frame
         self._t_upload_ns = 0
+        self.spectator = spectator
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -115,6 +123,8 @@ class RenderNode:
         from xr_runtime.gl.gltf_environment import make_scene_renderer
 
         self.renderer = make_scene_renderer(self.scene.environment)
+        if self.spectator is not None:
+            self.spectator.setup_gl()
         self.uploader = TextureUploader(self.renderer, self.config.allow_interop, self.config.upload_method)
         # Calibrate the host upload for the avatars' texture sizes now, not inside the frame loop.
         self.uploader.prepare({tuple(asset.neutral_texture.shape[:2]) for asset in self.assets})
@@ -135,6 +145,8 @@ class RenderNode:
                                         t.scale, sampler))
 
     def teardown_gl(self) -> None:
+        if self.spectator is not None:
+            self.spectator.teardown_gl()
         if self.uploader is not None:
             self._upload_counters = self.uploader.counters
             self.uploader.close()
@@ -243,6 +255,8 @@ class RenderNode:
         self._frame_start = time.perf_counter()
         self._draw_eyes = []
         self._traces = []
+        if self.spectator is not None:
+            self.spectator.collect()       # readbacks still running when the last frame ended
         t_display = frame.display_time_ns
         for avatar in self.avatars:
             avatar.sampler.observe(self._poll(avatar, t_display), t_display)
@@ -278,14 +292,34 @@ class RenderNode:
         for a in self.avatars:
             texture = self._passthrough.pop(a.handle.id, None)  # first eye only
             states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
-        self.renderer.draw(eye.view, eye.projection, states, eye.target)
+        overlay = None
+        if self.config.optical_marker:
+            from xr_runtime.gl.marker_overlay import draw_marker
+
+            overlay = lambda w, h: draw_marker(frame.index, w, h)  # noqa: E731
+        self.renderer.draw(eye.view, eye.projection, states, eye.target, overlay=overlay)
+        if self.spectator is not None:
+            self.spectator.after_eye(frame.index, frame.display_time_ns, eye.index, eye.target)
         self._sync()
         self._draw_eyes.append((time.perf_counter() - t) * 1e3)
 
+    def _draw_spectator(self, view, projection, target) -> None:
+        """The scene from a free spectator camera (textures are already uploaded by the eyes)."""
+        from xr_runtime.gl.renderer import AvatarDrawState
+
+        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None) for a in self.avatars]
+        self.renderer.draw(view, projection, states, target)
+
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
-        t_submit = time.monotonic_ns()
+        t_submit = timing.submitted_ns or time.monotonic_ns()
+        t_display = timing.displayed_ns or frame.display_time_ns
+        if self.spectator is not None:
+            self.spectator.after_frame(frame.index, frame.display_time_ns, self._draw_spectator)
+            self.spectator.collect()       # this frame's readback, usually finished with the frame
         for trace in self._traces:
-            self.latency.displayed(trace, self._t_upload_ns, t_submit, frame.display_time_ns)
+            self.latency.displayed(trace, self._t_upload_ns, t_submit, t_display)
+        if self.config.optical_marker:
+            self.markers_shown.append((frame.index, t_display))
         self._traces = []
         frame_ms = (time.perf_counter() - self._frame_start) * 1e3 - timing.output_ms
         self.stats.add(FrameRecord(self._stage.get("wait", 0.0), self._stage.get("sample", 0.0),
@@ -370,4 +404,5 @@ class RenderNode:
             "streams": self.stream_states(),
             "sync_timings": self.config.sync_timings,
             "latency": self.latency.report(),
+            **({"spectator": self.spectator.summary()} if self.spectator is not None else {}),
         }

@@ -39,6 +39,8 @@ class RenderSessionConfig:
     clock_bind: str = "auto"                       # clock service endpoint (auto: bind port + 1; off)
     latency_bind: str | None = None                # publish latency records here (bench latency --attach)
     save_scene_to: Path | None = None              # write moved placements back here on exit
+    optical_marker: bool = False                   # draw the optical frame counter (bench glass)
+    spectator: object | None = None                # spectator.outputs.SpectatorConfig: --web, --virtual-camera
 
 
 def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = log.info) -> tuple[dict, object]:
@@ -72,8 +74,12 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
     except BaseException:
         receiver.stop()
         raise
-    setup = publisher = None
+    setup = publisher = outputs = None
     try:
+        if cfg.spectator is not None:
+            from xr_runtime.spectator.outputs import SpectatorOutputs
+
+            outputs = SpectatorOutputs(cfg.spectator)   # opens a virtual camera now: no device fails early
         setup = make_state_source(cfg.scene, receiver, cfg.source, clock)
         # Said once the source is ready (building an engine takes seconds): from here on, streams count.
         say(f"listening on {endpoint}{' (CURVE)' if cfg.curve else ''}")
@@ -82,8 +88,16 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         # node's own fade only needs to smooth that (short); idle-face sources rely on the node's fade.
         fade_s = 0.1 if setup.engine_driven else SamplerConfig().fade_s
         node = RenderNode(cfg.scene, setup.assets, setup.source,
-                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to))
+                          RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to,
+                                           optical_marker=cfg.optical_marker),
+                          spectator=outputs.tap if outputs is not None else None)
         backend = make_backend(choice.name, cfg.backend_options, cfg.scene.viewer)
+        if outputs is not None:
+            outputs.start(node, receiver, clock)
+            if outputs.url:
+                say(f"web page on {outputs.url}")
+            if outputs.camera is not None:
+                say(f"virtual camera {outputs.camera.device_name}")
         if cfg.latency_bind:
             from xr_runtime.latency.publisher import LatencyPublisher
 
@@ -96,6 +110,8 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
             except BackendUnavailable as exc:
                 raise BackendUnavailable(f"{choice.name} backend unavailable: {exc}") from exc
     finally:
+        if outputs is not None:
+            outputs.close()
         if publisher is not None:
             publisher.publish_new()
             publisher.close()
@@ -118,6 +134,8 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         engine = getattr(setup.source, "engine", None)
         if engine is not None and hasattr(engine, "feature_counters"):
             stats["engine"]["features"] = engine.feature_counters()
+    if outputs is not None:
+        stats.update(outputs.summary())
     return stats, node
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from core.atomic_files import atomic_write_text
+from core.progress import writes_above_bars
 
 from .animation import AnimationInput, train_animation_network
 from .basis import BasisInput, fit_basis
@@ -19,6 +20,7 @@ from .config import BuildConfig, BuildError
 from .evaluate import EvaluateInput, evaluate
 from .export import ExportInput, PreviewInput, export, preview
 from .mesh import MeshInput, build_mesh
+from .progress import stages_bar
 from .recombination import draw_recombination, target_relaxed_face
 from .select import SelectInput, select
 from .sources import probe_sources
@@ -35,10 +37,13 @@ class BuildResult:
     seconds: float
 
 
-def _log_stage(log: Callable[[str], None], name: str, cache: StageCache) -> None:
+def _log_stage(log: Callable[[str], None], name: str, cache: StageCache, bar=None) -> None:
     r = cache.records[-1]
-    log(f"  {name:<9} {'cached' if r.cached else 'done':<6} {r.seconds:7.1f} s  "
-        + ", ".join(f"{k}={v}" for k, v in r.info.items() if not isinstance(v, (list, dict))))
+    if bar is not None:
+        bar.update(1)
+    with writes_above_bars():
+        log(f"  {name:<9} {'cached' if r.cached else 'done':<6} {r.seconds:7.1f} s  "
+            + ", ".join(f"{k}={v}" for k, v in r.info.items() if not isinstance(v, (list, dict))))
 
 
 def build_avatar(cfg: BuildConfig, log: Callable[[str], None] = print) -> BuildResult:
@@ -52,34 +57,41 @@ def build_avatar(cfg: BuildConfig, log: Callable[[str], None] = print) -> BuildR
     cache = StageCache(work)
     atomic_write_text(work / "build.json", json.dumps({"videos": list(cfg.videos), "out": cfg.out,
                                                        "res": cfg.res, "quick": cfg.quick}, indent=1))
+    with stages_bar() as stages:
+        return _build(cfg, log, t0, sources, cache, stages)
+
+
+def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages) -> BuildResult:
     tracks = track(cache, TrackInput(sources, cfg.track))
-    _log_stage(log, "track", cache)
+    _log_stage(log, "track", cache, stages)
     selection = select(cache, SelectInput(tracks, cfg.selection, cfg.holdout_fraction, cfg.holdout_blocks,
                                           cfg.track.frame_step))
-    _log_stage(log, "select", cache)
+    _log_stage(log, "select", cache, stages)
     mesh = build_mesh(cache, MeshInput(selection, cfg.closure))
-    _log_stage(log, "mesh", cache)
+    _log_stage(log, "mesh", cache, stages)
     # Shared by basis, VAE and animation: computed once, passed explicitly.
     relaxed = target_relaxed_face(tracks, selection, cfg.regions)
     recombination = draw_recombination(selection, relaxed, cfg.regions, cfg.recombine)
     recombination_key = cfg.recombination_key()
     basis = fit_basis(cache, BasisInput(selection, recombination, cfg.basis, recombination_key))
-    _log_stage(log, "basis", cache)
+    _log_stage(log, "basis", cache, stages)
     textures = unwrap_textures(cache, TexturesInput(sources, tracks, selection, mesh, cfg.res, cfg.unwrap))
-    _log_stage(log, "textures", cache)
+    _log_stage(log, "textures", cache, stages)
     data = head_model_data(selection, textures, basis, mesh, recombination, cfg.regions, cfg.recombine,
                            cfg.train.batch, cfg.res)
     vae = train_head_model(cache, VaeInput(data, cfg.vae_config(basis.blendshapes.k), cfg.train, cfg.device,
                                            recombination_key, textures.key, basis.key))
-    _log_stage(log, "vae", cache)
+    _log_stage(log, "vae", cache, stages)
     evaluation = evaluate(cache, EvaluateInput(vae, data, selection, basis, tracks))
-    _log_stage(log, "evaluate", cache)
+    _log_stage(log, "evaluate", cache, stages)
     animation = train_animation_network(cache, AnimationInput(tracks, selection, basis, relaxed, recombination, data,
                                                               vae, cfg.animation, cfg.recombine, recombination_key))
-    _log_stage(log, "animation", cache)
+    _log_stage(log, "animation", cache, stages)
     te = time.monotonic()
     sheet = preview(PreviewInput(sources, tracks, selection, basis, mesh, textures, data, vae))
     manifest = export(ExportInput(Path(cfg.out), sources, cfg.command, cfg.device, cfg.quick, cfg.train, selection,
                                   mesh, basis, textures, vae, evaluation, animation, tuple(cache.records), t0), sheet)
-    log(f"  {'export':<9} {'done':<6} {time.monotonic() - te:7.1f} s")
+    stages.update(1)
+    with writes_above_bars():
+        log(f"  {'export':<9} {'done':<6} {time.monotonic() - te:7.1f} s")
     return BuildResult(Path(cfg.out), manifest, tuple(cache.records), time.monotonic() - t0)

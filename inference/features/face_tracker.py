@@ -6,11 +6,12 @@ class, so driver features, training features and evaluation signals come from th
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from core.third_party_logs import NativeStderrFilter, quiet_python_noise
 
 NUM_LANDMARKS = 478
 
@@ -42,17 +43,25 @@ class FaceTracker:
     """Wraps ``mp.solutions.face_mesh.FaceMesh``; ``track`` takes a BGR frame (OpenCV order)."""
 
     def __init__(self, config: TrackerConfig = TrackerConfig()):
-        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logs flood stderr otherwise
+        # MediaPipe's and TensorFlow Lite's start-up chatter is filtered at its source (see
+        # core/third_party_logs): Python warnings before the import, native lines from building the
+        # graph until the first frame came back (its models load on graph threads in between).
+        quiet_python_noise()
+        self._startup_filter = NativeStderrFilter().start()
         import mediapipe as mp  # heavy import, kept lazy so the render node never pays for it
 
         self.config = config
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=config.static_image_mode,
-            max_num_faces=1,
-            refine_landmarks=config.refine_landmarks,
-            min_detection_confidence=config.min_detection_confidence,
-            min_tracking_confidence=config.min_tracking_confidence,
-        )
+        try:
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=config.static_image_mode,
+                max_num_faces=1,
+                refine_landmarks=config.refine_landmarks,
+                min_detection_confidence=config.min_detection_confidence,
+                min_tracking_confidence=config.min_tracking_confidence,
+            )
+        except BaseException:
+            self._startup_filter.stop()
+            raise
 
     def track(self, frame_bgr: np.ndarray) -> FaceObservation | None:
         if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
@@ -60,7 +69,10 @@ class FaceTracker:
         h, w = frame_bgr.shape[:2]
         # cv2.cvtColor, not a [:, :, ::-1] copy: ~0.03 ms against ~1.5 ms per 640x360 frame here.
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        result = self._mesh.process(rgb)
+        try:
+            result = self._mesh.process(rgb)
+        finally:
+            self._startup_filter.stop()
         if not result.multi_face_landmarks:
             return None
         lm = result.multi_face_landmarks[0].landmark
@@ -71,6 +83,7 @@ class FaceTracker:
         return FaceObservation(landmarks_px=pts, image_size=(w, h))
 
     def close(self) -> None:
+        self._startup_filter.stop()
         with contextlib.suppress(Exception):
             self._mesh.close()
 

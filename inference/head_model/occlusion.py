@@ -6,11 +6,12 @@ landmarks alone; a detected hand whose landmarks fall inside the face outline ma
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from core.third_party_logs import NativeStderrFilter, quiet_python_noise
 
 
 @dataclass(frozen=True)
@@ -21,17 +22,25 @@ class HandCheckConfig:
 
 class HandOcclusionDetector:
     def __init__(self, config: HandCheckConfig = HandCheckConfig()):
-        os.environ.setdefault("GLOG_minloglevel", "2")
+        quiet_python_noise()     # and native start-up lines until the first frame (core/third_party_logs)
+        self._startup_filter = NativeStderrFilter().start()
         import mediapipe as mp
 
         self.config = config
-        self._hands = mp.solutions.hands.Hands(
-            static_image_mode=False, max_num_hands=2, model_complexity=0,
-            min_detection_confidence=config.min_detection_confidence)
+        try:
+            self._hands = mp.solutions.hands.Hands(
+                static_image_mode=False, max_num_hands=2, model_complexity=0,
+                min_detection_confidence=config.min_detection_confidence)
+        except BaseException:
+            self._startup_filter.stop()
+            raise
 
     def hands_px(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
         h, w = frame_bgr.shape[:2]
-        result = self._hands.process(np.ascontiguousarray(frame_bgr[:, :, ::-1]))
+        try:
+            result = self._hands.process(np.ascontiguousarray(frame_bgr[:, :, ::-1]))
+        finally:
+            self._startup_filter.stop()
         if not result.multi_hand_landmarks:
             return []
         return [np.array([(p.x * w, p.y * h) for p in hand.landmark], dtype=np.float32)
@@ -50,5 +59,6 @@ class HandOcclusionDetector:
         return False
 
     def close(self) -> None:
+        self._startup_filter.stop()
         with contextlib.suppress(Exception):
             self._hands.close()

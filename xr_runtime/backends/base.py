@@ -41,6 +41,11 @@ class BackendFrame:
 class SubmitTiming:
     submit_ms: float | None       # glFinish / swap / xrEndFrame share the backend can measure
     output_ms: float = 0.0        # extra work outside the VR budget: readback, PNG/MP4 encoding
+    # When the frame was complete (monotonic ns; None: when end_frame is called) and, for a
+    # simulated display that knows it, when it was actually shown (a frame that missed its
+    # predicted vsync is shown at the next one); None: the predicted display time stands.
+    submitted_ns: int | None = None
+    displayed_ns: int | None = None
 
 
 class FrameHandler(Protocol):

@@ -15,7 +15,9 @@ class BackendOptions:
     fps: float = 60.0                    # headless pacing / video rate
     paced: bool = True                   # headless: at `fps`, or as fast as possible
     wake: str = "late"                   # headless paced: start frames just in time, or at the period start
+    frame_feed: str | None = None        # headless: publish the shown frames here (bench glass without a camera)
     out: Path | None = None              # headless: *.mp4 or a directory for PNG frames
+    video_codec: str = "h264"            # headless: codec of an *.mp4 out (media.video_writer; mp4v: the old one)
     mirror: bool | None = None           # openxr: a desktop mirror of the left eye (None: when a display exists)
     graphics: str = "auto"               # openxr: GL binding (auto, egl, glx, win32)
     samples: int | None = None           # openxr: MSAA samples per eye (None: automatic)
@@ -26,10 +28,13 @@ def make_backend(name: str, options: BackendOptions, viewer):
     """`name`: openxr, desktop or headless; `viewer`: the scene's viewer start pose."""
     o = options
     if name == "headless":
+        from media.video_writer import VideoConfig
         from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
 
         return HeadlessBackend(HeadlessConfig(width=o.width, height=o.height, stereo=o.stereo, fps=o.fps,
-                                              paced=o.paced, wake=o.wake, out=o.out, head_position=tuple(viewer.position),
+                                              paced=o.paced, wake=o.wake, out=o.out,
+                                              video=VideoConfig(codec=o.video_codec), frame_feed=o.frame_feed,
+                                              head_position=tuple(viewer.position),
                                               head_rotation=tuple(viewer.rotation)))
     if o.out is not None:
         raise HeadcastError("an output file is for the headless backend")

@@ -32,6 +32,7 @@ class FramePacer:
     margin_ns: int = 2_000_000           # headroom for the start-to-submit time's jitter
     work_ns: collections.deque = field(default_factory=lambda: collections.deque(maxlen=60))
     missed: int = 0                      # vsyncs skipped because a frame could not make them
+    late_frames: int = 0                 # frames complete after their vsync (shown one or more later)
 
     def __post_init__(self) -> None:
         if self.wake not in WAKES:
@@ -59,6 +60,15 @@ class FramePacer:
         display = self._vsync
         self._vsync += self.period_ns
         return max(now_ns, display - budget), display
+
+    def shown_at(self, display_ns: int, submitted_ns: int) -> int:
+        """The vsync at which a frame aimed at `display_ns` and complete at `submitted_ns` is shown:
+        its own, or the first one after it was complete when it was late."""
+        if submitted_ns <= display_ns:
+            return display_ns
+        late = -(-(submitted_ns - display_ns) // self.period_ns)  # whole periods, rounded up
+        self.late_frames += 1
+        return display_ns + late * self.period_ns
 
     def record_work(self, ns: int) -> None:
         """Start-to-submit time of the frame just finished."""

@@ -1,5 +1,6 @@
-"""Offscreen rendering through surfaceless EGL: PNG frames or an MP4, for tests, evaluation and
-machines without a display or headset.
+"""Offscreen rendering through surfaceless EGL: PNG frames or an MP4 (H.264, each frame stamped
+with its display time: a late frame leaves a gap), for tests, evaluation and machines without a
+display or headset.
 
 The head is simulated and fixed (the scene's viewer pose). Stereo renders two eyes IPD apart and
 writes them side by side. Paced mode simulates a display refreshing at `fps` (`frame_pacer`): a
@@ -20,6 +21,7 @@ import numpy as np
 from OpenGL import GL
 
 from geometry import transforms
+from media.video_writer import Mp4Writer, VideoConfig
 from xr_runtime.backends.base import (
     Backend,
     BackendFrame,
@@ -53,45 +55,41 @@ class HeadlessConfig:
     head_position: tuple[float, float, float] = (0.0, 1.6, 0.0)
     head_rotation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # wxyz
     out: Path | None = None          # *.mp4 → video; anything else → directory of PNG frames
+    video: VideoConfig = VideoConfig()   # codec of an MP4 `out` (H.264 unless asked otherwise)
     read_back: bool = False          # keep the last composed frame in `last_image` (tests)
+    frame_feed: str | None = None    # publish eye 0 here when it is shown (display_feed; bench glass)
     gl: GLContextConfig = GLContextConfig()
     # Scripted controllers (tests, evaluation): frame index → {hand name: HandState}.
     hands_script: Callable[[int], Mapping[str, HandState]] | None = None
 
 
 class FrameWriter:
-    """PNG frames into a directory, or an MP4 (cv2.VideoWriter, mp4v) — chosen by the suffix."""
+    """PNG frames into a directory, or an MP4 (`media.video_writer`: H.264 with the frames' display
+    times, or the old mp4v by `video`) — chosen by the suffix."""
 
-    def __init__(self, out: Path, fps: float) -> None:
-        import cv2
-
-        self._cv2 = cv2
+    def __init__(self, out: Path, fps: float, video: VideoConfig = VideoConfig()) -> None:
         self.out = Path(out)
-        self.video = None
         self.frames = 0
-        self.fps = fps
-        if self.out.suffix.lower() != ".mp4":
+        self.video: Mp4Writer | None = None
+        if self.out.suffix.lower() == ".mp4":
+            self.video = Mp4Writer(self.out, nominal_fps=fps, config=video)
+        else:
             self.out.mkdir(parents=True, exist_ok=True)
 
-    def write(self, rgba: np.ndarray) -> None:
-        bgr = self._cv2.cvtColor(rgba, self._cv2.COLOR_RGBA2BGR)
-        if self.out.suffix.lower() == ".mp4":
-            if self.video is None:
-                self.out.parent.mkdir(parents=True, exist_ok=True)
-                self.video = self._cv2.VideoWriter(str(self.out), self._cv2.VideoWriter_fourcc(*"mp4v"),
-                                                   self.fps, (bgr.shape[1], bgr.shape[0]))
-                if not self.video.isOpened():
-                    raise OSError(f"cannot open {self.out} for writing (mp4v)")
-            self.video.write(bgr)
+    def write(self, rgba: np.ndarray, t_ns: int | None = None) -> None:
+        if self.video is not None:
+            self.video.write(rgba, t_ns)
         else:
+            import cv2
+
             path = self.out / f"frame_{self.frames:05d}.png"
-            if not self._cv2.imwrite(str(path), bgr):
+            if not cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)):
                 raise OSError(f"cannot write {path}")
         self.frames += 1
 
     def close(self) -> None:
         if self.video is not None:
-            self.video.release()
+            self.video.close()
             self.video = None
 
 
@@ -103,6 +101,7 @@ class HeadlessBackend(Backend):
         self._gl: HeadlessGLContext | None = None
         self._targets: list[RenderTarget] = []
         self._writer: FrameWriter | None = None
+        self._feed = None
         self.last_image: np.ndarray | None = None
 
     def open(self) -> None:
@@ -117,7 +116,11 @@ class HeadlessBackend(Backend):
             self._gl = HeadlessGLContext(replace(c.gl, display="device", cuda_device=0))
         self._targets = [RenderTarget(c.width, c.height, samples=c.samples) for _ in range(2 if c.stereo else 1)]
         if c.out is not None:
-            self._writer = FrameWriter(c.out, c.fps)
+            self._writer = FrameWriter(c.out, c.fps, c.video)
+        if c.frame_feed is not None:
+            from xr_runtime.backends.display_feed import DisplayFeed
+
+            self._feed = DisplayFeed(c.frame_feed)
         self.projection = transforms.projection_symmetric(c.vertical_fov_deg, c.width / c.height, c.near, c.far)
 
     @property
@@ -159,26 +162,38 @@ class HeadlessBackend(Backend):
             t = time.perf_counter()
             GL.glFinish()  # the offscreen analogue of submit: the frame is complete on the GPU
             submit_ms = (time.perf_counter() - t) * 1e3
-            pacer.record_work(time.monotonic_ns() - frame_start)
+            submitted_ns = time.monotonic_ns()
+            pacer.record_work(submitted_ns - frame_start)
+            displayed_ns = pacer.shown_at(display_ns, submitted_ns) if c.paced else submitted_ns
             t = time.perf_counter()
+            if self._feed is not None:
+                self._feed.shown(self._targets[0].read_rgba(), index, displayed_ns)
             if self._writer is not None or c.read_back:
                 image = np.hstack([target.read_rgba() for target in self._targets])
                 if c.read_back:
                     self.last_image = image
                 if self._writer is not None:
-                    self._writer.write(image)
-            handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3))
+                    self._writer.write(image, displayed_ns)   # when it was shown: a late frame leaves a gap
+            handler.end_frame(frame, SubmitTiming(submit_ms, (time.perf_counter() - t) * 1e3,
+                                                  submitted_ns=submitted_ns, displayed_ns=displayed_ns))
             index += 1
             stats.frames += 1
         stats.seconds = (time.monotonic_ns() - t0) / 1e9
         if c.paced:
             stats.info["missed_vsyncs"] = pacer.missed
+            stats.info["late_frames"] = pacer.late_frames
+        if self._feed is not None:
+            stats.info["frame_feed"] = {"endpoint": self._feed.endpoint, "sent": self._feed.sent,
+                                        "replaced": self._feed.replaced}
         if self._writer is not None:
             stats.info["out"] = str(self._writer.out)
             stats.info["frames_written"] = self._writer.frames
         return stats
 
     def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -21,19 +21,17 @@ are blended in.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from OpenGL import GL
-from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
 from core.errors import HeadcastError
 from core.gltf_document import FLOAT, UNSIGNED_BYTE, UNSIGNED_INT, UNSIGNED_SHORT, GltfDocument, GltfDocumentError
 from geometry import transforms
-from xr_runtime.gl.renderer import Renderer, SceneStyle
+from xr_runtime.gl.renderer import Renderer, SceneStyle, upload_room_mesh
 from xr_runtime.scene.room_geometry import FLOATS_PER_VERTEX
 
 log = logging.getLogger(__name__)
@@ -217,21 +215,7 @@ class EnvironmentRenderer(Renderer):
         super().__init__(style)
         self._env: list[tuple[int, list[int], int]] = []
         for mesh in meshes:
-            vao = int(GL.glGenVertexArrays(1))
-            buffers = [int(b) for b in GL.glGenBuffers(2)]
-            GL.glBindVertexArray(vao)
-            GL.glBindBuffer(GL.GL_ARRAY_BUFFER, buffers[0])
-            GL.glBufferData(GL.GL_ARRAY_BUFFER, mesh.vertices.nbytes, mesh.vertices, GL.GL_STATIC_DRAW)
-            stride = FLOATS_PER_VERTEX * 4
-            for location, size, offset in ((0, 3, 0), (1, 3, 3), (2, 3, 6), (3, 1, 9)):
-                GL.glEnableVertexAttribArray(location)
-                raw_vertex_attrib_pointer(location, size, GL.GL_FLOAT, GL.GL_FALSE, stride,
-                                          ctypes.c_void_p(offset * 4))
-            GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, buffers[1])
-            GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, mesh.indices.nbytes, mesh.indices, GL.GL_STATIC_DRAW)
-            GL.glBindVertexArray(0)
-            GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
-            self._env.append((vao, buffers, mesh.indices.size))
+            self._env.append(upload_room_mesh(mesh.vertices, mesh.indices))
 
     def _draw_room(self, view_proj: np.ndarray) -> None:
         # Same program and uniforms as the room (super sets them up), different geometry.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from OpenGL import GL
@@ -106,22 +106,7 @@ class Renderer:
         self._room_vao, self._room_buffers, self._room_index_count = self._upload_room()
 
     def _upload_room(self) -> tuple[int, list[int], int]:
-        vertices, indices = build_room(self.style.room)
-        vao = int(GL.glGenVertexArrays(1))
-        buffers = [int(b) for b in GL.glGenBuffers(2)]
-        GL.glBindVertexArray(vao)
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, buffers[0])
-        GL.glBufferData(GL.GL_ARRAY_BUFFER, vertices.nbytes, vertices, GL.GL_STATIC_DRAW)
-        stride = FLOATS_PER_VERTEX * 4
-        for location, size, offset in ((0, 3, 0), (1, 3, 3), (2, 3, 6), (3, 1, 9)):
-            GL.glEnableVertexAttribArray(location)
-            raw_vertex_attrib_pointer(location, size, GL.GL_FLOAT, GL.GL_FALSE, stride,
-                                      ctypes.c_void_p(offset * 4))
-        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, buffers[1])
-        GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, indices.nbytes, indices, GL.GL_STATIC_DRAW)
-        GL.glBindVertexArray(0)
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
-        return vao, buffers, indices.size
+        return upload_room_mesh(*build_room(self.style.room))
 
     # ------------------------------------------------------------------------------ avatars
 
@@ -165,8 +150,10 @@ class Renderer:
     # ------------------------------------------------------------------------------ drawing
 
     def draw(self, view: np.ndarray, projection: np.ndarray,
-             avatars: Sequence[AvatarDrawState] = (), target: RenderTarget | None = None) -> None:
-        """Draw one view: sky, room, then avatars. Into `target`, else the bound framebuffer."""
+             avatars: Sequence[AvatarDrawState] = (), target: RenderTarget | None = None,
+             overlay: Callable[[int, int], None] | None = None) -> None:
+        """Draw one view: sky, room, then avatars. Into `target`, else the bound framebuffer.
+        `overlay(width, height)` draws last, in target pixels, before a multisampled target resolves."""
         if target is not None:
             target.bind()
         GL.glEnable(GL.GL_FRAMEBUFFER_SRGB)
@@ -187,6 +174,8 @@ class Renderer:
         GL.glDisable(GL.GL_DEPTH_TEST)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
+        if overlay is not None and target is not None:
+            overlay(target.width, target.height)
         if target is not None:
             target.resolve()
 
@@ -258,3 +247,23 @@ class Renderer:
         for program in (self._sky_program, self._scene_program, self._avatar_program):
             GL.glDeleteProgram(program)
         self._room_buffers = []
+
+
+def upload_room_mesh(vertices: np.ndarray, indices: np.ndarray) -> tuple[int, list[int], int]:
+    """A static room-shader mesh (FLOATS_PER_VERTEX interleaved: position, normal, colour, grid
+    flag; uint32 triangles) into a VAO: (vao, [vertex buffer, index buffer], index count)."""
+    vao = int(GL.glGenVertexArrays(1))
+    buffers = [int(b) for b in GL.glGenBuffers(2)]
+    GL.glBindVertexArray(vao)
+    GL.glBindBuffer(GL.GL_ARRAY_BUFFER, buffers[0])
+    GL.glBufferData(GL.GL_ARRAY_BUFFER, vertices.nbytes, vertices, GL.GL_STATIC_DRAW)
+    stride = FLOATS_PER_VERTEX * 4
+    for location, size, offset in ((0, 3, 0), (1, 3, 3), (2, 3, 6), (3, 1, 9)):
+        GL.glEnableVertexAttribArray(location)
+        raw_vertex_attrib_pointer(location, size, GL.GL_FLOAT, GL.GL_FALSE, stride, ctypes.c_void_p(offset * 4))
+    GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, buffers[1])
+    GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, indices.nbytes, indices, GL.GL_STATIC_DRAW)
+    GL.glBindVertexArray(0)
+    GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+    return vao, buffers, indices.size
+

@@ -3,7 +3,8 @@ measure a live session without stopping it.
 
 A thread sends, every half second, the rows recorded since its last message as one JSON message on
 a ZeroMQ PUB socket (loopback unless the caller allows otherwise). Rows are only appended by the
-render loop, so reading a slice of them from this thread is safe.
+render loop, so reading a slice of them from this thread is safe (`RecordCursor`, which the web
+page reads through too).
 """
 from __future__ import annotations
 
@@ -15,17 +16,17 @@ import numpy as np
 import zmq
 
 from streaming.sockets import SocketOptions, open_socket
-from xr_runtime.latency.recorder import COLUMNS, LatencyRecorder
+from xr_runtime.latency.recorder import COLUMNS, LatencyRecorder, RecordCursor
 
 
 class LatencyPublisher:
     def __init__(self, recorder: LatencyRecorder, endpoint: str, insecure: bool = False, period_s: float = 0.5):
         self.recorder = recorder
+        self._cursor = RecordCursor(recorder)
         self.period_s = period_s
         self._socket = open_socket(zmq.PUB, endpoint, bind=True, insecure=insecure, options=SocketOptions())
         self._sock = self._socket.sock
         self.endpoint = self._socket.endpoint
-        self._sent_rows = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headcast-latency-pub", daemon=True)
         self._thread.start()
@@ -35,13 +36,11 @@ class LatencyPublisher:
             self.publish_new()
 
     def publish_new(self) -> int:
-        rows = self.recorder.rows_since(self._sent_rows)
-        if not rows:
-            return 0
-        self._sent_rows += len(rows)
-        columns = {name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)}
-        self._sock.send(json.dumps(columns).encode(), zmq.NOBLOCK)
-        return len(rows)
+        columns = self._cursor.new_columns()
+        count = len(columns["display"])
+        if count:
+            self._sock.send(json.dumps(columns).encode(), zmq.NOBLOCK)
+        return count
 
     def close(self) -> None:
         self._stop.set()

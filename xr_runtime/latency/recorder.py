@@ -79,6 +79,10 @@ class LatencyRecorder:
         cols = np.array([r[2:] for r in self._rows], dtype=np.int64)
         return {n: cols[:, i] for i, n in enumerate(names)}
 
+    def sequence_numbers(self) -> list[tuple[str, int]]:
+        """(stream, seq) of every recorded frame, in the order of `times()`."""
+        return [(r[0], r[1]) for r in self._rows]
+
     def recent_ms(self, n: int = 120) -> dict[str, float]:
         """Mean per stage (and end to end) over the last ``n`` recorded frames: the live overlay."""
         rows = self._rows[-n:]
@@ -94,6 +98,23 @@ class LatencyRecorder:
         t = self.times()
         return {"frames": len(self), "stages_ms": summarise(t), "creep_ms_per_min": creep_ms_per_min(t),
                 "creep": creep_estimate(t), "unmapped_clock_frames": self.unmapped}
+
+
+class RecordCursor:
+    """Reads a recorder's records in order, each once. What `bench latency --attach` receives
+    (through `LatencyPublisher`) and what the render node's web page plots both come from here, so
+    the two always see the same records. Rows are only ever appended by the render loop, so a
+    reader on another thread may slice them."""
+
+    def __init__(self, recorder: LatencyRecorder) -> None:
+        self.recorder = recorder
+        self.position = 0
+
+    def new_columns(self) -> dict[str, list[int]]:
+        """Columns (COLUMNS, ns) of the records since the last call; empty lists when none."""
+        rows = self.recorder.rows_since(self.position)
+        self.position += len(rows)
+        return {name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)}
 
 
 def stage_ms(times: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
