@@ -14,14 +14,13 @@ import resource
 import shutil
 import struct
 import time
-from pathlib import Path
 
 import pytest
+from _avatar_quick import quick_build
+from _gltf_samples import environment_document, write_glb, write_gltf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _avatar_quick import quick_build
-from _gltf_samples import environment_document, write_glb, write_gltf
 from core.atomic_files import sha256_file
 from core.errors import HeadcastError
 from inference.avatar_package import AvatarPackageError, load_package

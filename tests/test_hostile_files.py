@@ -3,7 +3,6 @@ render node, `avatar info`, `build-avatar`, `replay`, `capture`), and the typed 
 the counted skip it must produce. Case numbers are the issue's (docs/HARDENING.md lists them)."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _avatar_quick import quick_build
 from _gltf_samples import environment_document, scene_with_environment, write_glb, write_gltf
 from _processes import REPO, assert_no_traceback, run_headcast
+
 from capture.recording import RecordingReader, RecordingWriter
 from core.atomic_files import sha256_file
 from streaming import protocol

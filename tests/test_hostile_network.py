@@ -9,9 +9,8 @@ import time
 import numpy as np
 import pytest
 import zmq
+from _processes import Node, RawPublisher, assert_no_traceback, free_port, mp478, rss_mb, run_headcast, stream_frames
 
-from _processes import (Node, RawPublisher, assert_no_traceback, free_port, mp478, rss_mb, run_headcast,
-                        stream_frames)
 from calibration.clock_service import MAGIC as CLOCK_MAGIC
 from streaming import protocol
 from streaming.protocol import FeatureKind, Flags

@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from _processes import REPO, Node, RawPublisher, free_port, rss_mb, stream_frames
 
 SOAK_S = 20.0
