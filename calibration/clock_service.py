@@ -259,7 +259,10 @@ class ClockClient:
     def refused(self) -> str | None:
         """Why the peer refused this client's handshake (None while nothing was refused)."""
         with self._lock:
-            return self._handshake.failure if self._handshake.refused else None
+            if not self._handshake.refused:
+                return None
+            self._handshake.settle(1.0)
+            return self._handshake.failure
 
     def measure(self, count: int = 64, interval_s: float = 0.01, timeout_s: float = 0.5,
                 give_up_after: int = 6) -> ClockMapping | None:

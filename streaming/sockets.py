@@ -270,7 +270,8 @@ class HandshakeMonitor:
         self._mon = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         self.succeeded = 0
         self.failed = 0
-        self.failure: str | None = None  # the reason of the newest failure
+        self.failure: str | None = None  # why handshakes failed (the most specific reason seen)
+        self.specific = False  # the failure names its cause (auth, mechanism), not just "closed"
 
     def poll(self) -> None:
         """Reads every event that has arrived (non-blocking)."""
@@ -290,6 +291,9 @@ class HandshakeMonitor:
             self.succeeded += 1
             return
         self.failed += 1
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.specific:
+            return  # keep the more telling reason an earlier attempt gave
+        self.specific = event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             self.failure = ("the peer refused this client's CURVE key (it is not in the peer's --allow "
                             "directory, or --server-key is not the peer's public key)")
@@ -321,6 +325,17 @@ class HandshakeMonitor:
         """A handshake failed and none has succeeded: nothing this socket sends can arrive."""
         self.poll()
         return self.failed > 0 and self.succeeded == 0
+
+    def settle(self, timeout_s: float = 1.0) -> None:
+        """After a failure without detail, waits briefly for the reconnect's more specific one (a
+        CURVE mechanism mismatch is first seen as a closed connection, then reported as such)."""
+        deadline = time.monotonic() + timeout_s
+        while self._mon is not None and not self.specific and not self.succeeded:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._mon.poll(max(1, int(remaining * 1000))):
+                self.poll()
 
     def close(self) -> None:
         mon, self._mon = self._mon, None

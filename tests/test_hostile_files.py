@@ -226,10 +226,15 @@ def test_9_absurd_scenes_are_refused_by_the_render_node_in_one_line(tmp_path, te
 
 
 SAVER = r"""
-import sys
+import os, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from xr_runtime.scene.scene_file import Scene
+real_fsync = os.fsync
+def slow_fsync(fd):  # a slow disk (SD card, NFS): the kill lands while the temporary file exists
+    time.sleep(0.2)
+    real_fsync(fd)
+os.fsync = slow_fsync
 scene = Scene.load(Path(sys.argv[1]))
 print("saving", flush=True)
 while True:
@@ -244,10 +249,10 @@ def test_9_scene_save_keeps_the_mode_and_sweeps_what_a_killed_writer_left(tmp_pa
                                            for i in range(64))))
     scene.chmod(mode)
     leftovers = 0
-    for attempt in range(6):
+    for attempt in range(3):
         saver = subprocess.Popen([sys.executable, "-c", SAVER, str(scene), str(REPO)], stdout=subprocess.PIPE, text=True)
         assert saver.stdout.readline().startswith("saving")
-        time.sleep(0.05 + 0.03 * attempt)
+        time.sleep(0.1 + 0.15 * attempt)
         saver.send_signal(signal.SIGKILL)
         saver.wait(10)
         leftovers += len(list(tmp_path.glob(".scene.json.*.tmp")))
