@@ -1,6 +1,7 @@
 """Progress bars for the long steps a user waits on (avatar builds, evaluation, benchmarks), one
-look everywhere: tqdm on stderr, gone when the step ends (the step prints its own result line),
-redrawn at most every 2 s when stderr is a log file rather than a terminal.
+look everywhere: tqdm on stderr, gone when the step ends (the step prints its own result line).
+Only on a terminal: in a log file a bar is a growing line of carriage-return redraws (seen in CI
+and in `make demo > log`), so there the steps' own result lines are all that is written.
 
     with progress_bar(total=n, desc="track") as bar:
         for ...: bar.update(1)
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "f", position: int | None = None) -> tqdm:
     return tqdm(total=total, desc=f"{desc:<9}", unit=unit, leave=False, dynamic_ncols=True, position=position,
-                mininterval=0.1 if sys.stderr.isatty() else 2.0)
+                mininterval=0.1, disable=not sys.stderr.isatty())
 
 
 def callback(bar: tqdm):
