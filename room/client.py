@@ -47,7 +47,7 @@ class RoomClientConfig:
     name: str
     curve: CurveClient | None = None
     heartbeat_interval_s: float = 0.5
-    lost_after_s: float = 1.5
+    lost_after_s: float = 3.0   # beats come 4 times a second; a loaded host can starve this thread for a second
     resync_interval_s: float = 1.0
     max_package_bytes: int = 64 << 20
 

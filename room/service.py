@@ -259,4 +259,20 @@ class RoomService:
                 "packages_refused": self.store.refused if self.store is not None else 0}
 
 
-__all__ = ["RoomConfig", "RoomService"]
+def serve(config: RoomConfig, stop: threading.Event, say=log.info) -> dict:
+    """`headcast room serve`: binds, says where, runs until `stop`; returns the final statistics."""
+    service = RoomService(config).start()
+    try:
+        b = service.bound
+        say(f"room epoch {service.scene.epoch}, version {service.scene.version}, {len(service.scene.slots)} slot(s)"
+            f"{' from ' + str(config.scene_file) if config.scene_file and service.scene.version else ''}")
+        say(f"streams in {b['streams_in']}, out {b['streams_out']}, control {b['control']}, deltas {b['deltas']}"
+            f"{' (CURVE, ' + str(len(service.key_names)) + ' participant keys)' if config.curve else ''}")
+        say(f"room listening on {config.base}")
+        service.run(stop)
+    finally:
+        service.close()
+    return service.stats()
+
+
+__all__ = ["RoomConfig", "RoomService", "serve"]

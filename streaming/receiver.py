@@ -79,6 +79,9 @@ class ReceiverConfig:
     release_after_s: float = 10.0  # silence after which a stream's slot and key binding are released
     limits: StreamLimits = StreamLimits()
     poll_ms: int = 20
+    # Stream ids to subscribe to (None: everything). Through a room's relay this is what keeps the
+    # streams a render node does not show off its network link (XPUB forwards the subscriptions).
+    subscribe: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,10 @@ class Receiver:
             zmq.SUB, cfg.endpoint, bind=cfg.bind, curve_server=cfg.curve_server if cfg.bind else None,
             curve_client=None if cfg.bind else cfg.curve_client, insecure=cfg.insecure,
             # Oversized messages make ZeroMQ drop the peer's message before it reaches us.
-            options=SocketOptions(rcvhwm=cfg.rcvhwm, maxmsgsize=protocol.MAX_MESSAGE_BYTES, subscribe=b""))
+            options=SocketOptions(rcvhwm=cfg.rcvhwm, maxmsgsize=protocol.MAX_MESSAGE_BYTES,
+                                  subscribe=b"" if cfg.subscribe is None else None))
+        for stream_id in cfg.subscribe or ():
+            self._socket.sock.setsockopt(zmq.SUBSCRIBE, stream_id.encode("utf-8"))
         self._thread = threading.Thread(target=self._run, name="headcast-receiver", daemon=True)
         self._thread.start()
         return self

@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "tools.cmd_eval",
     "tools.cmd_demo",
     "tools.cmd_render",
+    "tools.cmd_room",
     "tools.cmd_build_avatar",
     "tools.cmd_avatar",
 )

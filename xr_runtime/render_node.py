@@ -72,6 +72,7 @@ class _Avatar:
     model: np.ndarray | None = None
     states_ok: int = 0
     live_frames: int = 0                 # frames shown fully live (fade ≈ 1)
+    visible: bool = True                 # False: a room slot that is gone (not drawn)
 
 
 @dataclass
@@ -86,14 +87,17 @@ class NodeCounters:
 
 class RenderNode:
     def __init__(self, scene: Scene, assets: list[AvatarAssets], source: AvatarStateSource,
-                 config: RenderNodeConfig | None = None, spectator=None) -> None:
+                 config: RenderNodeConfig | None = None, spectator=None, scene_link=None) -> None:
         """`spectator`: a `spectator.tap.SpectatorTap` that copies one eye out for the web page
-        and the virtual camera (only while one of them wants a frame)."""
+        and the virtual camera (only while one of them wants a frame). `scene_link`: a shared
+        room's scene (`xr_runtime/room_link.RoomSceneLink`): placements come from it every frame,
+        local grabs go to it as edits, and a slot it no longer has is not drawn."""
         if len(assets) != len(scene.avatars):
             raise ValueError(f"{len(scene.avatars)} avatar slots but {len(assets)} assets")
         self.scene = scene
         self.assets = assets
         self.source = source
+        self.scene_link = scene_link
         self.config = config or RenderNodeConfig()
         self.counters = NodeCounters()
         self.stats = FrameStats()
@@ -264,6 +268,8 @@ class RenderNode:
             avatar.live_frames += avatar.look.fade > 0.99
         if frame.hands:
             self._apply_grab(frame.hands)
+        if self.scene_link is not None:
+            self._follow_link()
         for avatar in self.avatars:
             avatar.model = head_model_matrix(avatar.placement, avatar.scale, avatar.look.pose)
         t_sampled = time.perf_counter()
@@ -276,12 +282,35 @@ class RenderNode:
                        "wait": frame.wait_ms}
 
     def _apply_grab(self, hands) -> None:
-        placements = {str(a.index): a.placement for a in self.avatars}
+        placements = {str(a.index): a.placement for a in self.avatars if a.visible}
+        before = set(self.grab.held().values())
         moved = self.grab.update(hands, placements)
         for key, matrix in moved.items():
             avatar = self.avatars[int(key)]
             if not np.allclose(avatar.placement, matrix, atol=1e-6):
                 avatar.placement = np.asarray(matrix, dtype=np.float32)
+                self.counters.placement_changes += 1
+                if self.scene_link is not None:
+                    self.scene_link.moved(avatar.stream, transform_from_rigid(avatar.placement, avatar.scale))
+        if self.scene_link is not None:
+            after = set(self.grab.held().values())
+            for key in after - before:
+                self.scene_link.grabbed(self.avatars[int(key)].stream)
+            for key in before - after:
+                self.scene_link.released(self.avatars[int(key)].stream)
+
+    def _follow_link(self) -> None:
+        """The room's placements win, except for an avatar this node holds with the room's consent
+        (it follows the hand here, and the room hears of each move)."""
+        held = {self.avatars[int(k)].stream for k in self.grab.held().values()}
+        for avatar in self.avatars:
+            placed = self.scene_link.placement(avatar.stream)
+            avatar.visible = placed is not None
+            if placed is None or (avatar.stream in held and self.scene_link.held_here(avatar.stream)):
+                continue
+            matrix = rigid_matrix(placed.position, placed.rotation)
+            if not np.allclose(avatar.placement, matrix, atol=1e-6) or avatar.scale != placed.scale:
+                avatar.placement, avatar.scale = matrix, placed.scale
                 self.counters.placement_changes += 1
 
     def draw_eye(self, frame: BackendFrame, eye: EyeView) -> None:
@@ -291,7 +320,8 @@ class RenderNode:
         states = []
         for a in self.avatars:
             texture = self._passthrough.pop(a.handle.id, None)  # first eye only
-            states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
+            if a.visible:
+                states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
         overlay = None
         if self.config.optical_marker:
             from xr_runtime.gl.marker_overlay import draw_marker
@@ -307,7 +337,7 @@ class RenderNode:
         """The scene from a free spectator camera (textures are already uploaded by the eyes)."""
         from xr_runtime.gl.renderer import AvatarDrawState
 
-        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None) for a in self.avatars]
+        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None) for a in self.avatars if a.visible]
         self.renderer.draw(view, projection, states, target)
 
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:
@@ -360,6 +390,7 @@ class RenderNode:
         for a in self.avatars:
             look = a.look
             out[a.stream] = {"fade": round(look.fade, 3) if look else 0.0, "states_ok": a.states_ok,
+                             "position": [round(float(v), 4) for v in a.placement[:3, 3]], "visible": a.visible,
                              "distinct_states": a.sampler.states_seen, "live_frames": a.live_frames,
                              "state": "live" if look and look.fade > 0.99 else
                                       ("idle" if not look or look.fade < 0.01 else "fading")}
@@ -405,4 +436,5 @@ class RenderNode:
             "sync_timings": self.config.sync_timings,
             "latency": self.latency.report(),
             **({"spectator": self.spectator.summary()} if self.spectator is not None else {}),
+            **({"room": self.scene_link.summary()} if self.scene_link is not None else {}),
         }

@@ -11,12 +11,14 @@ cannot run here (`BackendUnavailable`, named with the backend).
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from core.errors import BackendUnavailable, HeadcastError
-from streaming.sockets import CurveServer
+from streaming.sockets import CurveClient, CurveServer
 from xr_runtime.avatars.sources import StateSourceConfig, make_state_source
 from xr_runtime.avatars.worker_source import WorkerStateSource
 from xr_runtime.backends.factory import BackendOptions, make_backend
@@ -41,6 +43,13 @@ class RenderSessionConfig:
     save_scene_to: Path | None = None              # write moved placements back here on exit
     optical_marker: bool = False                   # draw the optical frame counter (bench glass)
     spectator: object | None = None                # spectator.outputs.SpectatorConfig: --web, --virtual-camera
+    # In a room: the receiver connects to the room's relay (XPUB) instead of binding, subscribed to
+    # the scene's streams only; `scene_link` (xr_runtime/room_link.RoomSceneLink) keeps placements in
+    # step with the room's scene; `stop` ends the session from outside (the scene's slots changed).
+    connect: str | None = None
+    curve_client: CurveClient | None = None
+    scene_link: object | None = None
+    stop: object | None = None                     # threading.Event
 
 
 def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = log.info) -> tuple[dict, object]:
@@ -66,11 +75,17 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         check_environment(cfg.scene.environment.path)
     # The scene's own streams have reserved slots: a flood of made-up ids cannot lock them out.
     scene_streams = frozenset(slot.stream for slot in cfg.scene.avatars)
-    receiver = Receiver(ReceiverConfig(endpoint=cfg.bind, bind=True, curve_server=cfg.curve,
-                                       insecure=cfg.insecure, reserved_streams=scene_streams)).start()
+    if cfg.connect is not None:
+        receiver = Receiver(ReceiverConfig(endpoint=cfg.connect, bind=False, curve_client=cfg.curve_client,
+                                           reserved_streams=scene_streams, allowed_streams=scene_streams,
+                                           subscribe=tuple(sorted(scene_streams)))).start()
+    else:
+        receiver = Receiver(ReceiverConfig(endpoint=cfg.bind, bind=True, curve_server=cfg.curve,
+                                           insecure=cfg.insecure, reserved_streams=scene_streams)).start()
     endpoint = receiver.bound_endpoint
     try:
-        clock = start_clock_service(cfg.clock_bind, endpoint, cfg.curve, cfg.insecure, reserved=scene_streams)
+        clock = None if cfg.connect is not None else \
+            start_clock_service(cfg.clock_bind, endpoint, cfg.curve, cfg.insecure, reserved=scene_streams)
     except BaseException:
         receiver.stop()
         raise
@@ -90,7 +105,7 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         node = RenderNode(cfg.scene, setup.assets, setup.source,
                           RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to,
                                            optical_marker=cfg.optical_marker),
-                          spectator=outputs.tap if outputs is not None else None)
+                          spectator=outputs.tap if outputs is not None else None, scene_link=cfg.scene_link)
         backend = make_backend(choice.name, cfg.backend_options, cfg.scene.viewer)
         if outputs is not None:
             outputs.start(node, receiver, clock)
@@ -103,7 +118,7 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
 
             publisher = LatencyPublisher(node.latency, cfg.latency_bind, insecure=cfg.insecure)
             say(f"latency records on {publisher.endpoint}")
-        with stop_event_on_signals() as stop_event:
+        with stop_event_on_signals() as stop_event, _forwarded(cfg.stop, stop_event):
             try:
                 stats = node.run(backend, max_frames=cfg.frames, seconds=cfg.seconds, stop=stop_event,
                                  reconnects=cfg.reconnects if choice.name == "openxr" else 0, reconnect_wait_s=2.0)
@@ -137,6 +152,29 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
     if outputs is not None:
         stats.update(outputs.summary())
     return stats, node
+
+
+@contextmanager
+def _forwarded(outer, inner):
+    """While the block runs, `outer` being set sets `inner` (the loop's own stop event)."""
+    if outer is None:
+        yield
+        return
+    done = threading.Event()
+
+    def forward():
+        while not done.is_set():
+            if outer.wait(0.05):
+                inner.set()
+                return
+
+    thread = threading.Thread(target=forward, name="headcast-stop-forward", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(1.0)
 
 
 __all__ = ["RenderSessionConfig", "run_render_session"]

@@ -1,0 +1,127 @@
+"""The room's stream relay over real sockets: forwarding through XSUB/XPUB, subscriptions honoured,
+the sender bound to its CURVE key (a spoofed stream id refused and counted), an unauthorised key
+getting nothing in or out, malformed and unregistered streams refused."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+from _processes import RawPublisher, free_port, mp478
+
+from streaming import protocol
+from streaming.room_relay import RelayConfig, StreamRelay, key_names_from_dir
+from streaming.sockets import CurveClient, CurveServer, SocketOptions, generate_keys, open_socket
+
+
+@pytest.fixture
+def keys(tmp_path):
+    generate_keys(tmp_path / "keys", ["server"])
+    generate_keys(tmp_path / "keys" / "allowed", ["alice", "bob"])
+    generate_keys(tmp_path / "keys" / "strangers", ["mallory"])
+    return tmp_path / "keys"
+
+
+def _client(keys, name, where="allowed"):
+    return CurveClient(keys / where / f"{name}.key_secret", keys / "server.key")
+
+
+def _relay(keys=None):
+    port = free_port()
+    cfg = RelayConfig(f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}",
+                      curve=CurveServer(keys / "server.key_secret", keys / "allowed") if keys else None)
+    names = key_names_from_dir(keys / "allowed") if keys else {}
+    relay = StreamRelay(cfg, names).start()
+    relay.set_owners({"alice": "alice", "bob": "bob"})
+    return relay, cfg
+
+
+def _sub(cfg, curve=None, topics=(b"",)):
+    s = open_socket(zmq.SUB, cfg.streams_out, bind=False, curve_client=curve, options=SocketOptions(rcvhwm=1000))
+    for t in topics:
+        s.sock.setsockopt(zmq.SUBSCRIBE, t)
+    return s
+
+
+def _drain(sub, seconds: float) -> list[protocol.FeatureFrame]:
+    out, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sub.sock.poll(20):
+            out.append(protocol.decode(sub.sock.recv_multipart()))
+    return out
+
+
+def _send_for(pub, frames, seconds=0.6):
+    """PUB/SUB joins late (slow joiner): send each frame repeatedly for a while, with fresh seqs."""
+    t0, seq = time.monotonic(), 0
+    while time.monotonic() - t0 < seconds:
+        for stream in frames:
+            pub.frame(mp478(stream, seq))
+        seq += 1
+        time.sleep(1 / 60)
+    return seq
+
+
+def test_owned_streams_are_forwarded_and_subscriptions_filter(tmp_path):
+    relay, cfg = _relay()
+    all_sub, bob_only = _sub(cfg), _sub(cfg, topics=(b"bob",))
+    alice = RawPublisher(cfg.streams_in)
+    try:
+        time.sleep(0.3)
+        sent = _send_for(alice, ["alice"])
+        got_all, got_bob = _drain(all_sub, 0.3), _drain(bob_only, 0.05)
+        assert len(got_all) >= sent // 2 and {f.stream_id for f in got_all} == {"alice"}
+        assert got_bob == []       # XPUB filtered it: bob's subscriber never sees alice's frames
+        c = relay.counters()
+        assert c.forwarded >= len(got_all) and c.subscriptions >= 2 and c.accounted == c.messages
+    finally:
+        alice.close(), all_sub.close(), bob_only.close(), relay.stop()
+
+
+def test_unregistered_and_malformed_messages_are_refused_and_counted(tmp_path):
+    relay, cfg = _relay()
+    sub = _sub(cfg)
+    pub = RawPublisher(cfg.streams_in)
+    try:
+        time.sleep(0.3)
+        _send_for(pub, ["carol"], 0.3)                       # no slot holds this stream
+        good = protocol.encode(mp478("alice", 1))
+        for _ in range(20):
+            pub.send([b"alice", good[1][:-8]])                # truncated payload
+            pub.send([b"alice", protocol.encode(mp478("bob", 1))[1]])   # topic alice, header bob
+            pub.send([b"alice"])                              # one part
+        assert _drain(sub, 0.4) == []
+        c = relay.counters()
+        assert c.unknown_stream > 0 and c.malformed >= 40 and c.forwarded == 0
+        assert c.accounted == c.messages
+    finally:
+        pub.close(), sub.close(), relay.stop()
+
+
+def test_curve_binds_senders_to_their_streams_and_strangers_get_nothing(tmp_path, keys):
+    relay, cfg = _relay(keys)
+    bob_sub = _sub(cfg, _client(keys, "bob"))
+    mallory_sub = _sub(cfg, _client(keys, "mallory", "strangers"))
+    alice = RawPublisher(cfg.streams_in, curve_client=_client(keys, "alice"))
+    bob = RawPublisher(cfg.streams_in, curve_client=_client(keys, "bob"))
+    mallory = RawPublisher(cfg.streams_in, curve_client=_client(keys, "mallory", "strangers"))
+    try:
+        time.sleep(0.5)
+        t0, seq = time.monotonic(), 0
+        while time.monotonic() - t0 < 0.8:
+            alice.frame(mp478("alice", seq, 0.05))
+            bob.frame(mp478("alice", 10_000 + seq, 0.9))    # bob publishing under alice's stream id
+            mallory.frame(mp478("bob", seq, 0.5))           # a key not on the allow-list
+            seq += 1
+            time.sleep(1 / 60)
+        got = _drain(bob_sub, 0.3)
+        assert got and all(f.stream_id == "alice" and f.seq < 10_000 for f in got)   # only alice's own
+        assert _drain(mallory_sub, 0.1) == []               # nothing out to an unknown key
+        c = relay.counters()
+        assert c.spoofed >= seq // 2 and c.spoofed_by_sender == {"bob": c.spoofed}
+        assert c.unknown_sender == 0                         # mallory never got past ZAP: nothing in
+        assert c.messages == c.forwarded + c.spoofed and c.accounted == c.messages
+    finally:
+        for s in (alice, bob, mallory, bob_sub, mallory_sub):
+            s.close()
+        relay.stop()
