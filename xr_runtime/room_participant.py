@@ -67,10 +67,19 @@ def _start_capture(cfg: ParticipantConfig, endpoints: RoomEndpoints) -> subproce
     out = open(cfg.capture_log, "ab") if cfg.capture_log else subprocess.DEVNULL
     try:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if cfg.capture_log else None,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     finally:
         if cfg.capture_log:
             out.close()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the participant process dies, even by kill -9 (Linux
+    PR_SET_PDEATHSIG), so a killed participant never leaves a capture node streaming its face."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def stop_child(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
