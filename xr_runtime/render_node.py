@@ -265,7 +265,7 @@ class RenderNode:
         for avatar in self.avatars:
             avatar.sampler.observe(self._poll(avatar, t_display), t_display)
             avatar.look = avatar.sampler.sample(t_display)
-            avatar.live_frames += avatar.look.fade > 0.99
+            avatar.live_frames += avatar.look.fade > 0.99 and avatar.visible   # drawn, fully live
         if frame.hands:
             self._apply_grab(frame.hands)
         if self.scene_link is not None:
