@@ -125,3 +125,20 @@ def test_curve_binds_senders_to_their_streams_and_strangers_get_nothing(tmp_path
         for s in (alice, bob, mallory, bob_sub, mallory_sub):
             s.close()
         relay.stop()
+
+
+def test_bench_room_runs_and_writes_its_json(tmp_path):
+    import json
+
+    from _processes import run_headcast
+
+    out = tmp_path / "room.json"
+    r = run_headcast(["bench", "room", "--json", str(out), "--seconds", "0.6", "--repeats", "1",
+                      "--participants", "2", "--rooms", "2x2"], timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    modes = {(x["rooms"], x["mode"]) for x in data["results"]}
+    assert modes == {(1, "direct"), (1, "proxy"), (1, "relay"), (2, "direct"), (2, "proxy"), (2, "relay")}
+    relay = next(x for x in data["results"] if x["mode"] == "relay" and x["rooms"] == 1)
+    assert relay["delivered"] >= 0.9 * relay["deliveries_expected"] > 0 and relay["relay"]["refused"] == 0
+    assert data["comparisons"][0]["relay_cpu_us_per_message"] > 0

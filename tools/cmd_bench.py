@@ -12,6 +12,7 @@ BENCHMARKS = (
     "tools.bench_render",
     "tools.bench_inference",
     "tools.bench_web",
+    "tools.bench_room",
 )
 
 
