@@ -109,3 +109,16 @@ class ClockEstimator:
             drift, intercept = 0.0, float(np.mean(ys_a))
         min_delay = int(delay.min())
         return ClockMapping(float(intercept), float(drift), ref, len(s), min_delay, min_delay / 2.0)
+
+
+def through_common_clock(peer_to_common: ClockMapping, local_to_common: ClockMapping) -> ClockMapping:
+    """peer → local for two hosts that each know their mapping onto a third clock (a room's):
+    ``local = local_to_common⁻¹(peer_to_common(peer))``, linearised at the peer's reference time.
+    The uncertainties add (each half round trip bounds its own asymmetry)."""
+    ref = peer_to_common.ref_local_ns
+    at_ref = local_to_common.to_local(peer_to_common.to_remote(ref))
+    drift = (1 + peer_to_common.drift) / (1 + local_to_common.drift) - 1
+    return ClockMapping(offset_ns=float(at_ref - ref), drift=drift, ref_local_ns=ref,
+                        samples=min(peer_to_common.samples, local_to_common.samples),
+                        min_delay_ns=max(peer_to_common.min_delay_ns, local_to_common.min_delay_ns),
+                        uncertainty_ns=peer_to_common.uncertainty_ns + local_to_common.uncertainty_ns)

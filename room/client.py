@@ -81,6 +81,7 @@ class RoomClient:
         self.counters = {"deltas": 0, "resyncs": 0, "snapshots": 0, "room_lost": 0, "refused": 0, "moves_sent": 0,
                          "moves_coalesced": 0, "stale_deltas": 0}
         self.room_alive = False
+        self.clocks: dict[str, dict] = {}     # stream → capture host → room mapping (from the beats)
         self.delta_times: list[tuple[int, str, int]] = []    # (version, op, t_received_ns), bounded
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -293,6 +294,8 @@ class RoomClient:
                 if scene is None or not self._synced.is_set():
                     continue   # a snapshot is on its way; deltas up to its version are in it
                 if delta.get("op") == "beat":
+                    if isinstance(delta.get("clocks"), dict):
+                        self.clocks = delta["clocks"]
                     # PUB keeps order, so a beat follows every delta up to its version: a newer one
                     # means a delta was lost; another epoch means the room restarted.
                     if delta.get("epoch") != scene["epoch"] or not isinstance(delta.get("version"), int) \

@@ -1,10 +1,11 @@
-"""Where a room's sockets are: one base endpoint, four consecutive ports.
+"""Where a room's sockets are: one base endpoint, five consecutive ports.
 
     ep = RoomEndpoints.from_base("tcp://127.0.0.1:7000")
     ep.streams_in   tcp://127.0.0.1:7000   capture nodes' PUB → the relay's XSUB
     ep.streams_out  tcp://127.0.0.1:7001   the relay's XPUB → render nodes' SUB
     ep.control      tcp://127.0.0.1:7002   ROUTER: snapshot, edits, heartbeats, package upload/fetch
     ep.deltas       tcp://127.0.0.1:7003   PUB: versioned scene deltas and the room's beat
+    ep.clock        tcp://127.0.0.1:7004   the room's clock service (calibration/clock_service)
 
 One address to hand a participant (like `render`'s feature port + 1 for its clock service), and the
 same rule on both sides, so a room and its participants never disagree about a port.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from core.errors import HeadcastError
 
-PORTS = 4
+PORTS = 5
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class RoomEndpoints:
     streams_out: str
     control: str
     deltas: str
+    clock: str
 
     @classmethod
     def from_base(cls, base: str) -> "RoomEndpoints":
@@ -40,7 +42,8 @@ class RoomEndpoints:
         def swap(ep: str) -> str:
             return re.sub(r"^tcp://(\[[^\]]+\]|[^:/]+)", f"tcp://{host}", ep)
 
-        return RoomEndpoints(*(swap(e) for e in (self.streams_in, self.streams_out, self.control, self.deltas)))
+        return RoomEndpoints(*(swap(e) for e in (self.streams_in, self.streams_out, self.control, self.deltas,
+                                                 self.clock)))
 
 
 __all__ = ["RoomEndpoints", "PORTS"]

@@ -78,6 +78,7 @@ class RoomService:
                                              config.insecure), self.key_names)
         self.relay.set_owners(self.scene.stream_owners())
         self._control: ManagedSocket | None = None
+        self.clock = None     # calibration.clock_service.ClockServer: capture hosts' clocks → the room's
         self._deltas: ManagedSocket | None = None
         self.counts: dict[str, int] = {"requests": 0, "applied": 0, "refused": 0, "malformed": 0, "saves": 0,
                                        "deltas": 0, "uploads": 0, "fetches": 0, "identity_refused": 0}
@@ -100,8 +101,15 @@ class RoomService:
         except BaseException:
             self.close()
             raise
+        from calibration.clock_service import ClockServer
+
+        try:
+            self.clock = ClockServer(self.endpoints.clock, curve_server=cfg.curve, insecure=cfg.insecure)
+        except BaseException:
+            self.close()
+            raise
         self.bound = {"streams_in": self.relay.endpoints[0], "streams_out": self.relay.endpoints[1],
-                      "control": self._control.endpoint, "deltas": self._deltas.endpoint}
+                      "control": self._control.endpoint, "deltas": self._deltas.endpoint, "clock": self.clock.endpoint}
         if cfg.scene_file is not None:
             self._save()   # the new epoch is on disk before anyone sees it
         return self
@@ -110,6 +118,9 @@ class RoomService:
         if self._dirty_since is not None and self.config.scene_file is not None:
             self._save()
         self.relay.stop()
+        if self.clock is not None:
+            self.clock.close()
+            self.clock = None
         for s in (self._control, self._deltas):
             if s is not None:
                 s.close()
@@ -139,9 +150,18 @@ class RoomService:
             self._publish(delta, structural=True)
         if now - self._last_beat >= self.config.beat_interval_s:
             self._last_beat = now
-            self._send_delta({"op": "beat", "epoch": self.scene.epoch, "version": self.scene.version})
+            self._send_delta({"op": "beat", "epoch": self.scene.epoch, "version": self.scene.version,
+                              "clocks": self._clock_mappings()})
         if self._dirty_since is not None and now - self._dirty_since >= self.config.save_interval_s:
             self._save()
+
+    def _clock_mappings(self) -> dict:
+        """capture host → room clock, per registered stream, as its capture node reported it. Only
+        streams of the room's slots travel (a report under any other id is ignored here)."""
+        if self.clock is None:
+            return {}
+        owned = self.scene.stream_owners()
+        return {sid: r.mapping.as_dict() for sid, r in self.clock.reports().items() if sid in owned}
 
     def _drain(self) -> None:
         sock = self._control.sock
@@ -256,7 +276,8 @@ class RoomService:
         return {"epoch": self.scene.epoch, "version": self.scene.version, "slots": len(self.scene.slots),
                 "requests": dict(self.counts), "refused_by_reason": dict(self.refused_by_reason),
                 "relay": self.relay.counters().as_dict(),
-                "packages_refused": self.store.refused if self.store is not None else 0}
+                "packages_refused": self.store.refused if self.store is not None else 0,
+                "clock_service": self.clock.stats() if self.clock is not None else None}
 
 
 def serve(config: RoomConfig, stop: threading.Event, say=log.info) -> dict:
@@ -266,7 +287,8 @@ def serve(config: RoomConfig, stop: threading.Event, say=log.info) -> dict:
         b = service.bound
         say(f"room epoch {service.scene.epoch}, version {service.scene.version}, {len(service.scene.slots)} slot(s)"
             f"{' from ' + str(config.scene_file) if config.scene_file and service.scene.version else ''}")
-        say(f"streams in {b['streams_in']}, out {b['streams_out']}, control {b['control']}, deltas {b['deltas']}"
+        say(f"streams in {b['streams_in']}, out {b['streams_out']}, control {b['control']}, deltas {b['deltas']}, "
+            f"clock {b['clock']}"
             f"{' (CURVE, ' + str(len(service.key_names)) + ' participant keys)' if config.curve else ''}")
         say(f"room listening on {config.base}")
         service.run(stop)

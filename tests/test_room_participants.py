@@ -109,6 +109,11 @@ def test_three_participants_share_one_editable_persistent_room(tmp_path, avatar)
             st = s["streams"][other]
             assert st["live_frames"] > 20, (name, other, st)      # drawn in its slot, fully live
             assert st["distinct_states"] > 50, (name, other, st)   # the expression changes frame to frame
+        # Capture clocks map through the room's clock onto this host's (one host here: offset ≈ 0).
+        mapped = s["clock_service"]["capture_to_here"]
+        assert set(mapped) >= others, (name, s["clock_service"])
+        assert all(abs(m["offset_ms"]) < m["uncertainty_ms"] + 2.0 for m in mapped.values()), mapped
+        assert s["latency"]["unmapped_clock_frames"] < 0.5 * s["frames"], s["latency"]
         assert s["room"]["client"]["resyncs"] >= 1 and s["room"]["client"]["room_lost"] >= 1, (name, s["room"])
         # Rendering went on while the room was down: frames at the paced rate all along.
         assert s["frames_total"] > 0.6 * 15 * (30 if name == "alice" else SECONDS - 20), (name, s["frames_total"])

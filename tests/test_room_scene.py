@@ -112,3 +112,16 @@ def test_deltas_apply_only_in_order_on_a_nodes_copy():
     fresh = scene.snapshot()
     d3 = scene.apply("alice", {"op": "remove", "slot": "alice"}, 0.0)
     assert apply_delta(fresh, d3) and fresh["slots"] == {} and fresh["version"] == scene.version
+
+
+def test_capture_clock_maps_through_the_rooms_clock_onto_the_render_hosts():
+    from calibration.clock import ClockMapping, through_common_clock
+
+    # capture = room − 5 s (+20 ppm), render = room + 3 s (−10 ppm): capture → render ≈ +8 s.
+    cap = ClockMapping(5e9, 20e-6, 1_000_000_000_000, 30, 200_000, 100_000.0)
+    ren = ClockMapping(-3e9, -10e-6, 2_000_000_000_000, 30, 300_000, 150_000.0)
+    m = through_common_clock(cap, ren)
+    for t in (1_000_000_000_000, 1_000_000_000_000 + 60_000_000_000):
+        expected = ren.to_local(cap.to_remote(t))
+        assert abs(m.to_remote(t) - expected) < 1_000          # within a microsecond over a minute
+    assert m.uncertainty_ns == 250_000.0 and abs(m.drift - 30e-6) < 1e-9

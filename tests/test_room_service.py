@@ -29,9 +29,9 @@ def package():
 def _base() -> str:
     for _ in range(20):
         port = free_port(pair=False)
-        if all(free_port_ok(port + i) for i in range(4)):
+        if all(free_port_ok(port + i) for i in range(5)):
             return f"tcp://127.0.0.1:{port}"
-    raise RuntimeError("no four free ports")
+    raise RuntimeError("no five free ports")
 
 
 def free_port_ok(port: int) -> bool:

@@ -302,6 +302,10 @@ def run(args) -> int:
                             "added_p50_ms": rl["latency_ms"]["p50"] - d["latency_ms"]["p50"],
                             "added_p99_ms": rl["latency_ms"]["p99"] - d["latency_ms"]["p99"],
                             "added_p99_median_of_runs_ms": rl["p99_median_of_runs"] - d["p99_median_of_runs"],
+                            "added_p95_ms": rl["latency_ms"]["p95"] - d["latency_ms"]["p95"],
+                            # How far the direct path's own p99 moved between runs: the noise floor of
+                            # any p99 difference measured on this machine at this time.
+                            "direct_p99_spread_ms": float(np.ptp([r["latency_ms"]["p99"] for r in runs["direct"]])),
                             "proxy_added_p99_ms": pair["proxy"]["latency_ms"]["p99"] - d["latency_ms"]["p99"],
                             "ratio_p50": rl["latency_ms"]["p50"] / max(d["latency_ms"]["p50"], 1e-9),
                             "ratio_p99": rl["latency_ms"]["p99"] / max(d["latency_ms"]["p99"], 1e-9),
@@ -317,10 +321,18 @@ def run(args) -> int:
               f"{c['relay_cpu_us_per_message']:.0f} µs/msg = {c['relay_core_percent_per_stream']:.2f} % core/stream, "
               f"{c['relay_cpu_vs_libzmq_proxy']:.2f}x libzmq's proxy")
     target = next((c for c in comparisons if c["rooms"] == 1 and c["participants"] == 8), None)
-    verdict = None if target is None else target["added_p99_ms"] <= 1.0
+    verdict = None
     if target is not None:
+        noise = max(target["direct_p99_spread_ms"], abs(target["proxy_added_p99_ms"]))
+        # A p99 difference smaller than what the direct path alone moved between runs (or than what
+        # libzmq's own proxy "adds") says nothing: call it inconclusive rather than met.
+        if noise > 1.0 or args.repeats < 2:
+            word = f"INCONCLUSIVE (p99 noise on this machine now: {noise:.1f} ms between runs)"
+        else:
+            verdict = target["added_p99_ms"] <= 1.0
+            word = "MET" if verdict else "NOT MET"
         print(f"\ntarget: the relay adds <= 1 ms p99 at 8 participants x 60 Hz: {target['added_p99_ms']:+.3f} ms "
-              f"{'MET' if verdict else 'NOT MET'}")
+              f"(p95 {target['added_p95_ms']:+.3f}, p50 {target['added_p50_ms']:+.3f}) {word}")
     write_json(args.json, {"benchmark": "room", "rate_hz": RATE_HZ, "results": results, "comparisons": comparisons,
                            "target_8x60_added_p99_le_1ms": verdict})
     print(f"wrote {args.json}")

@@ -50,6 +50,7 @@ class RenderSessionConfig:
     curve_client: CurveClient | None = None
     scene_link: object | None = None
     stop: object | None = None                     # threading.Event
+    clock: object | None = None                    # with connect: room.room_clock.RoomClock (owned by the caller)
 
 
 def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = log.info) -> tuple[dict, object]:
@@ -84,7 +85,7 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
                                            insecure=cfg.insecure, reserved_streams=scene_streams)).start()
     endpoint = receiver.bound_endpoint
     try:
-        clock = None if cfg.connect is not None else \
+        clock = cfg.clock if cfg.connect is not None else \
             start_clock_service(cfg.clock_bind, endpoint, cfg.curve, cfg.insecure, reserved=scene_streams)
     except BaseException:
         receiver.stop()
@@ -136,7 +137,7 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         receiver_streams = {sid: status_as_dict(st) for sid, st in receiver.snapshot().items()}
         receiver.stop()
         clock_stats = clock.stats() if clock else None
-        if clock:
+        if clock and cfg.connect is None:
             clock.close()
     if cfg.save_scene_to is not None and node.counters.placement_changes:
         node.save_scene(cfg.save_scene_to)

@@ -9,7 +9,8 @@ room's relay, then run render sessions on the room's scene until the time/frame 
 A session is rebuilt when a slot appears that it does not show (an engine holds its avatars from
 the start); a slot that goes away is hidden at once, without a rebuild. Packages of other
 participants are fetched by sha256 and verified (`room.package_store.install_package`) before
-anything loads them. Whatever ends the run — limit, Ctrl-C, SIGTERM, an error — the capture node's
+anything loads them. Clocks: the capture node pings the room's clock service and this render node
+does too (`room.room_clock`), so frame times map capture host → room → here. Whatever ends the run — limit, Ctrl-C, SIGTERM, an error — the capture node's
 process group is terminated (then killed) and a clean exit leaves the room (frees the slot); a
 participant killed with -9 leaves its slot to the room's grace period instead.
 """
@@ -31,6 +32,7 @@ from core.errors import HeadcastError
 from room.client import RoomClient, RoomClientConfig, RoomRequestError
 from room.endpoints import RoomEndpoints
 from room.package_store import PackageStoreError, install_package, pack_package, package_sha256
+from room.room_clock import RoomClock
 from streaming.sockets import CurveClient
 from xr_runtime.render_session import RenderSessionConfig, run_render_session
 from xr_runtime.room_link import RoomSceneLink
@@ -60,7 +62,7 @@ def _start_capture(cfg: ParticipantConfig, endpoints: RoomEndpoints) -> subproce
     if cfg.source is None:
         return None
     cmd = [sys.executable, "-m", "tools.cli", "capture", "--source", cfg.source, "--connect", endpoints.streams_in,
-           "--stream", cfg.name, "--clock", "off", *(["--realtime"] if cfg.realtime else []),
+           "--stream", cfg.name, "--clock", endpoints.clock, *(["--realtime"] if cfg.realtime else []),
            *(["--loop"] if cfg.loop else []), *cfg.capture_args]
     if cfg.curve is not None:
         cmd += ["--server-key", str(cfg.curve.server_public_key_file), "--client-key", str(cfg.curve.secret_key_file)]
@@ -134,6 +136,7 @@ def run_participant(cfg: ParticipantConfig, say: Callable[[str], None] = log.inf
     client = RoomClient(RoomClientConfig(endpoints, cfg.name, cfg.curve,
                                          heartbeat_interval_s=cfg.heartbeat_interval_s)).start()
     capture = None
+    clock = RoomClock(client, endpoints.clock, cfg.curve).start()
     quit_event = threading.Event()
     previous = {s: signal.signal(s, lambda *_: quit_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     sessions: list[dict] = []
@@ -174,7 +177,7 @@ def run_participant(cfg: ParticipantConfig, say: Callable[[str], None] = log.inf
                 break
             run_cfg = dataclasses.replace(cfg.render, scene=scene, connect=endpoints.streams_out,
                                           curve_client=cfg.curve, scene_link=link, stop=stop, seconds=seconds,
-                                          frames=frames_left, clock_bind="off")
+                                          frames=frames_left, clock_bind="off", clock=clock)
             say(f"showing {len(scene.avatars)} avatar(s): {', '.join(s.stream for s in scene.avatars) or 'none yet'}")
             try:
                 stats, _node = run_render_session(run_cfg, say=say)
@@ -194,6 +197,7 @@ def run_participant(cfg: ParticipantConfig, say: Callable[[str], None] = log.inf
         for s, handler in previous.items():
             signal.signal(s, handler)
         stop_child(capture)
+        clock.close()
         client.close(leave=left_cleanly)
     result = dict(sessions[-1]) if sessions else {}
     result["sessions"] = len(sessions)
