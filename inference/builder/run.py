@@ -27,6 +27,7 @@ from .sources import probe_sources
 from .textures import TexturesInput, unwrap_textures
 from .track import TrackInput, track
 from .vae import VaeInput, head_model_data, train_head_model
+from .whole_head import WholeHeadInput, fit_whole_head
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     selection = select(cache, SelectInput(tracks, cfg.selection, cfg.holdout_fraction, cfg.holdout_blocks,
                                           cfg.track.frame_step))
     _log_stage(log, "select", cache, stages)
-    mesh = build_mesh(cache, MeshInput(selection, cfg.closure))
+    whole = fit_whole_head(cache, WholeHeadInput(sources, tracks, selection, cfg.whole_head))
+    _log_stage(log, "whole_head", cache, stages)
+    mesh = build_mesh(cache, MeshInput(selection, cfg.closure, whole.shell, whole.key))
     _log_stage(log, "mesh", cache, stages)
     # Shared by basis, VAE and animation: computed once, passed explicitly.
     relaxed = target_relaxed_face(tracks, selection, cfg.regions)
