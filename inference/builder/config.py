@@ -65,14 +65,14 @@ class BuildConfig:
             # First contact and tests: half the frames, a tiny texture, a short training run.
             cfg = BuildConfig(tuple(videos), str(out), str(work), res=res or 64, quick=True, device=device,
                               z_dim=16, hidden=128, n_basis=32, track=TrackConfig(frame_step=2),
-                              closure=ClosureConfig(rings=12, blend_power=5.0) if whole_head
+                              closure=ClosureConfig(rings=16, blend_power=8.0) if whole_head
                               else ClosureConfig(rings=8),
                               train=TrainConfig(steps=150, batch=16, adversarial=False, checkpoint_seconds=1.0),
                               animation=AnimationConfig.quick(), command=command)
         else:
             cfg = BuildConfig(tuple(videos), str(out), str(work), res=res or 256, device=device, command=command,
                               train=TrainConfig(steps=800, batch=12),
-                              closure=ClosureConfig(rings=20, blend_power=5.0) if whole_head else ClosureConfig())
+                              closure=ClosureConfig(rings=24, blend_power=8.0) if whole_head else ClosureConfig())
         train = cfg.train
         if adversarial is not None:
             train = replace(train, adversarial=adversarial)

@@ -28,7 +28,9 @@ class ShellConfig:
     samples: int = 64  # radii sampled along each ray
     reach: float = 2.2  # rays are searched out to reach × the prior radius
     max_frames: int = 48  # frames voting (spread evenly over the training frames)
-    quorum: float = 0.75  # share of the seeing frames whose matte must hold a point
+    # Share of the seeing frames whose matte must hold a point. Hair moves between frames: a strict
+    # intersection (1.0) shrinks the outline to what every frame agrees on; 0.5 is the median outline.
+    quorum: float = 0.5
     min_seen: int = 3  # frames that must see a ray's exit point for the ray to count as observed
     dilate_px: int = 1  # matte tolerance (pixels) for tracking jitter
     smooth_cells: float = 1.2  # Gaussian smoothing of the ratio field (grid cells)
@@ -168,7 +170,7 @@ def carve_shell(shape: HeadShape, frames: list[ShellFrame], neutral: np.ndarray,
     completion = (1 - wgt) * same + wgt * other
     # Below the chin the matte is not defined: keep the prior's neck there.
     chin_y = float(neutral[CHIN, 1])
-    below = (shape.centre[1] + prior * dirs[..., 1]) < chin_y
+    below = ((shape.centre[1] + prior * dirs[..., 1]) < chin_y) & ~observed
     ratio_f = np.where(observed & ~back, carved, np.where(observed, np.minimum(carved, completion), completion))
     ratio_f = np.where(~observed & ~back, np.where(np.isfinite(ratio), ratio, 1.0), ratio_f)
     # Unobserved front cells (rays in front of the face): the prior (they lie under the face mesh).
