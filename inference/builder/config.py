@@ -13,6 +13,7 @@ from inference.head_model.texture_unwrap import UnwrapConfig
 from inference.head_model.tracking import TrackConfig
 from inference.head_model.train_vae import TrainConfig
 from inference.head_model.vae import VaeConfig
+from inference.head_model.refinement import RefinementConfig
 from inference.head_model.whole_head import WholeHeadConfig
 
 # Recorded in the manifest (5: packages carry the animation network; 6: regional recombination, the
@@ -55,6 +56,8 @@ class BuildConfig:
     recombine: RecombineConfig = field(default_factory=RecombineConfig)  # upper of one frame + lower of another
     command: str = ""  # the command line, recorded in the manifest's provenance
     whole_head: WholeHeadConfig = field(default_factory=WholeHeadConfig)  # mattes + carved head shell
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)  # screen-space U-Net
+    refinement_frames: int = 160  # training frames rendered for it (spread over the clip)
 
     @staticmethod
     def preset(videos, out, work, res: int | None = None, quick: bool = False, device: str = "cpu",
@@ -79,8 +82,10 @@ class BuildConfig:
         if steps is not None:
             train = replace(train, steps=steps)
         animation = cfg.animation if animation_steps is None else replace(cfg.animation, steps=animation_steps)
+        refinement = RefinementConfig(steps=150, size=96, width=12) if quick else RefinementConfig()
         return replace(cfg, train=train, threads=threads, animation=animation,
-                       whole_head=WholeHeadConfig(enabled=whole_head))
+                       whole_head=WholeHeadConfig(enabled=whole_head), refinement=refinement,
+                       refinement_frames=48 if quick else 160)
 
     @property
     def basis_size(self) -> int:

@@ -124,3 +124,22 @@ def fit_whole_head(cache: StageCache, inp: WholeHeadInput) -> WholeHead:
         neutral = sel.neutral[:NUM_MESH_POINTS].astype(np.float64)
         shell = HeadShell(fit_head_shape(neutral), a["ratio"], a["inferred"].astype(bool))
     return WholeHead(key, info, shell, mattes, kept)
+
+
+def whole_head_block(whole: WholeHead, mesh) -> dict:
+    """The manifest's ``whole_head`` block: what the package's head is made of, and what of it was
+    inferred rather than seen."""
+    info = whole.info
+    status = info.get("status", "off")
+    contains = ["face (tracked)"]
+    if status == "fitted":
+        contains += ["hair volume and outline, ears, sides and top (carved from head mattes)",
+                     "back of the head (inferred: completed from the sides)", "neck stub (inferred: prior)"]
+    else:
+        contains += ["procedural skull and neck stub (face-and-skull model)"]
+    return {"status": status, "reason": info.get("reason", ""), "contains": contains,
+            "n_face_triangles": int(mesh.n_face_triangles),
+            "inferred_share_of_sphere": info.get("inferred_share_of_sphere"),
+            "mattes": {"frames": info.get("frames"), "usable": info.get("usable_mattes"),
+                       "unusable": info.get("unusable", {}),
+                       "face_share_of_head_matte_median": info.get("face_share_of_head_matte_median")}}

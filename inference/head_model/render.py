@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inference.head_model.raster import rasterize
+from inference.head_model.raster import rasterize, rasterize_batched
 
 
 def yaw_pitch(yaw_deg: float, pitch_deg: float = 0.0) -> np.ndarray:
@@ -54,7 +54,7 @@ def render_in_view(verts_px: np.ndarray, faces: np.ndarray, uvs: np.ndarray, tex
     the silhouette is antialiased like the source matte."""
     ss = max(1, int(supersample))
     xy = verts_px[:, :2] * ss
-    r = rasterize(xy, faces, height * ss, width * ss, depth=verts_px[:, 2].astype(np.float32))
+    r = rasterize_batched(xy, faces, height * ss, width * ss, depth=verts_px[:, 2].astype(np.float32))
     hit = r.tri_id >= 0
     rgba = np.zeros((height * ss, width * ss, 4), np.float32)
     if hit.any():
