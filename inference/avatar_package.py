@@ -520,7 +520,8 @@ def load_package(path: Path) -> AvatarPackage:
     animation = None
     if manifest.animation_included:
         try:
-            animation = check_animation(raw["animation"], extra_tensors, manifest.feature_kind, manifest.z_dim)
+            anim_tensors = {k: v for k, v in extra_tensors.items() if not k.startswith(REFINE_PREFIX)}
+            animation = check_animation(raw["animation"], anim_tensors, manifest.feature_kind, manifest.z_dim)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / animation network: {exc}") from exc
     try:
