@@ -82,10 +82,10 @@ class BuildConfig:
         if steps is not None:
             train = replace(train, steps=steps)
         animation = cfg.animation if animation_steps is None else replace(cfg.animation, steps=animation_steps)
-        refinement = RefinementConfig(steps=150, size=96, width=12) if quick else RefinementConfig()
+        refinement = RefinementConfig(steps=100, size=64, width=12) if quick else RefinementConfig()
         return replace(cfg, train=train, threads=threads, animation=animation,
                        whole_head=WholeHeadConfig(enabled=whole_head), refinement=refinement,
-                       refinement_frames=48 if quick else 160)
+                       refinement_frames=32 if quick else 160)
 
     @property
     def basis_size(self) -> int:

@@ -29,6 +29,8 @@ from .sources import Source
 from .track import Tracks
 
 MIN_GOOD_SHARE = 0.5  # at least this share of the kept frames must have a usable head matte
+# Bump when carve_shell changes (the stage key holds it, so old work directories rerun the stage).
+SHELL_ALGORITHM = 3
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def compute_mattes(sources, tracks: Tracks, kept: np.ndarray, config: MatteConfi
 
 def fit_whole_head(cache: StageCache, inp: WholeHeadInput) -> WholeHead:
     sel, cfg = inp.selection, inp.config
-    key = builder_stage_key("whole_head", cfg.to_dict(), [sel.key])
+    key = builder_stage_key("whole_head", {**cfg.to_dict(), "algorithm": SHELL_ALGORITHM}, [sel.key])
     kept = sel.kept
 
     def run(d: Path) -> dict:

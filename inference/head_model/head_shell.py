@@ -28,6 +28,8 @@ class ShellConfig:
     samples: int = 64  # radii sampled along each ray
     reach: float = 2.2  # rays are searched out to reach × the prior radius
     max_frames: int = 48  # frames voting (spread evenly over the training frames)
+    # Measured on the sample woman (quick build, held-out IoU): 0.75 → 0.885, 0.5 → 0.907. Letting
+    # rays that leave the image end at their last seen point instead of the prior lowered it (0.901).
     # Share of the seeing frames whose matte must hold a point. Hair moves between frames: a strict
     # intersection (1.0) shrinks the outline to what every frame agrees on; 0.5 is the median outline.
     quorum: float = 0.5
@@ -139,9 +141,9 @@ def carve_shell(shape: HeadShape, frames: list[ShellFrame], neutral: np.ndarray,
     bounded = first_out < config.samples
     k = np.clip(first_out, 0, config.samples - 1)
     seen_at_exit = np.take_along_axis(seen, k[..., None], axis=-1)[..., 0]
-    observed = bounded & (seen_at_exit >= config.min_seen)
     step = config.reach / config.samples
     carved = np.where(first_out > 0, steps[np.clip(first_out - 1, 0, None)] + 0.5 * step, 0.5 * step)
+    observed = bounded & (seen_at_exit >= config.min_seen)
     carved = np.maximum(carved, config.min_ratio)
 
     lon = np.arctan2(dirs[..., 0], dirs[..., 2])
@@ -152,8 +154,11 @@ def carve_shell(shape: HeadShape, frames: list[ShellFrame], neutral: np.ndarray,
     side = {}
     for s, cols in side_cols.items():
         v = ratio[:, cols]
-        with np.errstate(all="ignore"):
-            side[s] = np.where(np.isfinite(v).any(1), np.nanmedian(np.where(np.isfinite(v), v, np.nan), axis=1), np.nan)
+        have = np.isfinite(v).any(1)
+        med = np.full(len(v), np.nan)
+        if have.any():
+            med[have] = np.nanmedian(v[have], axis=1)
+        side[s] = med
     for s in (1, -1):
         row = side[s]
         if np.isfinite(row).any():
