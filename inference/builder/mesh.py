@@ -34,7 +34,8 @@ def build_mesh(cache: StageCache, inp: MeshInput) -> PersonalMesh:
     sel = inp.selection
     # Without a shell the key is today's (work directories of builder 7 stay valid).
     upstream = [sel.key] + ([inp.shell_key] if inp.shell is not None else [])
-    key = builder_stage_key("mesh", {"closure": asdict(inp.closure)}, upstream)
+    closure = {k: v for k, v in asdict(inp.closure).items() if not (k == "blend_power" and v is None)}
+    key = builder_stage_key("mesh", {"closure": closure}, upstream)
     layout = WHOLE_HEAD_LAYOUT if inp.shell is not None else AtlasLayout()
 
     def run(d: Path) -> dict:
