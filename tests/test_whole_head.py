@@ -150,3 +150,18 @@ def test_fallback_builds_the_face_and_skull_model():
     wider = HeadShell(fit_head_shape(face), np.full((36, 72), 1.3, np.float32), np.zeros((36, 72), bool))
     big = build_head_mesh(face, face, ClosureConfig(blend_power=8.0), radius_fn=wider.radius)
     assert np.ptp(big.positions[:, 0]) > 1.2 * np.ptp(plain.positions[:, 0])
+
+
+def test_avatars_are_drawn_back_to_front():
+    """Soft-edged heads blend over what is behind them: the renderer draws the farthest first."""
+    from xr_runtime.gl.renderer import AvatarDrawState, sorted_back_to_front
+
+    def at(z: float) -> AvatarDrawState:
+        m = np.eye(4, dtype=np.float32)
+        m[2, 3] = z
+        return AvatarDrawState(avatar=None, model_matrix=m)
+
+    # OpenGL camera looks down −z: clip w = −z_view, so z = −5 is farthest.
+    proj = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, -0.2], [0, 0, -1, 0]], np.float64)
+    states = [at(-1.0), at(-5.0), at(-2.5)]
+    assert [s.model_matrix[2, 3] for s in sorted_back_to_front(proj, states)] == [-5.0, -2.5, -1.0]

@@ -122,7 +122,6 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def evaluate_appearance(cfg: AppearanceConfig, progress=None) -> dict:
-    import cv2
 
     from inference.animation.serialize import TARGET_NEUTRAL
     from inference.features.alignment import to_canonical

@@ -45,7 +45,8 @@ def build_mesh(cache: StageCache, inp: MeshInput) -> PersonalMesh:
         # UV/triangulation shape: mouth opened part-way, so the mouth interior gets texels.
         mesh = build_head_mesh(neutral, neutral + 0.6 * (open_shape - neutral), inp.closure, layout,
                                inp.shell.radius if inp.shell is not None else None)
-        save_np({"atlas_split": np.array([mesh.atlas_split], np.float64), "positions": mesh.positions, "uvs": mesh.uvs, "faces": mesh.faces.astype(np.int64),
+        save_np({"atlas_split": np.array([mesh.atlas_split], np.float64),
+                 "positions": mesh.positions, "uvs": mesh.uvs, "faces": mesh.faces.astype(np.int64),
                  "face_map": mesh.face_map, "neutral_face": mesh.neutral_face,
                  "n_face_triangles": np.array([mesh.n_face_triangles], np.int64)}, str(d / "mesh.safetensors"))
         return {"vertices": int(len(mesh.positions)), "triangles": int(len(mesh.faces))}
