@@ -74,6 +74,7 @@ CANONICAL_UNIT_M = 0.063  # canonical unit = distance between the eye centres, ~
 DECODER_PREFIX = "decoder."
 ENCODER_PREFIX = "encoder."
 ANIMATION_PREFIX = "anim."  # the animation network's tensors (inference/animation/serialize.py)
+REFINE_PREFIX = "refine."  # the screen-space refinement network (inference/head_model/refinement.py)
 # What each prefix of weights.safetensors is, as the manifest's ``weights`` block and the file's
 # header say it.
 HOLDS = {
@@ -81,6 +82,8 @@ HOLDS = {
                     "what the render node runs every frame",
     ANIMATION_PREFIX: "animation network: expression features (a window of frames) -> z; with its feature "
                       "normalisation and the target's relaxed face",
+    REFINE_PREFIX: "screen-space refinement U-Net: rasterised avatar (premultiplied colour + alpha) -> corrected "
+                   "colour + matte (builder 8, whole-head packages; the manifest's refinement block)",
 }
 NOT_INCLUDED = {
     ENCODER_PREFIX: "head model VAE encoder (texture + blendshape weights -> z): used only while building "
@@ -195,9 +198,10 @@ def manifest_digest(raw: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def weights_block(animation_included: bool) -> dict:
+def weights_block(animation_included: bool, refinement_included: bool = False) -> dict:
     """The manifest's ``weights`` block: what weights.safetensors holds, by tensor-name prefix."""
-    holds = {k: v for k, v in HOLDS.items() if animation_included or k != ANIMATION_PREFIX}
+    holds = {k: v for k, v in HOLDS.items() if (animation_included or k != ANIMATION_PREFIX)
+             and (refinement_included or k != REFINE_PREFIX)}
     return {"file": WEIGHTS, "holds": holds, "not_included": dict(NOT_INCLUDED)}
 
 
@@ -252,6 +256,10 @@ class Manifest:
         return bool(self.raw["animation"]["included"])
 
     @property
+    def refinement_included(self) -> bool:
+        return bool(self.raw.get("refinement", {}).get("included", False))
+
+    @property
     def metrics(self) -> dict:
         return self.raw["metrics"]
 
@@ -281,6 +289,8 @@ class AvatarPackage:
     # (AnimationNet, FeatureNormalisation) built from those tensors and the manifest's animation
     # block, validated; None for a head-model-only package (animation.included = false).
     animation: tuple | None = None
+    # (RefineNet, RefinementConfig) of the screen-space refinement (whole-head packages, builder 8).
+    refinement: tuple | None = None
 
     @property
     def vae_decoder(self) -> Decoder:
@@ -384,7 +394,7 @@ def _stored_shapes(file: Path) -> dict[str, tuple[int, ...]]:
 
 
 def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool,
-                  schema_version: int) -> tuple[Decoder, dict]:
+                  schema_version: int, refinement_included: bool = False) -> tuple[Decoder, dict]:
     """Returns (the VAE decoder, the other tensors: the animation network's, when the manifest declares one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -401,7 +411,8 @@ def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool,
         raise AvatarPackageError(f"{path}: {WEIGHTS} is not a readable safetensors file ({exc})") from exc
     others = {k: v for k, v in tensors.items() if not k.startswith(VAE_PREFIXES)}
     tensors = {k: v for k, v in tensors.items() if k.startswith(VAE_PREFIXES)}
-    undeclared = sorted(k for k in others if not (animation_included and k.startswith(ANIMATION_PREFIX)))
+    undeclared = sorted(k for k in others if not (animation_included and k.startswith(ANIMATION_PREFIX))
+                        and not (refinement_included and k.startswith(REFINE_PREFIX)))
     if undeclared:
         raise AvatarPackageError(f"{path}: {WEIGHTS} has tensors the manifest does not declare {undeclared[:4]}")
     missing = sorted(set(expected) - set(tensors))
@@ -504,11 +515,13 @@ def load_package(path: Path) -> AvatarPackage:
     cfg = manifest.vae
     if cfg.z_dim != hm["z_dim"] or cfg.texture_size != hm["texture_size"] or cfg.n_weights != hm["n_blendshapes"]:
         raise AvatarPackageError(f"{path}: head_model sizes disagree with its vae config")
-    decoder, extra_tensors = _load_weights(path, cfg, manifest.animation_included, manifest.schema_version)
+    decoder, extra_tensors = _load_weights(path, cfg, manifest.animation_included, manifest.schema_version,
+                                           refinement_included=manifest.refinement_included)
     animation = None
     if manifest.animation_included:
         try:
-            animation = check_animation(raw["animation"], extra_tensors, manifest.feature_kind, manifest.z_dim)
+            anim_tensors = {k: v for k, v in extra_tensors.items() if not k.startswith(REFINE_PREFIX)}
+            animation = check_animation(raw["animation"], anim_tensors, manifest.feature_kind, manifest.z_dim)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / animation network: {exc}") from exc
     try:
@@ -522,7 +535,15 @@ def load_package(path: Path) -> AvatarPackage:
         raise AvatarPackageError(f"{path}: {MESH} has {mesh.blendshapes.shape[0]} morph targets, manifest says "
                                  f"{hm['n_blendshapes']} blendshapes")
     _check_header(path, raw)
-    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(decoder), extra_tensors, animation)
+    refinement = None
+    if manifest.refinement_included:
+        from inference.head_model.refinement import check_refinement
+
+        try:
+            refinement = check_refinement(raw["refinement"], extra_tensors)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise AvatarPackageError(f"{path}: {WEIGHTS} / refinement network: {exc}") from exc
+    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(decoder), extra_tensors, animation, refinement)
 
 
 def check_replaceable(out: Path) -> None:
@@ -588,10 +609,14 @@ def write_package(out: Path, manifest: dict, decoder: Decoder, mesh: MeshArrays,
     tmp.mkdir()
     try:
         included = bool(manifest.get("animation", {}).get("included"))
+        refine = bool(manifest.get("refinement", {}).get("included"))
         manifest = {k: v for k, v in manifest.items() if k != "files"}
-        manifest.update(schema=SCHEMA_ID, schema_version=SCHEMA_VERSION, weights=weights_block(included))
+        manifest.update(schema=SCHEMA_ID, schema_version=SCHEMA_VERSION, weights=weights_block(included, refine))
         tensors = {DECODER_PREFIX + k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
         for k, v in (extra_tensors or {}).items():
+            if refine and k.startswith(REFINE_PREFIX):
+                tensors[k] = v.detach().cpu().contiguous()
+                continue
             if k.startswith(VAE_PREFIXES) or not k.startswith(ANIMATION_PREFIX):
                 raise ValueError(f"extra tensor {k!r}: only {ANIMATION_PREFIX}* names may join the head model's")
             if not included:

@@ -23,6 +23,8 @@ def register(sub) -> None:
                    help="animation network training steps (default 250)")
     p.add_argument("--threads", type=int, default=1, choices=(1, 2),
                    help="CPU threads for torch (default 1: robust on a shared 2-core machine)")
+    p.add_argument("--no-whole-head", dest="whole_head", action="store_false",
+                   help="face-and-skull model only (no head mattes, no carved hair/ears/outline)")
     adv = p.add_mutually_exclusive_group()
     adv.add_argument("--adversarial", dest="adversarial", action="store_true", default=None,
                      help="train with the patch adversarial loss (default for full builds)")
@@ -42,6 +44,8 @@ def _command_line(args) -> str:
             parts += [flag, str(value)]
     if args.quick:
         parts.append("--quick")
+    if not args.whole_head:
+        parts.append("--no-whole-head")
     if args.adversarial is not None:
         parts.append("--adversarial" if args.adversarial else "--no-adversarial")
     return " ".join(shlex.quote(p) for p in parts)
@@ -64,7 +68,7 @@ def run(args) -> int:
     cfg = BuildConfig.preset(args.video, out, work, res=args.res, quick=args.quick, device=args.device,
                              adversarial=args.adversarial, steps=args.steps, command=command,
                              animation_steps=args.animation_steps,
-                             threads=args.threads)
+                             threads=args.threads, whole_head=args.whole_head)
     print(f"building avatar {out} from {', '.join(args.video)} (work dir {work}{', quick' if args.quick else ''})")
     try:
         result = build_avatar(cfg)

@@ -32,6 +32,18 @@ def register(sub) -> None:
                    help="driver neutral (headcast calibrate neutral); default: estimated online like the capture node, "
                         "or with --holdout the target's relaxed face its training features were measured against")
     t.set_defaults(func=run_transfer)
+    a = esub.add_parser("appearance", help="held-out frames in the source camera's view: silhouette IoU, PSNR/SSIM "
+                                           "over the head mattes, still-head shimmer")
+    a.add_argument("--avatar", type=Path, required=True, metavar="DIR")
+    a.add_argument("--video", type=Path, metavar="V",
+                   help="the avatar's training clip (default: its source, when that is a sample clip)")
+    a.add_argument("--json", type=Path, required=True, metavar="FILE")
+    a.add_argument("--video-out", type=Path, metavar="SIDE_BY_SIDE.mp4",
+                   help="source (matted) | avatar | face only [| baseline] [| refined], H.264")
+    a.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="a second package measured on the same frames (e.g. built with --no-whole-head)")
+    a.add_argument("--max-frames", type=int, default=0, help="score at most this many held-out frames (0: all)")
+    a.set_defaults(func=run_appearance)
 
 
 def run_transfer(args) -> int:
@@ -75,5 +87,46 @@ def run_transfer(args) -> int:
           f"segments: avatar {result['jitter_still_avatar']:.4f}, driver {result['jitter_still_driver']:.4f}")
     result["targets"] = {"pearson_r": targets, "max_lag_frames": MAX_LAG, "met": met}
     write_json(args.json, {"evaluation": "transfer", **result})
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _source_video(avatar: Path) -> Path:
+    """The avatar's first source clip when it is one of the sample clips (fetched if missing)."""
+    import json
+
+    from tools.samples import SAMPLES, sample_path
+
+    try:
+        sources = json.loads((avatar / "avatar.json").read_text())["provenance"]["sources"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise HeadcastError(f"{avatar}: not an avatar package ({exc}); pass --video") from exc
+    for s in sources:
+        name = Path(str(s.get("name", ""))).name
+        if name in SAMPLES:
+            return sample_path(name)
+    raise HeadcastError(f"{avatar}: its source clip is not a sample clip; pass --video with the clip it was built from")
+
+
+def run_appearance(args) -> int:
+    from core.progress import callback, progress_bar
+    from tools.eval_appearance import TARGETS, AppearanceConfig, evaluate_appearance
+
+    video = args.video or _source_video(args.avatar)
+    with progress_bar(desc="score", unit="f") as bar:
+        r = evaluate_appearance(AppearanceConfig(args.avatar, video, args.baseline, args.video_out, args.max_frames),
+                                progress=callback(bar))
+    print(f"{'model':<11}{'IoU':>7}{'PSNR dB':>9}{'SSIM':>7}{'shimmer':>9}   ({r['scored_frames']} held-out frames, "
+          f"{r['size'][0]}x{r['size'][1]})")
+    for k, m in r["models"].items():
+        print(f"{k:<11}{m['iou']:>7.3f}{m['psnr_db']:>9.2f}{m['ssim']:>7.3f}{r['still_shimmer'].get(k, 0.0):>9.3f}")
+    met = r["targets"]["met"]
+    best = r["models"][r["best"]]
+    gain_key = "psnr_gain_db_vs_baseline" if "psnr_gain_db_vs_baseline" in r["gains"] else "psnr_gain_db_vs_face_only"
+    print(f"{r['best']}: IoU {best['iou']:.3f} (target ≥ {TARGETS['iou']}: {'MET' if met['iou'] else 'NOT MET'}); "
+          f"PSNR gain {r['gains'][gain_key]:+.2f} dB {gain_key.removeprefix('psnr_gain_db_')} "
+          f"(target ≥ +{TARGETS['psnr_gain_db']}: {'MET' if met['psnr_gain_db'] else 'NOT MET'}); "
+          f"shimmer {'MET' if met['shimmer'] else 'NOT MET'}")
+    write_json(args.json, r)
     print(f"wrote {args.json}")
     return 0

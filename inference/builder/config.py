@@ -13,12 +13,16 @@ from inference.head_model.texture_unwrap import UnwrapConfig
 from inference.head_model.tracking import TrackConfig
 from inference.head_model.train_vae import TrainConfig
 from inference.head_model.vae import VaeConfig
+from inference.head_model.refinement import RefinementConfig
+from inference.head_model.whole_head import WholeHeadConfig
 
 # Recorded in the manifest (5: packages carry the animation network; 6: regional recombination, the
 # target's relaxed face per region (stored), held-out blocks; 7: the package carries the VAE decoder
 # only, schema 2 — the encoder stays in the work directory). The cached default avatar is rebuilt
 # when its version differs (from 6 to 7 that is a re-export: no stage changed).
-BUILDER_VERSION = "7"
+# 8: the whole head — head mattes, a head shell carved from them (hair, ears, outline), its atlas
+# strip a third of the texture, alpha (manifest ``whole_head`` block).
+BUILDER_VERSION = "8"
 
 
 class BuildError(HeadcastError, RuntimeError):
@@ -51,28 +55,37 @@ class BuildConfig:
     regions: RegionSplit = field(default_factory=RegionSplit)  # upper / lower face border
     recombine: RecombineConfig = field(default_factory=RecombineConfig)  # upper of one frame + lower of another
     command: str = ""  # the command line, recorded in the manifest's provenance
+    whole_head: WholeHeadConfig = field(default_factory=WholeHeadConfig)  # mattes + carved head shell
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)  # screen-space U-Net
+    refinement_frames: int = 160  # training frames rendered for it (spread over the clip)
 
     @staticmethod
     def preset(videos, out, work, res: int | None = None, quick: bool = False, device: str = "cpu",
                adversarial: bool | None = None, steps: int | None = None, command: str = "",
-               threads: int = 1, animation_steps: int | None = None) -> "BuildConfig":
+               threads: int = 1, animation_steps: int | None = None,
+               whole_head: bool = True) -> "BuildConfig":
         if quick:
             # First contact and tests: half the frames, a tiny texture, a short training run.
             cfg = BuildConfig(tuple(videos), str(out), str(work), res=res or 64, quick=True, device=device,
                               z_dim=16, hidden=128, n_basis=32, track=TrackConfig(frame_step=2),
-                              closure=ClosureConfig(rings=8),
+                              closure=ClosureConfig(rings=16, blend_power=8.0) if whole_head
+                              else ClosureConfig(rings=8),
                               train=TrainConfig(steps=150, batch=16, adversarial=False, checkpoint_seconds=1.0),
                               animation=AnimationConfig.quick(), command=command)
         else:
             cfg = BuildConfig(tuple(videos), str(out), str(work), res=res or 256, device=device, command=command,
-                              train=TrainConfig(steps=800, batch=12))
+                              train=TrainConfig(steps=800, batch=12),
+                              closure=ClosureConfig(rings=24, blend_power=8.0) if whole_head else ClosureConfig())
         train = cfg.train
         if adversarial is not None:
             train = replace(train, adversarial=adversarial)
         if steps is not None:
             train = replace(train, steps=steps)
         animation = cfg.animation if animation_steps is None else replace(cfg.animation, steps=animation_steps)
-        return replace(cfg, train=train, threads=threads, animation=animation)
+        refinement = RefinementConfig(steps=100, size=64, width=12) if quick else RefinementConfig()
+        return replace(cfg, train=train, threads=threads, animation=animation,
+                       whole_head=WholeHeadConfig(enabled=whole_head), refinement=refinement,
+                       refinement_frames=32 if quick else 160)
 
     @property
     def basis_size(self) -> int:

@@ -27,7 +27,9 @@ from .select import SelectedFrames
 from .sources import Source
 from .textures import Textures
 from .track import Tracks
+from .refinement import TrainedRefinement
 from .vae import HeadModelData, TrainedVae
+from .whole_head import WholeHead, whole_head_block
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +88,8 @@ class ExportInput:
     animation: TrainedAnimation | None
     records: tuple[StageRecord, ...]  # the stages of this run, for the manifest's build block
     t_start: float  # time.monotonic() when the build started
+    whole: "WholeHead | None" = None  # head mattes + shell (the manifest's whole_head block)
+    refinement: "TrainedRefinement | None" = None
 
 
 def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
@@ -107,6 +111,15 @@ def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
         build=build, metrics=inp.evaluation.metrics,
         feature_normalisation=feature_normalisation(FEATURE_GAIN, anim.block["normalisation"]["mode"])
         if anim else None)
+    extra = dict(anim.tensors) if anim else {}
+    if inp.whole is not None:
+        manifest["whole_head"] = whole_head_block(inp.whole, inp.mesh.mesh)
+    ref = inp.refinement
+    if ref is not None and ref.block is not None:
+        manifest["refinement"] = ref.block
+        extra.update(ref.tensors)
+    else:
+        manifest["refinement"] = {"included": False, "reason": (ref.info.get("reason") if ref else "not built")}
     write_package(inp.out, manifest, vae.decoder, export_mesh(inp.mesh.mesh, inp.basis.blendshapes),
-                  inp.textures.neutral, png.tobytes(), extra_tensors=anim.tensors if anim else None)
+                  inp.textures.neutral, png.tobytes(), extra_tensors=extra or None)
     return manifest

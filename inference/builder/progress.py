@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from core.progress import progress_bar
 
-STAGES = 9          # track, select, mesh, basis, textures, vae, evaluate, animation, export
+STAGES = 11         # track, select, whole_head, mesh, basis, textures, vae, evaluate, refine, animation, export
 
 
 def progress(total: int, desc: str, unit: str = "f") -> tqdm:

@@ -27,6 +27,8 @@ from .sources import probe_sources
 from .textures import TexturesInput, unwrap_textures
 from .track import TrackInput, track
 from .vae import VaeInput, head_model_data, train_head_model
+from .refinement import RefinementInput, train_refinement_stage
+from .whole_head import WholeHeadInput, fit_whole_head
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     selection = select(cache, SelectInput(tracks, cfg.selection, cfg.holdout_fraction, cfg.holdout_blocks,
                                           cfg.track.frame_step))
     _log_stage(log, "select", cache, stages)
-    mesh = build_mesh(cache, MeshInput(selection, cfg.closure))
+    whole = fit_whole_head(cache, WholeHeadInput(sources, tracks, selection, cfg.whole_head))
+    _log_stage(log, "whole_head", cache, stages)
+    mesh = build_mesh(cache, MeshInput(selection, cfg.closure, whole.shell, whole.key))
     _log_stage(log, "mesh", cache, stages)
     # Shared by basis, VAE and animation: computed once, passed explicitly.
     relaxed = target_relaxed_face(tracks, selection, cfg.regions)
@@ -84,13 +88,18 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     _log_stage(log, "vae", cache, stages)
     evaluation = evaluate(cache, EvaluateInput(vae, data, selection, basis, tracks))
     _log_stage(log, "evaluate", cache, stages)
+    refinement = train_refinement_stage(cache, RefinementInput(
+        sources, tracks, selection, basis, mesh, data, vae, whole, cfg.refinement, cfg.refinement_frames,
+        cfg.whole_head.enabled))
+    _log_stage(log, "refine", cache, stages)
     animation = train_animation_network(cache, AnimationInput(tracks, selection, basis, relaxed, recombination, data,
                                                               vae, cfg.animation, cfg.recombine, recombination_key))
     _log_stage(log, "animation", cache, stages)
     te = time.monotonic()
     sheet = preview(PreviewInput(sources, tracks, selection, basis, mesh, textures, data, vae))
     manifest = export(ExportInput(Path(cfg.out), sources, cfg.command, cfg.device, cfg.quick, cfg.train, selection,
-                                  mesh, basis, textures, vae, evaluation, animation, tuple(cache.records), t0), sheet)
+                                  mesh, basis, textures, vae, evaluation, animation, tuple(cache.records), t0,
+                                  whole, refinement), sheet)
     stages.update(1)
     with writes_above_bars():
         log(f"  {'export':<9} {'done':<6} {time.monotonic() - te:7.1f} s")

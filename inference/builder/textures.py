@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
-from inference.head_model.head_mesh import AtlasLayout
 from inference.head_model.texture_unwrap import UnwrapConfig, neutral_texture, unwrap_frame
 from inference.head_model.uv_atlas import texel_table
 from inference.head_model.video_io import iter_frames
@@ -66,7 +65,7 @@ def unwrap_textures(cache: StageCache, inp: TexturesInput) -> Textures:
                         inp.unwrap)
                     bar.update(1)
         neutral_rows = [slot[int(g)] for g in sel.neutral_frames if int(g) in slot]
-        split = int(round(0.5 * (AtlasLayout().face_v_max + AtlasLayout().cap_v_min) * res))
+        split = int(round(mesh.atlas_split * res))
         ntex, seen = neutral_texture(tex[neutral_rows], valid[neutral_rows], split)
         np.save(d / "textures.npy", tex)
         np.save(d / "valid.npy", valid)

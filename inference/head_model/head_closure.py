@@ -21,6 +21,10 @@ FOREHEAD, CHIN = 10, 152
 class ClosureConfig:
     rings: int = 14  # rings from the face boundary to the pole
     follow_power: float = 2.0  # cap vertices follow boundary motion with weight (1 - t)^power
+    # Neutral placement: ring vertices blend from the face boundary onto the surface with weight
+    # (1 - t)^blend_power (None: follow_power, today's skull). A fitted shell (head_shell.py) stands
+    # further off the face than the ellipsoid, so it is reached sooner (blend_power 5).
+    blend_power: float | None = None
     # The pole sits opposite the face's mean direction, so the rings' meridians spread evenly over
     # the crown, sides and neck (a pole placed lower leaves a ridge over the top of the head).
 
@@ -61,14 +65,18 @@ def _slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * om) * a + np.sin(t * om) * b) / np.sin(om)
 
 
-def build_cap(neutral: np.ndarray, boundary: np.ndarray, config: ClosureConfig) -> tuple[np.ndarray, np.ndarray, HeadShape]:
+def build_cap(neutral: np.ndarray, boundary: np.ndarray, config: ClosureConfig,
+              radius_fn=None) -> tuple[np.ndarray, np.ndarray, HeadShape]:
     """Cap positions (rings+1, B, 3) (ring 0 = the boundary vertices, last ring = the pole) and the
-    follow weight per ring (rings+1,)."""
+    follow weight per ring (rings+1,). ``radius_fn(d)`` (unit directions → distance from the skull
+    centre) replaces the skull's ``surface_radius`` (a fitted ``head_shell.HeadShell.radius``)."""
     shape = fit_head_shape(neutral)
+    radius = radius_fn if radius_fn is not None else (lambda d: surface_radius(shape, d))
+    blend_power = config.follow_power if config.blend_power is None else config.blend_power
     p0 = neutral[boundary].astype(np.float64)
     d0 = p0 - shape.centre
     d0 /= np.linalg.norm(d0, axis=-1, keepdims=True)
-    on_surface0 = shape.centre + surface_radius(shape, d0)[:, None] * d0
+    on_surface0 = shape.centre + radius(d0)[:, None] * d0
     pole = -d0.mean(0)
     pole /= np.linalg.norm(pole)
     rings = [p0]
@@ -76,8 +84,8 @@ def build_cap(neutral: np.ndarray, boundary: np.ndarray, config: ClosureConfig) 
     for r in range(1, config.rings + 1):
         t = r / config.rings
         d = _slerp(d0, np.broadcast_to(pole, d0.shape), t) if r < config.rings else np.broadcast_to(pole, d0.shape)
-        surf = shape.centre + surface_radius(shape, d)[..., None] * d
+        surf = shape.centre + radius(d)[..., None] * d
         w = (1.0 - t) ** config.follow_power
-        rings.append(surf + w * (p0 - on_surface0))
+        rings.append(surf + (1.0 - t) ** blend_power * (p0 - on_surface0))
         follow.append(w)
     return np.stack(rings).astype(np.float32), np.array(follow, dtype=np.float32), shape

@@ -24,6 +24,19 @@ class AtlasLayout:
     margin: float = 0.01
     face_v_max: float = 0.80  # the face occupies V in [margin, face_v_max]
     cap_v_min: float = 0.83  # the back of the head occupies V in [cap_v_min, 1 - margin]
+    # Rows of the cap strip per ring ∝ (1 - t)^(cap_v_power - 1): 1 spaces rings evenly; above 1 gives
+    # the rings next to the face (hair and ears the camera sees) more texels than the inferred back.
+    cap_v_power: float = 1.0
+
+    @property
+    def split(self) -> float:
+        """V between the face and the cap strip (each is hole-filled from its own texels)."""
+        return 0.5 * (self.face_v_max + self.cap_v_min)
+
+
+# The whole head (head_shell.py): the cap carries hair, ears and outline, so it gets a third of
+# the atlas, its rows concentrated next to the face.
+WHOLE_HEAD_LAYOUT = AtlasLayout(face_v_max=0.64, cap_v_min=0.67, cap_v_power=1.8)
 
 
 @dataclass
@@ -34,6 +47,7 @@ class HeadMesh:
     face_map: np.ndarray  # (V, 468) float32
     neutral_face: np.ndarray  # (468, 3) float32
     n_face_triangles: int  # faces[:n_face_triangles] are the tracked face, the rest the closure
+    atlas_split: float = AtlasLayout().split  # V between face and cap strips (AtlasLayout.split)
 
     def deform(self, face_points: np.ndarray) -> np.ndarray:
         """Render-vertex positions for tracked face points (..., 468, 3) in canonical units."""
@@ -49,9 +63,10 @@ def flatten(points: np.ndarray, shape: HeadShape) -> np.ndarray:
 
 
 def build_head_mesh(neutral: np.ndarray, uv_shape: np.ndarray, closure: ClosureConfig = ClosureConfig(),
-                    layout: AtlasLayout = AtlasLayout()) -> HeadMesh:
+                    layout: AtlasLayout = AtlasLayout(), radius_fn=None) -> HeadMesh:
     """neutral: personal neutral face (≥468, 3); uv_shape: the same face with mouth and eyes open,
-    which sets the triangulation and face UVs (gives the mouth interior texture area)."""
+    which sets the triangulation and face UVs (gives the mouth interior texture area). ``radius_fn``:
+    the closure's surface (a fitted ``HeadShell.radius``; None: the procedural skull)."""
     neutral = np.asarray(neutral, dtype=np.float64)[:NUM_MESH_POINTS]
     uv_shape = np.asarray(uv_shape, dtype=np.float64)[:NUM_MESH_POINTS]
     shape = fit_head_shape(neutral)
@@ -67,12 +82,14 @@ def build_head_mesh(neutral: np.ndarray, uv_shape: np.ndarray, closure: ClosureC
     v = layout.margin + (hi[1] - flat[:, 1]) * s
     face_uv = np.stack([u, v], axis=1)
 
-    cap, follow, _ = build_cap(neutral, boundary, closure)  # (R+1, B, 3)
+    cap, follow, _ = build_cap(neutral, boundary, closure, radius_fn)  # (R+1, B, 3)
     n_rings, n_b = cap.shape[0], cap.shape[1]
     cols = np.arange(n_b + 1) % n_b  # seam: last column repeats the first boundary vertex
     cap_pos = cap[:, cols]  # (R+1, B+1, 3)
     cap_u = layout.margin + (1 - 2 * layout.margin) * np.arange(n_b + 1) / n_b
-    cap_v = layout.cap_v_min + (1 - layout.margin - layout.cap_v_min) * np.arange(n_rings) / (n_rings - 1)
+    ring_t = np.arange(n_rings) / (n_rings - 1)
+    ring_t = 1.0 - (1.0 - ring_t) ** layout.cap_v_power
+    cap_v = layout.cap_v_min + (1 - layout.margin - layout.cap_v_min) * ring_t
     cap_uv = np.stack(np.meshgrid(cap_u, cap_v), axis=-1)  # (R+1, B+1, 2)
 
     base = NUM_MESH_POINTS
@@ -103,4 +120,4 @@ def build_head_mesh(neutral: np.ndarray, uv_shape: np.ndarray, closure: ClosureC
     for r in range(n_rings):
         for j in range(n_b + 1):
             face_map[vid(r, j), boundary[cols[j]]] = follow[r]
-    return HeadMesh(positions, uvs, all_faces, face_map, neutral.astype(np.float32), len(faces))
+    return HeadMesh(positions, uvs, all_faces, face_map, neutral.astype(np.float32), len(faces), layout.split)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inference.head_model.raster import rasterize
+from inference.head_model.raster import rasterize, rasterize_batched
 
 
 def yaw_pitch(yaw_deg: float, pitch_deg: float = 0.0) -> np.ndarray:
@@ -44,3 +44,46 @@ def render_textured(positions: np.ndarray, faces: np.ndarray, uvs: np.ndarray, t
     col = col.astype(np.float32) * ((1 - shade) + shade * light[:, None])
     out[hit] = np.clip(col, 0, 255).astype(np.uint8)
     return out
+
+
+def render_in_view(verts_px: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture_rgba: np.ndarray,
+                   height: int, width: int, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The textured mesh in a source camera's view: ``verts_px`` (V, 3) pixel x, y and depth (smaller
+    = nearer, the tracker's convention). Returns premultiplied RGB (H, W, 3) float32 in [0, 1] and
+    alpha (H, W) float32 = texture alpha × coverage, box-filtered from ``supersample``² samples so
+    the silhouette is antialiased like the source matte."""
+    ss = max(1, int(supersample))
+    xy = verts_px[:, :2] * ss
+    r = rasterize_batched(xy, faces, height * ss, width * ss, depth=verts_px[:, 2].astype(np.float32))
+    hit = r.tri_id >= 0
+    rgba = np.zeros((height * ss, width * ss, 4), np.float32)
+    if hit.any():
+        tri = faces[r.tri_id[hit]]
+        uv = (uvs[tri] * r.bary[hit][..., None]).sum(1)
+        th, tw = texture_rgba.shape[:2]
+        mapx = (uv[:, 0] * tw - 0.5).astype(np.float32).reshape(-1, 1)
+        mapy = (uv[:, 1] * th - 0.5).astype(np.float32).reshape(-1, 1)
+        tex = texture_rgba if texture_rgba.shape[2] == 4 else np.concatenate(
+            [texture_rgba, np.full(texture_rgba.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        col = sample_bilinear(tex, mapx[:, 0], mapy[:, 0]) / 255.0
+        col[:, :3] *= col[:, 3:4]
+        rgba[hit] = col
+    if ss > 1:
+        rgba = rgba.reshape(height, ss, width, ss, 4).mean((1, 3))
+    return rgba[..., :3], rgba[..., 3]
+
+
+def sample_bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """image (H, W, C) at continuous pixel positions (N,) (pixel centres at integers), clamped to
+    the border; float32 (N, C). (cv2.remap limits a map to 32767 entries per side.)"""
+    h, w = image.shape[:2]
+    x = np.clip(x, 0, w - 1)
+    y = np.clip(y, 0, h - 1)
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    ax, ay = (x - x0)[:, None], (y - y0)[:, None]
+    img = image.astype(np.float32)
+    top = img[y0, x0] * (1 - ax) + img[y0, x1] * ax
+    bot = img[y1, x0] * (1 - ax) + img[y1, x1] * ax
+    return (top * (1 - ay) + bot * ay).astype(np.float32)

@@ -216,7 +216,7 @@ class Renderer:
         GL.glEnable(GL.GL_BLEND)
         GL.glBlendFunc(GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)
         weights_buffer = np.zeros(MAX_BLENDSHAPES, dtype=np.float32)
-        for state in avatars:
+        for state in sorted_back_to_front(view_proj, avatars):
             gpu = self._avatars[state.avatar.id]
             if state.texture is not None:
                 gpu.set_texture(state.texture, state.texture_serial)
@@ -247,6 +247,15 @@ class Renderer:
         for program in (self._sky_program, self._scene_program, self._avatar_program):
             GL.glDeleteProgram(program)
         self._room_buffers = []
+
+
+def sorted_back_to_front(view_proj: np.ndarray, avatars: Sequence[AvatarDrawState]) -> list[AvatarDrawState]:
+    """Avatars farthest first (clip-space w of each model origin), so a soft-edged head (whole-head
+    avatars: hair outline, the refinement's matte) blends over the ones behind it in any scene order."""
+    def depth(state: AvatarDrawState) -> float:
+        origin = np.asarray(view_proj, np.float64) @ (np.asarray(state.model_matrix, np.float64) @ [0.0, 0.0, 0.0, 1.0])
+        return float(origin[3])
+    return sorted(avatars, key=depth, reverse=True)
 
 
 def upload_room_mesh(vertices: np.ndarray, indices: np.ndarray) -> tuple[int, list[int], int]:
