@@ -122,64 +122,6 @@ def estimate_neutral(canonicals: Sequence[np.ndarray] | np.ndarray, config: Neut
     return NeutralFace(med.astype(np.float32), frames_seen=len(arr), frames_used=int(keep.sum()), source=source)
 
 
-@dataclass(frozen=True)
-class OnlineNeutralConfig:
-    # ~1.2 s at 24 fps before the estimate may be trusted. Short on purpose: the longer the window,
-    # the likelier it holds the driver's first smile or words rather than a relaxed face.
-    min_frames: int = 30
-    max_frames: int = 150  # stop collecting after this many; freeze whatever we have
-    recompute_every: int = 10
-    converge_tol: float = 0.01  # RMS change (IOD units) between successive estimates that counts as settled
-    keep_fraction: float = 0.5
-
-
-class OnlineNeutralEstimator:
-    """Estimates the neutral from the first seconds of a live stream, then freezes it.
-
-    Freezing matters: a neutral that kept adapting would slowly absorb a held expression and the
-    avatar would relax while the driver still smiles.
-    """
-
-    def __init__(self, config: OnlineNeutralConfig = OnlineNeutralConfig(), source: str = "online"):
-        self.config = config
-        self.source = source
-        self._frames: list[np.ndarray] = []
-        self._estimate: NeutralFace | None = None
-        self._converged = False
-
-    @property
-    def converged(self) -> bool:
-        return self._converged
-
-    @property
-    def estimate(self) -> NeutralFace | None:
-        return self._estimate
-
-    @property
-    def frames_collected(self) -> int:
-        return len(self._frames)
-
-    def update(self, canonical: np.ndarray) -> NeutralFace | None:
-        """Adds one face frame; returns the current estimate (None until there is one)."""
-        if self._converged:
-            return self._estimate
-        canonical = np.asarray(canonical, dtype=np.float32)
-        if canonical.shape != SHAPE or not np.isfinite(canonical).all():
-            return self._estimate
-        self._frames.append(canonical)
-        n = len(self._frames)
-        cfg = self.config
-        if self._estimate is None:
-            self._estimate = NeutralFace(canonical, 1, 1, method="first-frame", source=self.source)
-        if n % cfg.recompute_every == 0 or n >= cfg.max_frames:
-            previous = self._estimate
-            est = estimate_neutral(self._frames, NeutralEstimateConfig(keep_fraction=cfg.keep_fraction, min_frames=1),
-                                   source=self.source)
-            self._estimate = est
-            change = float(np.sqrt(((est.canonical - previous.canonical) ** 2).sum(-1).mean()))
-            if (n >= cfg.min_frames and change < cfg.converge_tol) or n >= cfg.max_frames:
-                self._converged = True
-                self._frames.clear()  # frozen: free the window
-                log.debug("neutral face estimated online from %d of %d frames (last change %.4f IOD)",
-                         est.frames_used, est.frames_seen, change)
-        return self._estimate
+# The online estimator (most relaxed stretch of a sliding time window, improves but never regresses)
+# lives in its own module; re-exported here where callers have always found it.
+from calibration.online_neutral import OnlineNeutralConfig, OnlineNeutralEstimator  # noqa: E402,F401

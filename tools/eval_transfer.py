@@ -41,6 +41,7 @@ class EvalConfig:
     # Self-reenactment: measure the driver (the avatar's own training clip) against the target's
     # relaxed face stored in the package, exactly as its training features were measured.
     target_neutral: bool = False
+    eyes: bool = True  # the driver's lids and gaze on the avatar (False: the network's own eyes)
 
 
 @dataclass
@@ -80,41 +81,45 @@ def track_driver(path: Path, keep_frames: bool, progress=None) -> DriverTrack:
     return DriverTrack(marks, frames, fps if fps and fps > 1 else 30.0)
 
 
-def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutral: np.ndarray | None = None):
-    """Features exactly as the capture node makes them: against ``neutral`` or a neutral file when
-    given, else the neutral its online estimator settles on from the clip's first seconds (frozen after)."""
-    from calibration.neutral import NeutralError, NeutralFace, OnlineNeutralEstimator
-    from inference.features.mp478 import Mp478Extractor
+def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutral: np.ndarray | None = None,
+                    config=None):
+    """Features exactly as the capture node makes them (``capture.driver_features``: online neutral,
+    per-region smoothing on the frame times, per-driver range), against ``neutral`` or a neutral file
+    when given. ``neutral`` (the target's own relaxed face, self-reenactment) also turns the range
+    off: her training features were measured without one. Returns (features, canonicals, the neutral
+    at the end)."""
+    from calibration.neutral import NeutralError, NeutralFace
+    from capture.driver_features import DriverConfig, DriverFeatures
 
-    ex = Mp478Extractor()
+    config = config or DriverConfig()
+    fixed = None
     if neutral is not None:
-        neutral = np.asarray(neutral, np.float32)
+        fixed = NeutralFace(np.asarray(neutral, np.float32), 0, 0, method="given")
+        config = DriverConfig(**{**config.__dict__, "use_range": False})
     elif neutral_file is not None:
         try:
-            neutral = NeutralFace.load(neutral_file).canonical
+            fixed = NeutralFace.load(neutral_file)
         except NeutralError as exc:
             raise HeadcastError(str(exc)) from exc
-    else:
-        online = OnlineNeutralEstimator(source="eval driver")
-        for m in track.landmarks:
-            if m is not None:
-                online.update(ex.canonical(m)[0])
-                if online.converged:
-                    break
-        if online.estimate is None:
-            raise HeadcastError("driver clip: no face found in any frame")
-        neutral = online.estimate.canonical
-    ex.neutral = neutral
+    driver = DriverFeatures(config, fixed, source="eval driver")
     feats, canons = [], []
-    for m in track.landmarks:
-        if m is None:
+    for i, m in enumerate(track.landmarks):
+        r = None
+        if m is not None:
+            try:
+                r = driver.process(m, i / track.fps)
+            except ValueError:
+                r = None
+        if r is None:
+            driver.face_lost()
             feats.append(None)
             canons.append(None)
             continue
-        r = ex.extract(m)
         feats.append(r.features)
         canons.append(r.canonical)
-    return feats, canons, neutral
+    if driver.neutral is None:
+        raise HeadcastError("driver clip: no face found in any frame")
+    return feats, canons, driver.neutral.canonical
 
 
 class FrontalAvatarRenderer:
@@ -140,12 +145,12 @@ class FrontalAvatarRenderer:
         self.view = transforms.look_at((centre[0], centre[1], hi[2] + dist), (centre[0], centre[1], 0.0))
         self.proj = transforms.projection_symmetric(fov, 1.0, 0.01, 10.0)
 
-    def render(self, texture: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def render(self, texture: np.ndarray, weights: np.ndarray, eyes=None) -> np.ndarray:
         from xr_runtime.gl.renderer import AvatarDrawState
 
         if self.handle is None:
             self.handle = self.renderer.add_avatar(self.mesh, texture_size=texture.shape[:2])
-        state = AvatarDrawState(self.handle, np.eye(4, dtype=np.float32), weights, texture)
+        state = AvatarDrawState(self.handle, np.eye(4, dtype=np.float32), weights, texture, eyes=eyes)
         self.renderer.draw(self.view, self.proj, [state], self.target)
         rgba = self.target.read_rgba()
         return np.ascontiguousarray(rgba[:, :, 2::-1])  # BGR for the tracker and OpenCV
@@ -219,7 +224,8 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
                                          np.zeros((478, 3), np.float32) if f is None else f, t, t,
                                          flags=Flags.FACE_LOST if f is None else Flags.NONE)
                     state = engine.step({STREAM: [frame]}, now_ns=t)[STREAM]
-                    image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32))
+                    image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32),
+                                            state.eyes if cfg.eyes else None)
                     if i < start:
                         continue
                     obs = avatar_tracker.track(image)

@@ -1,14 +1,30 @@
 #version 330 core
 // The dynamic texture already carries the captured shading, so the avatar is unlit. The texture
 // is GL_SRGB8_ALPHA8: sampling returns linear values, the sRGB framebuffer re-encodes them.
+// Gaze (xr_runtime/avatars/eyelids.py): inside each eye's opening the texture is sampled shifted by
+// that eye's gaze offset, weighted down to 0 at the opening's border, so iris and pupil move in
+// the socket while the lid skin around it stays put.
 in vec2 v_uv;
 
 uniform sampler2D u_texture;
 uniform float u_opacity;
+uniform int u_eye_count;        // 0: no gaze, 2: right and left eye below
+uniform vec2 u_eye_centre[2];   // UV of each opening's centre
+uniform mat2 u_eye_axes[2];     // half eye width → UV (columns: along the eye, up)
+uniform vec2 u_gaze_uv[2];      // UV offset of each iris
 
 out vec4 o_color;
 
+const vec2 ELLIPSE = vec2(0.80, 0.42);  // the opening, in half eye widths (GAZE_ELLIPSE)
+
 void main() {
-    vec4 c = texture(u_texture, v_uv);
+    vec2 uv = v_uv;
+    for (int e = 0; e < u_eye_count; ++e) {
+        vec2 q = inverse(u_eye_axes[e]) * (v_uv - u_eye_centre[e]);
+        float r = length(q / ELLIPSE);
+        float w = 1.0 - smoothstep(0.55, 1.0, r);
+        uv -= w * u_gaze_uv[e];
+    }
+    vec4 c = texture(u_texture, uv);
     o_color = vec4(c.rgb, c.a * u_opacity);
 }

@@ -22,6 +22,7 @@ import numpy as np
 from OpenGL import GL
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
+from xr_runtime.avatars.eyelids import EyelidRig
 from xr_runtime.avatars.mesh import MAX_BLENDSHAPES, AvatarMeshData
 from xr_runtime.gl.avatar_drawing import AvatarGPU
 from xr_runtime.gl.shaders import build_program, uniform_locations
@@ -62,6 +63,9 @@ class AvatarDrawState:
     texture: np.ndarray | None = None
     texture_serial: int | None = None
     opacity: float = 1.0
+    # The driver's lids and gaze (inference.engine.eye_state.EyeState) for avatars with an eyelid
+    # rig (xr_runtime.avatars.eyelids); None: the network's own eyes.
+    eyes: object | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Renderer:
     def __init__(self, style: SceneStyle | None = None) -> None:
         self.style = style or SceneStyle()
         self._avatars: dict[int, AvatarGPU] = {}
+        self._rigs: dict[int, EyelidRig | None] = {}
         self._next_avatar_id = 1
         self._sky_program = build_program("sky.vert", "sky.frag")
         self._scene_program = build_program("scene.vert", "scene.frag")
@@ -95,7 +100,8 @@ class Renderer:
                                   "u_grid_color", "u_grid_spacing"])
         self._avatar_uniforms = uniform_locations(
             self._avatar_program, ["u_view_proj", "u_model", "u_basis", "u_vertex_count",
-                                   "u_blend_count", "u_weights", "u_texture", "u_opacity"])
+                                   "u_blend_count", "u_weights", "u_texture", "u_opacity",
+                                   "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv"])
         GL.glUseProgram(self._avatar_program)
         GL.glUniform1i(self._avatar_uniforms["u_texture"], 0)
         GL.glUniform1i(self._avatar_uniforms["u_basis"], 1)
@@ -121,12 +127,15 @@ class Renderer:
         if mipmaps is None:
             mipmaps = not self.software_rasteriser
         handle = AvatarHandle(self._next_avatar_id, mesh.vertex_count, mesh.blendshape_count)
-        self._avatars[handle.id] = AvatarGPU(mesh, texture_size, mipmaps)
+        rig = EyelidRig.for_mesh(mesh)
+        self._avatars[handle.id] = AvatarGPU(rig.mesh if rig else mesh, texture_size, mipmaps)
+        self._rigs[handle.id] = rig
         self._next_avatar_id += 1
         return handle
 
     def remove_avatar(self, handle: AvatarHandle) -> None:
         self._avatars.pop(handle.id).delete()
+        self._rigs.pop(handle.id, None)
 
     def avatar_texture(self, handle: AvatarHandle) -> tuple[int, int, int] | None:
         """(GL texture name, height, width) of the avatar's RGBA8 texture storage, for writers
@@ -220,13 +229,23 @@ class Renderer:
             gpu = self._avatars[state.avatar.id]
             if state.texture is not None:
                 gpu.set_texture(state.texture, state.texture_serial)
-            k = gpu.blendshape_count
+            rig = self._rigs.get(state.avatar.id)
+            k = rig.base_count if rig else gpu.blendshape_count
             weights_buffer[:] = 0.0
             if state.weights is not None:
                 w = np.asarray(state.weights, dtype=np.float32).reshape(-1)
                 if w.size != k:
                     raise ValueError(f"avatar {state.avatar.id} has {k} blendshapes, got {w.size} weights")
                 weights_buffer[:k] = w
+            eyes = state.eyes if rig is not None else None
+            GL.glUniform1i(u["u_eye_count"], 2 if eyes is not None else 0)
+            if eyes is not None:
+                weights_buffer[k:k + 2] = rig.lid_weights(weights_buffer[:k], eyes.closure)
+                GL.glUniform2fv(u["u_eye_centre"], 2, np.stack([rig.eyes_uv[s].centre for s in ("right", "left")]))
+                GL.glUniformMatrix2fv(u["u_eye_axes"], 2, GL.GL_TRUE,
+                                      np.stack([rig.eyes_uv[s].axes for s in ("right", "left")]))
+                GL.glUniform2fv(u["u_gaze_uv"], 2, rig.gaze_uv(eyes.gaze, eyes.closure))
+            k = gpu.blendshape_count
             _upload_matrix(u["u_model"], state.model_matrix)
             GL.glUniform1i(u["u_vertex_count"], gpu.vertex_count)
             GL.glUniform1i(u["u_blend_count"], k)
