@@ -155,6 +155,11 @@ class FrontalAvatarRenderer:
         rgba = self.target.read_rgba()
         return np.ascontiguousarray(rgba[:, :, 2::-1])  # BGR for the tracker and OpenCV
 
+    def set_eye_texture(self, texture: np.ndarray) -> None:
+        if self.handle is None:
+            self.handle = self.renderer.add_avatar(self.mesh, texture_size=texture.shape[:2])
+        self.renderer.set_eye_texture(self.handle, texture)
+
     def close(self) -> None:
         self.target.delete()
         self.renderer.close()
@@ -217,6 +222,10 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
             for seg, (start, end) in enumerate(ranges):
                 # A fresh stream per range, warmed up on the frames before it as a live stream would be.
                 engine = StreamingEngine({STREAM: model}, EngineConfig(device="cpu", threads=1))
+                if cfg.eyes and seg == 0:
+                    # Before any frame the engine shows her relaxed face: its eyes are the rig's open eyes.
+                    relaxed = engine.step({STREAM: []}, now_ns=0)[STREAM]
+                    renderer.set_eye_texture(np.asarray(relaxed.texture))
                 for i in range(max(0, start - model.window), end):
                     t = (i + 1) * period
                     f = feats[i]

@@ -12,19 +12,27 @@ uniform int u_eye_count;        // 0: no gaze, 2: right and left eye below
 uniform vec2 u_eye_centre[2];   // UV of each opening's centre
 uniform mat2 u_eye_axes[2];     // half eye width → UV (columns: along the eye, up)
 uniform vec2 u_gaze_uv[2];      // UV offset of each iris
+uniform sampler2D u_eye_texture; // her relaxed open-eyed face: the eye regions come from it
+uniform int u_eye_mix;          // 1: u_eye_texture is set
 
 out vec4 o_color;
 
 const vec2 ELLIPSE = vec2(0.80, 0.42);  // the opening, in half eye widths (GAZE_ELLIPSE)
+const vec2 EYE_REGION = vec2(1.25, 0.85);  // opening, lids and crease (EYE_REGION)
 
 void main() {
     vec2 uv = v_uv;
+    float m = 0.0;
     for (int e = 0; e < u_eye_count; ++e) {
         vec2 q = inverse(u_eye_axes[e]) * (v_uv - u_eye_centre[e]);
         float r = length(q / ELLIPSE);
         float w = 1.0 - smoothstep(0.55, 1.0, r);
         uv -= w * u_gaze_uv[e];
+        m = max(m, 1.0 - smoothstep(0.75, 1.0, length(q / EYE_REGION)));
     }
     vec4 c = texture(u_texture, uv);
+    if (u_eye_mix == 1 && m > 0.0) {
+        c = mix(c, texture(u_eye_texture, uv), m);
+    }
     o_color = vec4(c.rgb, c.a * u_opacity);
 }

@@ -40,6 +40,9 @@ OPEN_RATIO = 0.30
 GAZE_GAIN = 1.0  # iris offset on the avatar per unit of driver gaze (both in half eye widths)
 # The opening ellipse in half eye widths (x along the eye, y across): a little inside the corners.
 GAZE_ELLIPSE = (0.80, 0.42)
+# The eye region drawn from her relaxed open-eyed texture (Renderer.set_eye_texture): opening, lids
+# and crease, soft over the outer quarter.
+EYE_REGION = (1.25, 0.85)
 
 
 @dataclass(frozen=True)

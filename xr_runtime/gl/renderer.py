@@ -88,6 +88,7 @@ class Renderer:
         self.style = style or SceneStyle()
         self._avatars: dict[int, AvatarGPU] = {}
         self._rigs: dict[int, EyelidRig | None] = {}
+        self._eye_textures: dict[int, int] = {}
         self._next_avatar_id = 1
         self._sky_program = build_program("sky.vert", "sky.frag")
         self._scene_program = build_program("scene.vert", "scene.frag")
@@ -101,10 +102,12 @@ class Renderer:
         self._avatar_uniforms = uniform_locations(
             self._avatar_program, ["u_view_proj", "u_model", "u_basis", "u_vertex_count",
                                    "u_blend_count", "u_weights", "u_texture", "u_opacity",
-                                   "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv"])
+                                   "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv",
+                                   "u_eye_texture", "u_eye_mix"])
         GL.glUseProgram(self._avatar_program)
         GL.glUniform1i(self._avatar_uniforms["u_texture"], 0)
         GL.glUniform1i(self._avatar_uniforms["u_basis"], 1)
+        GL.glUniform1i(self._avatar_uniforms["u_eye_texture"], 2)
         GL.glUseProgram(0)
         renderer_name = (GL.glGetString(GL.GL_RENDERER) or b"").decode().lower()
         self.software_rasteriser = any(n in renderer_name for n in ("llvmpipe", "softpipe", "swrast"))
@@ -136,6 +139,31 @@ class Renderer:
     def remove_avatar(self, handle: AvatarHandle) -> None:
         self._avatars.pop(handle.id).delete()
         self._rigs.pop(handle.id, None)
+        tex = self._eye_textures.pop(handle.id, None)
+        if tex:
+            GL.glDeleteTextures([tex])
+
+    def set_eye_texture(self, handle: AvatarHandle, rgba: np.ndarray) -> bool:
+        """The avatar's relaxed open-eyed texture (her decoded neutral face, (H, W, 4) uint8 sRGB):
+        with an eyelid rig, the eye regions are drawn from it, so the network's texture (whose
+        eyes narrow with every laugh it learned) no longer decides how open her eyes look; the lid
+        geometry does. False (and nothing kept) for an avatar without a rig."""
+        if self._rigs.get(handle.id) is None:
+            return False
+        data = np.ascontiguousarray(rgba, dtype=np.uint8)
+        if data.ndim != 3 or data.shape[2] != 4:
+            raise ValueError(f"eye texture must be (H, W, 4) uint8, got {data.shape}")
+        tex = self._eye_textures.get(handle.id) or int(GL.glGenTextures(1))
+        GL.glBindTexture(GL.GL_TEXTURE_2D, tex)
+        GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 4)
+        GL.glTexImage2D(GL.GL_TEXTURE_2D, 0, GL.GL_SRGB8_ALPHA8, data.shape[1], data.shape[0], 0,
+                        GL.GL_RGBA, GL.GL_UNSIGNED_BYTE, data)
+        for name, value in ((GL.GL_TEXTURE_MIN_FILTER, GL.GL_LINEAR), (GL.GL_TEXTURE_MAG_FILTER, GL.GL_LINEAR),
+                            (GL.GL_TEXTURE_WRAP_S, GL.GL_CLAMP_TO_EDGE), (GL.GL_TEXTURE_WRAP_T, GL.GL_CLAMP_TO_EDGE)):
+            GL.glTexParameteri(GL.GL_TEXTURE_2D, name, value)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
+        self._eye_textures[handle.id] = tex
+        return True
 
     def avatar_texture(self, handle: AvatarHandle) -> tuple[int, int, int] | None:
         """(GL texture name, height, width) of the avatar's RGBA8 texture storage, for writers
@@ -245,6 +273,12 @@ class Renderer:
                 GL.glUniformMatrix2fv(u["u_eye_axes"], 2, GL.GL_TRUE,
                                       np.stack([rig.eyes_uv[s].axes for s in ("right", "left")]))
                 GL.glUniform2fv(u["u_gaze_uv"], 2, rig.gaze_uv(eyes.gaze, eyes.closure))
+            eye_tex = self._eye_textures.get(state.avatar.id) if eyes is not None else None
+            GL.glUniform1i(u["u_eye_mix"], 1 if eye_tex else 0)
+            if eye_tex:
+                GL.glActiveTexture(GL.GL_TEXTURE2)
+                GL.glBindTexture(GL.GL_TEXTURE_2D, eye_tex)
+                GL.glActiveTexture(GL.GL_TEXTURE0)
             k = gpu.blendshape_count
             _upload_matrix(u["u_model"], state.model_matrix)
             GL.glUniform1i(u["u_vertex_count"], gpu.vertex_count)
@@ -261,6 +295,9 @@ class Renderer:
         for gpu in self._avatars.values():
             gpu.delete()
         self._avatars.clear()
+        if self._eye_textures:
+            GL.glDeleteTextures(list(self._eye_textures.values()))
+            self._eye_textures.clear()
         GL.glDeleteBuffers(len(self._room_buffers), self._room_buffers)
         GL.glDeleteVertexArrays(2, [self._room_vao, self._empty_vao])
         for program in (self._sky_program, self._scene_program, self._avatar_program):
