@@ -42,6 +42,11 @@ class EvalConfig:
     # relaxed face stored in the package, exactly as its training features were measured.
     target_neutral: bool = False
     eyes: bool = True  # the driver's lids and gaze on the avatar (False: the network's own eyes)
+    # Robustness and synthetic eye cases (issue 13): drop the driver's first frames (start mid-smile),
+    # resample the driver to another frame rate, edit its landmarks (wink-right, wink-left, gaze-sweep).
+    driver_start: int = 0
+    driver_fps: float | None = None
+    edit: str | None = None
 
 
 @dataclass
@@ -196,6 +201,15 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     except (AvatarPackageError, ValueError) as exc:
         raise HeadcastError(str(exc)) from exc
     track = track_driver(cfg.driver, keep_frames=cfg.video is not None, progress=track_progress)
+    from tools.eval_driver_edits import edit_track, resample_track
+
+    if cfg.driver_start:
+        track = DriverTrack(track.landmarks[cfg.driver_start:], track.frames_bgr[cfg.driver_start:], track.fps)
+    if cfg.driver_fps:
+        track = resample_track(track, cfg.driver_fps)
+    edit_frames = None
+    if cfg.edit:
+        track, edit_frames = edit_track(track, cfg.edit)
     n = len(track.landmarks)
     ranges = cfg.ranges if cfg.ranges is not None else ((cfg.start, n if cfg.end is None else cfg.end),)
     ranges = tuple((int(lo), min(int(hi), n)) for lo, hi in ranges)
@@ -216,6 +230,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     writer = None
     period = int(1e9 / track.fps)
     d_sig, a_sig, found, segment, scored = [], [], [], [], []
+    d_gaze, a_gaze = [], []
     total = sum(hi - lo for lo, hi in ranges)
     try:
         with FaceTracker() as avatar_tracker:
@@ -239,8 +254,11 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
                         continue
                     obs = avatar_tracker.track(image)
                     found.append(obs is not None)
-                    a_sig.append(signals_of(None if obs is None else to_canonical(obs.landmarks_px)[0]))
+                    a_can = None if obs is None else to_canonical(obs.landmarks_px)[0]
+                    a_sig.append(signals_of(a_can))
                     d_sig.append(signals_of(driver_canon[i]))
+                    a_gaze.append(gaze_of(a_can))
+                    d_gaze.append(gaze_of(driver_canon[i]))
                     segment.append(seg)
                     scored.append(i)
                     if cfg.video is not None:
@@ -273,6 +291,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     signals = {name: agreement(name, d[both, k], a[both, k], cfg.max_lag, sb).as_dict()
                for k, name in enumerate(SIGNALS)}
     still = still_mask(d[both], segments=sb)
+    eyes = eye_report(d, a, np.array(d_gaze), np.array(a_gaze), both, seg_ids, cfg, edit_frames, scored)
     return {
         "avatar": str(cfg.avatar), "driver": str(cfg.driver),
         "frames": [ranges[0][0], ranges[-1][1]], "ranges": [list(r) for r in ranges],
@@ -283,11 +302,48 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
         "jitter_still_avatar": jitter(a[both], still, sb),
         "jitter_still_driver": jitter(d[both], still, sb),
         "video": str(cfg.video) if cfg.video else None,
+        "eyes": eyes,
+        "driver_fps": track.fps, "driver_start": cfg.driver_start, "edit": cfg.edit,
         # Per scored frame (NaN where a face was missing): for plots and for checking a number.
         "series": {"frame": scored,
                    "driver": {name: _finite_or_none(d[:, k]) for k, name in enumerate(SIGNALS)},
                    "avatar": {name: _finite_or_none(a[:, k]) for k, name in enumerate(SIGNALS)}},
     }
+
+
+def gaze_of(canonical: np.ndarray | None) -> np.ndarray:
+    """Mean iris offset of both eyes (x towards the subject's left, y up; half eye widths)."""
+    from geometry.facemesh_eyes import EYES, iris_offset
+
+    if canonical is None:
+        return np.full(2, np.nan)
+    return np.mean([iris_offset(canonical, EYES[e][2], EYES[e][3]) for e in ("right", "left")], axis=0)
+
+
+def eye_report(d, a, d_gaze, a_gaze, both, seg, cfg, edit_frames, scored) -> dict:
+    """Range share and blinks per eye, the wink (edit wink-*), gaze agreement."""
+    from inference.evaluation.eye_metrics import blinks, range_share, wink
+    from inference.evaluation.transfer_metrics import agreement
+
+    k = {name: SIGNALS.index(name) for name in ("eye_open_right", "eye_open_left")}
+    out = {}
+    for side in ("right", "left"):
+        dd, aa = d[:, k[f"eye_open_{side}"]], a[:, k[f"eye_open_{side}"]]
+        out[f"range_share_{side}"] = range_share(dd[both], aa[both])
+        out[f"blinks_{side}"] = blinks(dd, aa)
+    if edit_frames is not None and cfg.edit in ("wink-right", "wink-left"):
+        shut = cfg.edit.split("-")[1]
+        other = "left" if shut == "right" else "right"
+        lo, hi = (scored.index(f) if f in scored else None for f in edit_frames)
+        if lo is not None and hi is not None:
+            out["wink"] = {"eye": shut, **wink((d[:, k[f"eye_open_{shut}"]], a[:, k[f"eye_open_{shut}"]]),
+                                               (d[:, k[f"eye_open_{other}"]], a[:, k[f"eye_open_{other}"]]), (lo, hi))}
+    ok = both & np.isfinite(d_gaze).all(1) & np.isfinite(a_gaze).all(1)
+    if ok.sum() >= 8:
+        for j, axis in enumerate(("x", "y")):
+            out[f"gaze_{axis}"] = agreement(f"gaze_{axis}", d_gaze[ok, j], a_gaze[ok, j], cfg.max_lag,
+                                            seg[ok]).as_dict()
+    return out
 
 
 def _finite_or_none(x: np.ndarray) -> list:
