@@ -185,7 +185,11 @@ class OnlineNeutralEstimator:
         motion = np.sqrt(np.maximum((cg2[1:] - cg2[lo]) / span - mg ** 2, 0.0)) / cfg.motion_scale
         score = np.where(ok, mean_e + motion, np.inf)
         best = int(np.argmin(score))
-        shapes = np.array([self._shapes[i] for i in range(lo[best], best + 1)])
+        # Within the stretch only its calmer half: a blink inside an otherwise relaxed stretch is
+        # common and must not half-close the neutral's eyes.
+        idx = np.arange(lo[best], best + 1)
+        idx = idx[e[idx] <= np.median(e[idx]) + 1e-9]
+        shapes = np.array([self._shapes[i] for i in idx])
         candidate = np.median(shapes, axis=0).astype(np.float32)
         # The current estimate re-scored against today's window references, so both are compared
         # on one scale (its stored motion term kept).

@@ -9,7 +9,7 @@ from core.errors import HeadcastError
 from geometry.facemesh_eyes import EYES
 
 EDITS = ("wink-right", "wink-left", "gaze-sweep")
-WINK_FRAMES = (4, 16)  # in the sample man's relaxed stretch, away from his own blink (frames 25-29)
+WINK_FRAMES = (6, 12)  # in the sample man's relaxed stretch (0-16), away from his own blink (25-29)
 _CREASE = {"right": (247, 30, 29, 27, 28, 56, 190), "left": (467, 260, 259, 257, 258, 286, 414)}
 
 
