@@ -35,8 +35,9 @@ def register(sub) -> None:
                    help="drop the driver's first N frames (a driver who smiles from the first frame)")
     t.add_argument("--driver-fps", type=float, metavar="FPS",
                    help="resample the driver to this frame rate (landmarks interpolated in time)")
-    t.add_argument("--edit", choices=["wink-right", "wink-left", "gaze-sweep"],
-                   help="synthesise a wink or a gaze sweep by editing the driver's tracked landmarks")
+    t.add_argument("--edit", choices=["wink-right", "wink-left", "gaze-sweep", "smile-start"],
+                   help="synthesise a wink or a gaze sweep by editing the driver's tracked landmarks, or "
+                        "smile-start: the clip from mid-smile, then the whole clip again")
     t.add_argument("--network-eyes", action="store_true",
                    help="leave the avatar's eyes to the network (no eyelid rig / gaze): the old behaviour")
     t.set_defaults(func=run_transfer)

@@ -8,7 +8,8 @@ import numpy as np
 from core.errors import HeadcastError
 from geometry.facemesh_eyes import EYES
 
-EDITS = ("wink-right", "wink-left", "gaze-sweep")
+EDITS = ("wink-right", "wink-left", "gaze-sweep", "smile-start")
+SMILE_FROM = 20  # the sample man smiles from frame ~19 to 69
 WINK_FRAMES = (6, 12)  # in the sample man's relaxed stretch (0-16), away from his own blink (25-29)
 _CREASE = {"right": (247, 30, 29, 27, 28, 56, 190), "left": (467, 260, 259, 257, 258, 286, 414)}
 
@@ -44,6 +45,12 @@ def edit_track(track, edit: str):
         raise HeadcastError(f"unknown driver edit {edit!r} (one of {', '.join(EDITS)})")
     marks = [None if m is None else np.array(m, np.float32, copy=True) for m in track.landmarks]
     n = len(marks)
+    if edit == "smile-start":
+        # A driver who is smiling at his first frame, relaxes later and smiles again: the clip from
+        # mid-smile to its end, then the whole clip once more.
+        order = list(range(SMILE_FROM, n)) + list(range(n))
+        frames = [track.frames_bgr[i] for i in order] if track.frames_bgr else []
+        return DriverTrack([marks[i] for i in order], frames, track.fps), (0, len(order))
     if edit.startswith("wink"):
         side = edit.split("-")[1]
         upper, lower, _, _ = EYES[side]
