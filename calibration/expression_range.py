@@ -28,8 +28,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geometry.facemesh_eyes import (EYE_GAP_STD, LEFT_CORNERS, LEFT_LOWER_LID, LEFT_UPPER_LID,  # noqa: F401
-                                    RIGHT_CORNERS, RIGHT_LOWER_LID, RIGHT_UPPER_LID, lid_gap)
+from geometry.facemesh_eyes import (
+    EYE_GAP_STD,
+    LEFT_CORNERS,
+    LEFT_LOWER_LID,
+    LEFT_UPPER_LID,
+    RIGHT_CORNERS,
+    RIGHT_LOWER_LID,
+    RIGHT_UPPER_LID,
+    lid_gap,
+)
 
 MOUTH_POINTS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185,
                 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
@@ -46,7 +54,7 @@ def region_signals(canonical: np.ndarray, neutral: np.ndarray) -> np.ndarray:
         out.append(1.0 - lid_gap(c, up, lo) / g0)
     out.append(abs(c[13, 1] - c[14, 1]) - abs(n[13, 1] - n[14, 1]))
     out.append(np.linalg.norm(c[61] - c[291]) - np.linalg.norm(n[61] - n[291]))
-    brow = lambda p: p[list(BROW_POINTS[:5] + BROW_POINTS[10:15]), 1].mean() - p[list(RIGHT_CORNERS + LEFT_CORNERS), 1].mean()  # noqa: E731
+    brow = lambda p: p[list(BROW_POINTS[:5] + BROW_POINTS[10:15]), 1].mean() - p[list(RIGHT_CORNERS + LEFT_CORNERS), 1].mean()
     out.append(brow(c) - brow(n))
     return np.array(out)
 

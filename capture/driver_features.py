@@ -19,8 +19,8 @@ import numpy as np
 
 from calibration.expression_range import ExpressionRange, ExpressionRangeConfig
 from calibration.neutral import NeutralFace, OnlineNeutralConfig, OnlineNeutralEstimator
-from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor
 from inference.features.alignment import Similarity
+from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor
 
 from .smoothing import RegionSmoother, SmoothingConfig
 

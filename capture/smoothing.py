@@ -13,12 +13,18 @@ timestamps, so a 15 fps camera is filtered like a 30 fps one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from calibration.expression_range import (BROW_POINTS, LEFT_LOWER_LID, LEFT_UPPER_LID, MOUTH_POINTS,
-                                          RIGHT_LOWER_LID, RIGHT_UPPER_LID)
+from calibration.expression_range import (
+    BROW_POINTS,
+    LEFT_LOWER_LID,
+    LEFT_UPPER_LID,
+    MOUTH_POINTS,
+    RIGHT_LOWER_LID,
+    RIGHT_UPPER_LID,
+)
 
 IRIS_POINTS = tuple(range(468, 478))
 

@@ -47,6 +47,7 @@ class EvalConfig:
     driver_start: int = 0
     driver_fps: float | None = None
     edit: str | None = None
+    driver_config: object | None = None  # capture.driver_features.DriverConfig (None: the capture node's)
 
 
 @dataclass
@@ -224,7 +225,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
             raise HeadcastError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
                            "or pass --neutral")
         target_neutral = pkg.extra_tensors[TARGET_NEUTRAL].numpy()
-    feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral)
+    feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral, cfg.driver_config)
     m = pkg.mesh
     renderer = FrontalAvatarRenderer(AvatarMeshData(m.positions, m.uvs, m.indices, m.blendshapes), cfg.size)
     writer = None
