@@ -49,6 +49,9 @@ class NeutralFace:
     frames_used: int  # low-activity frames the median was taken over
     method: str = "median-low-activity"
     source: str = ""  # what it was estimated from (file name, camera index, "online")
+    # The driver's learned expression range (calibration.expression_range: signal → range), saved
+    # with the neutral so the next session starts from it; None: not learned (older files too).
+    ranges: dict | None = None
 
     def __post_init__(self):
         arr = np.asarray(self.canonical, dtype=np.float32)
@@ -61,6 +64,9 @@ class NeutralFace:
         arrays = dict(format_version=np.int64(FORMAT_VERSION), canonical=self.canonical,
                       frames_seen=np.int64(self.frames_seen), frames_used=np.int64(self.frames_used),
                       method=np.str_(self.method), source=np.str_(self.source), created_unix=np.float64(time.time()))
+        if self.ranges:
+            arrays["range_names"] = np.array(sorted(self.ranges), dtype=np.str_)
+            arrays["range_values"] = np.array([float(self.ranges[k]) for k in sorted(self.ranges)], np.float64)
         # Readers see the old file or the new one, never half of one.
         return atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
@@ -74,12 +80,19 @@ class NeutralFace:
                 version = int(z["format_version"])
                 if version != FORMAT_VERSION:
                     raise NeutralError(f"{path}: neutral format version {version}, this build reads {FORMAT_VERSION}")
+                ranges = None
+                if "range_names" in z.files:
+                    names, values = z["range_names"], z["range_values"].astype(np.float64)
+                    if names.shape != values.shape or names.ndim != 1 or not np.isfinite(values).all():
+                        raise NeutralError(f"{path}: malformed expression range")
+                    ranges = {str(k): float(v) for k, v in zip(names, values)}
                 return cls(
                     canonical=z["canonical"],
                     frames_seen=int(z["frames_seen"]),
                     frames_used=int(z["frames_used"]),
                     method=str(z["method"]),
                     source=str(z["source"]),
+                    ranges=ranges,
                 )
         except NeutralError:
             raise

@@ -81,5 +81,13 @@ class DriverFeatures:
             feats = self.range.apply(feats)
         return DriverFrame(feats, canon, pose, calibrating, changed)
 
+    def calibration(self) -> NeutralFace | None:
+        """The neutral in use with the ranges learned so far (what ``capture --save-neutral`` writes)."""
+        n = self.neutral
+        if n is None:
+            return None
+        learned = {k: v for k, v in self.range.ranges.items() if self.range.learned[k]}
+        return NeutralFace(n.canonical, n.frames_seen, n.frames_used, n.method, n.source, ranges=learned or None)
+
     def face_lost(self) -> None:
         self.smoother.reset()

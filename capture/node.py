@@ -64,6 +64,9 @@ class CaptureConfig:
     # has been sent, so it never delays the stream.
     detect_optical_marker: bool = False
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # Write the neutral in use and the driver's learned expression range here when the run ends
+    # (atomically; reuse it with neutral_file).
+    save_neutral: Path | None = None
 
 
 class CaptureNode:
@@ -146,6 +149,13 @@ class CaptureNode:
                 self.stats.source_missing_frames = source.missing_frames
                 if publisher is not None:
                     self._send_end_of_stream(publisher, recorder)
+                if cfg.save_neutral is not None:
+                    calib = extractor.calibration()
+                    if calib is None:
+                        log.warning("no face seen: nothing to save to %s", cfg.save_neutral)
+                    else:
+                        calib.save(cfg.save_neutral)
+                        log.info("saved the neutral and expression range %s to %s", calib.ranges, cfg.save_neutral)
             self._check_peer(publisher, at_end=True)
         finally:
             for closer in (clock, tracker, recorder, publisher, source):

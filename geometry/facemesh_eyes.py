@@ -42,3 +42,23 @@ def iris_offset(points: np.ndarray, corners, iris) -> np.ndarray:
     mid = 0.5 * (p[..., corners[0], :] + p[..., corners[1], :])
     half = 0.5 * np.linalg.norm(p[..., corners[0], :] - p[..., corners[1], :], axis=-1)
     return (p[..., iris[0], :2] - mid[..., :2]) / np.maximum(half, 1e-6)[..., None]
+
+
+def eyes_from_features(features: np.ndarray, gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """(closure (2,), gaze (2, 2)) of an eye-range-normalised mp478 frame (gain · (face − neutral)),
+    right eye first: closure = −Δgap / (gain · EYE_GAP_STD) (0 = the driver's relaxed opening,
+    1 = shut), gaze = the iris centre's displacement relative to the corners' midpoint in standard
+    half eye widths (x towards the subject's left, y up)."""
+    f = np.asarray(features, np.float64).reshape(-1, 3)
+    if f.shape[0] < 478 or not gain > 0:
+        return np.zeros(2), np.zeros((2, 2))
+    closure, gaze = [], []
+    for side in ("right", "left"):
+        upper, lower, corners, iris = EYES[side]
+        dgap = np.mean([f[u, 1] - f[lo, 1] for u, lo in mid_pairs(upper, lower)]) / gain
+        closure.append(-dgap / EYE_GAP_STD)
+        mid = 0.5 * (f[corners[0], :2] + f[corners[1], :2])
+        gaze.append((f[iris[0], :2] - mid) / gain / EYE_HALF_WIDTH_STD)
+    c = np.clip(np.nan_to_num(np.array(closure)), -0.5, 1.2)
+    g = np.clip(np.nan_to_num(np.array(gaze)), -1.0, 1.0)
+    return c, g

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geometry.facemesh_eyes import EYE_GAP_STD, EYE_HALF_WIDTH_STD, EYES, mid_pairs
+from geometry.facemesh_eyes import eyes_from_features
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,5 @@ class EyeState:
 
 
 def eye_state_from_features(features: np.ndarray, gain: float) -> EyeState:
-    f = np.asarray(features, np.float64).reshape(-1, 3)
-    if f.shape[0] < 478 or gain <= 0:
-        return EyeState.relaxed()
-    closure, gaze = [], []
-    for side in ("right", "left"):
-        upper, lower, corners, iris = EYES[side]
-        dgap = np.mean([f[u, 1] - f[lo, 1] for u, lo in mid_pairs(upper, lower)]) / gain
-        closure.append(-dgap / EYE_GAP_STD)
-        mid = 0.5 * (f[corners[0], :2] + f[corners[1], :2])
-        gaze.append((f[iris[0], :2] - mid) / gain / EYE_HALF_WIDTH_STD)
-    c = np.clip(np.nan_to_num(np.array(closure)), -0.5, 1.2)
-    g = np.clip(np.nan_to_num(np.array(gaze)), -1.0, 1.0)
-    return EyeState(c.astype(np.float32), g.astype(np.float32))
+    closure, gaze = eyes_from_features(features, gain)
+    return EyeState(closure.astype(np.float32), gaze.astype(np.float32))
