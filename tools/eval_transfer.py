@@ -264,6 +264,8 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
                     scored.append(i)
                     if cfg.video is not None:
                         drv = track.frames_bgr[i]
+                        if cfg.edit and track.landmarks[i] is not None:
+                            drv = mark_edit(drv, track.landmarks[i], cfg.edit)
                         scale = cfg.size / drv.shape[0]
                         drv = cv2.resize(drv, (int(drv.shape[1] * scale), cfg.size))
                         side = np.concatenate([drv, image], axis=1)
@@ -310,6 +312,26 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
                    "driver": {name: _finite_or_none(d[:, k]) for k, name in enumerate(SIGNALS)},
                    "avatar": {name: _finite_or_none(a[:, k]) for k, name in enumerate(SIGNALS)}},
     }
+
+
+def mark_edit(image: np.ndarray, landmarks: np.ndarray, edit: str) -> np.ndarray:
+    """The driver frame with the edited landmarks drawn on it (the edit is in the landmarks, not
+    the pixels): iris centres for a gaze sweep, the lid contours for a wink."""
+    import cv2
+
+    from geometry.facemesh_eyes import EYES
+
+    out = image.copy()
+    for side in ("right", "left"):
+        upper, lower, _, iris = EYES[side]
+        if edit == "gaze-sweep":
+            x, y = landmarks[iris[0], :2]
+            cv2.circle(out, (int(round(x)), int(round(y))), 3, (0, 255, 255), -1, cv2.LINE_AA)
+        elif edit.startswith("wink"):
+            for ids in (upper, lower):
+                pts = np.round(landmarks[list(ids), :2]).astype(np.int32)
+                cv2.polylines(out, [pts], False, (0, 255, 255), 1, cv2.LINE_AA)
+    return out
 
 
 def gaze_of(canonical: np.ndarray | None) -> np.ndarray:

@@ -40,7 +40,7 @@ OPEN_RATIO = 0.30
 # A shut lid goes this far past meeting (the upper lid tucks over the lower, as real lids do):
 # measured: 1.15 made the tracked closed right eye 0.14 instead of 0.12 and eye r 0.85 instead of 0.89, so 1.
 CLOSE_OVERSHOOT = 1.0
-GAZE_GAIN = 1.0  # iris offset on the avatar per unit of driver gaze (both in half eye widths)
+GAZE_GAIN = 1.0
 # The opening ellipse in half eye widths (x along the eye, y across): a little inside the corners.
 GAZE_ELLIPSE = (0.80, 0.42)
 # The eye region drawn from her relaxed open-eyed texture (Renderer.set_eye_texture): opening, lids
