@@ -55,6 +55,31 @@ class OnlineNeutralConfig:
     eye_scale: float = 0.05
     brow_scale: float = 0.03
     motion_scale: float = 0.02
+    # Closed-lips prior: a relaxed mouth is closed for nearly everyone. When even the most relaxed
+    # stretch has the lips apart by more than this (a driver holding an open smile since the first
+    # frame), the neutral's lower face is lifted until they meet at `relaxed_lip_gap`, so mouth
+    # opening transfers from the start instead of only after he first closes his mouth.
+    max_relaxed_lip_gap: float = 0.05
+    relaxed_lip_gap: float = 0.015
+
+
+def close_lips(c: np.ndarray, max_gap: float, relaxed_gap: float) -> np.ndarray:
+    """``c`` with the lower face lifted so the inner lips are ``relaxed_gap`` apart, when they are
+    more than ``max_gap`` apart; else ``c``. A jaw opening moves the lower lip and chin down together
+    and the jaw line less towards the ears: the lift is full below the mouth near the midline and
+    fades to 0 at |x| = 0.9 IOD."""
+    gap = float(c[_UPPER_INNER_LIP, 1] - c[_LOWER_INNER_LIP, 1])
+    if gap <= max_gap:
+        return c
+    out = np.array(c, np.float32, copy=True)
+    centre_x = 0.5 * (c[_MOUTH_CORNERS[0], 0] + c[_MOUTH_CORNERS[1], 0])
+    line_y = 0.5 * (c[_UPPER_INNER_LIP, 1] + c[_LOWER_INNER_LIP, 1])
+    below = c[:, 1] < line_y
+    w = np.clip(1.0 - np.abs(c[:, 0] - centre_x) / 0.9, 0.0, 1.0) * below
+    # points between the lip line and the lower lip rise in proportion to how far below it they are
+    depth = np.clip((line_y - c[:, 1]) / max(gap / 2, 1e-6), 0.0, 1.0)
+    out[:, 1] += ((gap - relaxed_gap) * w * depth).astype(np.float32)
+    return out
 
 
 def shape_signals(c: np.ndarray) -> np.ndarray:
@@ -87,6 +112,7 @@ class OnlineNeutralEstimator:
         self._estimate = None
         self._energy = np.inf  # energy of the stretch the current estimate came from
         self._motion = 0.0  # that stretch's mouth-motion term
+        self._raw: np.ndarray | None = None  # that stretch's median before the closed-lips prior
         self._converged = False
         self._face_s = 0.0
         self._last_t: float | None = None
@@ -191,11 +217,13 @@ class OnlineNeutralEstimator:
         idx = idx[e[idx] <= np.median(e[idx]) + 1e-9]
         shapes = np.array([self._shapes[i] for i in idx])
         candidate = np.median(shapes, axis=0).astype(np.float32)
+        raw_candidate = candidate
+        candidate = close_lips(candidate, cfg.max_relaxed_lip_gap, cfg.relaxed_lip_gap)
         # The current estimate re-scored against today's window references, so both are compared
         # on one scale (its stored motion term kept).
         current = np.inf
         if self._estimate is not None and self._estimate.method != "first-frame":
-            current = float(self.frame_energy(shape_signals(self._estimate.canonical), eye_ref, brow_ref,
+            current = float(self.frame_energy(shape_signals(self._raw), eye_ref, brow_ref,
                                               width_ref)[0]) + self._motion
         cand_energy = float(score[best])
         if self._estimate is None or self._estimate.method == "first-frame" or not self._converged:
@@ -210,3 +238,4 @@ class OnlineNeutralEstimator:
                                          method="most-relaxed-segment", source=self.source)
             self._energy = cand_energy
             self._motion = float(motion[best])
+            self._raw = raw_candidate  # scored as seen, not as corrected
