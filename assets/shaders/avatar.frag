@@ -14,6 +14,8 @@ uniform mat2 u_eye_axes[2];     // half eye width → UV (columns: along the eye
 uniform vec2 u_gaze_uv[2];      // UV offset of each iris
 uniform sampler2D u_eye_texture; // her relaxed open-eyed face: the eye regions come from it
 uniform int u_eye_mix;          // 1: u_eye_texture is set
+uniform float u_closure[2];     // lid closure per eye (0 open, 1 shut)
+uniform float u_lid_skin;       // half eye widths the shut lid's texture is taken from above (LID_SKIN_SHIFT)
 
 out vec4 o_color;
 
@@ -28,6 +30,11 @@ void main() {
         float r = length(q / ELLIPSE);
         float w = 1.0 - smoothstep(0.55, 1.0, r);
         uv -= w * u_gaze_uv[e];
+        // A shutting lid shows the skin above the lash line: near the collapsed opening, sample
+        // from higher up (the texture's eye opening need not line up with the mesh's lid line).
+        float lid = 1.0 - smoothstep(0.6, 1.0, length(q / vec2(1.0, 0.75)));
+        float c = clamp(u_closure[e], 0.0, 1.0);
+        uv += lid * smoothstep(0.5, 1.0, c) * u_lid_skin * u_eye_axes[e][1];
         m = max(m, 1.0 - smoothstep(0.75, 1.0, length(q / EYE_REGION)));
     }
     vec4 c = texture(u_texture, uv);
