@@ -15,6 +15,7 @@ uniform vec2 u_gaze_uv[2];      // UV offset of each iris
 uniform sampler2D u_eye_texture; // her relaxed open-eyed face: the eye regions come from it
 uniform int u_eye_mix;          // 1: u_eye_texture is set
 uniform float u_closure[2];     // lid closure per eye (0 open, 1 shut)
+uniform float u_lid_skin_below; // the same for the lower half, as a share of u_lid_skin
 uniform float u_lid_skin;       // half eye widths the shut lid's texture is taken from above (LID_SKIN_SHIFT)
 
 out vec4 o_color;
@@ -32,9 +33,11 @@ void main() {
         uv -= w * u_gaze_uv[e];
         // A shutting lid shows the skin above the lash line: near the collapsed opening, sample
         // from higher up (the texture's eye opening need not line up with the mesh's lid line).
-        float lid = 1.0 - smoothstep(0.6, 1.0, length(q / vec2(1.0, 0.75)));
+        float lid = 1.0 - smoothstep(0.6, 1.0, length(q / vec2(LID_X, 0.75)));
         float c = clamp(u_closure[e], 0.0, 1.0);
-        uv += lid * smoothstep(0.5, 1.0, c) * u_lid_skin * u_eye_axes[e][1];
+        // Upper half from above, lower half from below: neither iris nor sclera can show.
+        float side = q.y >= 0.0 ? 1.0 : -u_lid_skin_below;
+        uv += lid * smoothstep(0.5, 1.0, c) * u_lid_skin * side * u_eye_axes[e][1];
         m = max(m, 1.0 - smoothstep(0.75, 1.0, length(q / EYE_REGION)));
     }
     vec4 c = texture(u_texture, uv);

@@ -41,12 +41,21 @@ OPEN_RATIO = 0.30
 # measured: 1.15 made the tracked closed right eye 0.14 instead of 0.12 and eye r 0.85 instead of 0.89, so 1.
 CLOSE_OVERSHOOT = 1.0
 GAZE_GAIN = 1.0
-# How far above (half eye widths) a shut lid's texture is sampled near the collapsed opening, from
-# closure 0.5 on. Measured on the quick avatar (right / left eye r, range share, still jitter):
-# 0 → 0.89 / 0.89, 54 % / 107 %, 0.032; 0.2 → 0.97 / 0.86, 75 % / 97 %, 0.031; 0.3 → 0.96 / 0.82,
-# 64 % / 91 %, 0.034 (her texture's right-eye opening sits above the mesh's lid line, so without it
-# the stretched lid band showed lashes and iris: a slit, tracked 0.12).
+# A shutting lid shows skin, not the texture's eye opening (which need not line up with the
+# mesh's lid line: on both sample builds it did not, and the stretched lid band showed lashes,
+# iris and a dark outer corner — a slit, tracked 0.12-0.20): from closure 0.5 on, inside an
+# ellipse of LID_SKIN_X × 0.75 half eye widths, the upper half is sampled LID_SKIN_SHIFT half eye
+# widths further up and the lower half LID_SKIN_BELOW × that further down. Measured (cross eval,
+# right / left eye r, range share; quick | full avatar):
+#   no shift            0.89 / 0.89, 54 / 107 %  |  0.73 / 0.93, 41 / 56 %
+#   0.2 up only         0.97 / 0.86, 75 /  97 %  |  —
+#   0.2 up + down, 1.0  0.97 / 0.90, 77 / 112 %  |  0.83 / 0.97, 53 / 85 %
+#   same, x 1.3         0.97 / 0.90, 84 / 121 %  |  0.89 / 0.97, 63 / 93 %   ← chosen
+#   same, x 1.6         0.98 / 0.89, 87 / 114 %  |  0.87 / 0.97, 57 / 91 %
+# (0.3 instead of 0.2: slightly worse on both.)
 LID_SKIN_SHIFT = 0.2
+LID_SKIN_X = 1.3
+LID_SKIN_BELOW = 1.0
 # The opening ellipse in half eye widths (x along the eye, y across): a little inside the corners.
 GAZE_ELLIPSE = (0.80, 0.42)
 # The eye region drawn from her relaxed open-eyed texture (Renderer.set_eye_texture): opening, lids

@@ -22,7 +22,7 @@ import numpy as np
 from OpenGL import GL
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
-from xr_runtime.avatars.eyelids import LID_SKIN_SHIFT, EyelidRig
+from xr_runtime.avatars.eyelids import LID_SKIN_BELOW, LID_SKIN_SHIFT, LID_SKIN_X, EyelidRig
 from xr_runtime.avatars.mesh import MAX_BLENDSHAPES, AvatarMeshData
 from xr_runtime.gl.avatar_drawing import AvatarGPU
 from xr_runtime.gl.shaders import build_program, uniform_locations
@@ -93,7 +93,7 @@ class Renderer:
         self._sky_program = build_program("sky.vert", "sky.frag")
         self._scene_program = build_program("scene.vert", "scene.frag")
         self._avatar_program = build_program("avatar.vert", "avatar.frag",
-                                             {"MAX_BLENDSHAPES": MAX_BLENDSHAPES})
+                                             {"MAX_BLENDSHAPES": MAX_BLENDSHAPES, "LID_X": f"{LID_SKIN_X:.3f}"})
         self._sky_uniforms = uniform_locations(
             self._sky_program, ["u_inv_view_proj", "u_zenith", "u_horizon", "u_ground"])
         self._scene_uniforms = uniform_locations(
@@ -103,7 +103,7 @@ class Renderer:
             self._avatar_program, ["u_view_proj", "u_model", "u_basis", "u_vertex_count",
                                    "u_blend_count", "u_weights", "u_texture", "u_opacity",
                                    "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv",
-                                   "u_eye_texture", "u_eye_mix", "u_closure", "u_lid_skin"])
+                                   "u_eye_texture", "u_eye_mix", "u_closure", "u_lid_skin", "u_lid_skin_below"])
         GL.glUseProgram(self._avatar_program)
         GL.glUniform1i(self._avatar_uniforms["u_texture"], 0)
         GL.glUniform1i(self._avatar_uniforms["u_basis"], 1)
@@ -275,6 +275,7 @@ class Renderer:
                 GL.glUniform2fv(u["u_gaze_uv"], 2, rig.gaze_uv(eyes.gaze, eyes.closure))
                 GL.glUniform1fv(u["u_closure"], 2, np.asarray(eyes.closure, np.float32))
                 GL.glUniform1f(u["u_lid_skin"], LID_SKIN_SHIFT)
+                GL.glUniform1f(u["u_lid_skin_below"], LID_SKIN_BELOW)
             eye_tex = self._eye_textures.get(state.avatar.id) if eyes is not None else None
             GL.glUniform1i(u["u_eye_mix"], 1 if eye_tex else 0)
             if eye_tex:
