@@ -40,7 +40,12 @@ OPEN_RATIO = 0.30
 # A shut lid goes this far past meeting (the upper lid tucks over the lower, as real lids do):
 # measured: 1.15 made the tracked closed right eye 0.14 instead of 0.12 and eye r 0.85 instead of 0.89, so 1.
 CLOSE_OVERSHOOT = 1.0
-GAZE_GAIN = 1.0
+# Iris offset on the avatar per unit of driver gaze (x, y; both in half eye widths). Measured on the
+# gaze sweep (gaze r x / y; quick | full): 1.0 → 0.77 / 0.83 | 0.54 / 0.86; 0.6 → 0.87 / 0.84 |
+# 0.75 / 0.76; 1.4 → 0.70 / 0.88 | 0.16 / 0.86; (0.5, 1.0) → 0.86 / 0.89 | 0.73 / 0.81 (chosen);
+# (0.4, 1.0) → 0.87 / 0.91 | 0.71 / 0.82. Larger horizontal offsets push the iris into the
+# blurred corners, where the tracker on the avatar loses it.
+GAZE_GAIN = (0.5, 1.0)
 # A shutting lid shows skin, not the texture's eye opening (which need not line up with the
 # mesh's lid line: on both sample builds it did not, and the stretched lid band showed lashes,
 # iris and a dark outer corner — a slit, tracked 0.12-0.20): from closure 0.5 on, inside an
@@ -145,5 +150,5 @@ class EyelidRig:
         out = np.zeros((2, 2), np.float32)
         for k, side in enumerate(("right", "left")):
             open_ = 1.0 - float(np.clip(closure[k], 0.0, 1.0))
-            out[k] = self.eyes_uv[side].axes @ (GAZE_GAIN * open_ * np.asarray(gaze[k], np.float64))
+            out[k] = self.eyes_uv[side].axes @ (np.asarray(GAZE_GAIN) * open_ * np.asarray(gaze[k], np.float64))
         return out
