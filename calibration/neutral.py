@@ -49,6 +49,9 @@ class NeutralFace:
     frames_used: int  # low-activity frames the median was taken over
     method: str = "median-low-activity"
     source: str = ""  # what it was estimated from (file name, camera index, "online")
+    # The driver's learned expression range (calibration.expression_range: signal → range), saved
+    # with the neutral so the next session starts from it; None: not learned (older files too).
+    ranges: dict | None = None
 
     def __post_init__(self):
         arr = np.asarray(self.canonical, dtype=np.float32)
@@ -61,6 +64,9 @@ class NeutralFace:
         arrays = dict(format_version=np.int64(FORMAT_VERSION), canonical=self.canonical,
                       frames_seen=np.int64(self.frames_seen), frames_used=np.int64(self.frames_used),
                       method=np.str_(self.method), source=np.str_(self.source), created_unix=np.float64(time.time()))
+        if self.ranges:
+            arrays["range_names"] = np.array(sorted(self.ranges), dtype=np.str_)
+            arrays["range_values"] = np.array([float(self.ranges[k]) for k in sorted(self.ranges)], np.float64)
         # Readers see the old file or the new one, never half of one.
         return atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
@@ -74,12 +80,19 @@ class NeutralFace:
                 version = int(z["format_version"])
                 if version != FORMAT_VERSION:
                     raise NeutralError(f"{path}: neutral format version {version}, this build reads {FORMAT_VERSION}")
+                ranges = None
+                if "range_names" in z.files:
+                    names, values = z["range_names"], z["range_values"].astype(np.float64)
+                    if names.shape != values.shape or names.ndim != 1 or not np.isfinite(values).all():
+                        raise NeutralError(f"{path}: malformed expression range")
+                    ranges = {str(k): float(v) for k, v in zip(names, values)}
                 return cls(
                     canonical=z["canonical"],
                     frames_seen=int(z["frames_seen"]),
                     frames_used=int(z["frames_used"]),
                     method=str(z["method"]),
                     source=str(z["source"]),
+                    ranges=ranges,
                 )
         except NeutralError:
             raise
@@ -122,64 +135,6 @@ def estimate_neutral(canonicals: Sequence[np.ndarray] | np.ndarray, config: Neut
     return NeutralFace(med.astype(np.float32), frames_seen=len(arr), frames_used=int(keep.sum()), source=source)
 
 
-@dataclass(frozen=True)
-class OnlineNeutralConfig:
-    # ~1.2 s at 24 fps before the estimate may be trusted. Short on purpose: the longer the window,
-    # the likelier it holds the driver's first smile or words rather than a relaxed face.
-    min_frames: int = 30
-    max_frames: int = 150  # stop collecting after this many; freeze whatever we have
-    recompute_every: int = 10
-    converge_tol: float = 0.01  # RMS change (IOD units) between successive estimates that counts as settled
-    keep_fraction: float = 0.5
-
-
-class OnlineNeutralEstimator:
-    """Estimates the neutral from the first seconds of a live stream, then freezes it.
-
-    Freezing matters: a neutral that kept adapting would slowly absorb a held expression and the
-    avatar would relax while the driver still smiles.
-    """
-
-    def __init__(self, config: OnlineNeutralConfig = OnlineNeutralConfig(), source: str = "online"):
-        self.config = config
-        self.source = source
-        self._frames: list[np.ndarray] = []
-        self._estimate: NeutralFace | None = None
-        self._converged = False
-
-    @property
-    def converged(self) -> bool:
-        return self._converged
-
-    @property
-    def estimate(self) -> NeutralFace | None:
-        return self._estimate
-
-    @property
-    def frames_collected(self) -> int:
-        return len(self._frames)
-
-    def update(self, canonical: np.ndarray) -> NeutralFace | None:
-        """Adds one face frame; returns the current estimate (None until there is one)."""
-        if self._converged:
-            return self._estimate
-        canonical = np.asarray(canonical, dtype=np.float32)
-        if canonical.shape != SHAPE or not np.isfinite(canonical).all():
-            return self._estimate
-        self._frames.append(canonical)
-        n = len(self._frames)
-        cfg = self.config
-        if self._estimate is None:
-            self._estimate = NeutralFace(canonical, 1, 1, method="first-frame", source=self.source)
-        if n % cfg.recompute_every == 0 or n >= cfg.max_frames:
-            previous = self._estimate
-            est = estimate_neutral(self._frames, NeutralEstimateConfig(keep_fraction=cfg.keep_fraction, min_frames=1),
-                                   source=self.source)
-            self._estimate = est
-            change = float(np.sqrt(((est.canonical - previous.canonical) ** 2).sum(-1).mean()))
-            if (n >= cfg.min_frames and change < cfg.converge_tol) or n >= cfg.max_frames:
-                self._converged = True
-                self._frames.clear()  # frozen: free the window
-                log.debug("neutral face estimated online from %d of %d frames (last change %.4f IOD)",
-                         est.frames_used, est.frames_seen, change)
-        return self._estimate
+# The online estimator (most relaxed stretch of a sliding time window, improves but never regresses)
+# lives in its own module; re-exported here where callers have always found it.
+from calibration.online_neutral import OnlineNeutralConfig, OnlineNeutralEstimator  # noqa: E402,F401

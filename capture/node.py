@@ -19,14 +19,15 @@ import numpy as np
 
 from calibration.clock_service import ClockClient
 from core.errors import HeadcastError
-from calibration.neutral import NeutralFace, OnlineNeutralConfig, OnlineNeutralEstimator
+from calibration.neutral import NeutralFace, OnlineNeutralConfig
 from inference.features.face_tracker import FaceTracker, TrackerConfig
-from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor, head_pose
+from inference.features.mp478 import FEATURE_GAIN, head_pose
 from streaming import protocol
 from streaming.protocol import FEATURE_SHAPES, FeatureFrame, FeatureKind, Flags, HeadPose
 from streaming.publisher import Publisher
 from streaming.sockets import CurveClient, CurveServer
 
+from .driver_features import DriverConfig, DriverFeatures
 from .recording import RecordingWriter
 from .sources import SourceConfig, open_source
 from .stats import CaptureStats
@@ -63,6 +64,9 @@ class CaptureConfig:
     # has been sent, so it never delays the stream.
     detect_optical_marker: bool = False
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # Write the neutral in use and the driver's learned expression range here when the run ends
+    # (atomically; reuse it with neutral_file).
+    save_neutral: Path | None = None
 
 
 class CaptureNode:
@@ -77,6 +81,7 @@ class CaptureNode:
         self._stop = threading.Event()
         self._seq = 0
         self._marker = None
+        self._settled_logged = False
 
     def stop(self) -> None:
         """Asks a running ``run`` to finish after the current frame (thread-safe)."""
@@ -89,6 +94,7 @@ class CaptureNode:
         # Everything that can fail on bad input (source, neutral file, checkpoint) fails before any
         # socket exists, so a typo never leaves a half-started node behind.
         source = open_source(cfg.source)
+        self._source_fps = getattr(source, "fps", None)
         publisher = recorder = tracker = clock = None
         try:
             neutral = NeutralFace.load(cfg.neutral_file) if cfg.neutral_file else None
@@ -97,10 +103,12 @@ class CaptureNode:
                 from inference.features.deca import DecaConfig, DecaExtractor  # torch only when asked for
 
                 deca = DecaExtractor(DecaConfig(Path(cfg.deca_checkpoint)))
-            extractor = Mp478Extractor(neutral.canonical if neutral else None, gain=cfg.feature_gain)
-            online = None
-            if neutral is None and cfg.feature is FeatureKind.MP478:
-                online = OnlineNeutralEstimator(cfg.online_neutral, source=source.description)
+            # The driver pipeline (online neutral, per-region smoothing, per-driver range): one object
+            # shared with `eval transfer`, so what is measured is what is sent.
+            extractor = DriverFeatures(DriverConfig(gain=cfg.feature_gain, online_neutral=cfg.online_neutral),
+                                       neutral, source=source.description)
+            online = extractor.online
+            if online is not None and cfg.feature is FeatureKind.MP478:
                 log.warning("no neutral file: estimating the driver's neutral face online from low-activity "
                             "frames (frames flagged CALIBRATING until it settles; keep a relaxed face)")
             t_open = time.monotonic()
@@ -141,6 +149,13 @@ class CaptureNode:
                 self.stats.source_missing_frames = source.missing_frames
                 if publisher is not None:
                     self._send_end_of_stream(publisher, recorder)
+                if cfg.save_neutral is not None:
+                    calib = extractor.calibration()
+                    if calib is None:
+                        log.warning("no face seen: nothing to save to %s", cfg.save_neutral)
+                    else:
+                        calib.save(cfg.save_neutral)
+                        log.info("saved the neutral and expression range %s to %s", calib.ranges, cfg.save_neutral)
             self._check_peer(publisher, at_end=True)
         finally:
             for closer in (clock, tracker, recorder, publisher, source):
@@ -166,6 +181,16 @@ class CaptureNode:
                         self.config.endpoint, self.stats.sent)
         self.stats.peer_connected = bool(mon.succeeded)
 
+    def _frame_time_s(self, frame) -> float:
+        """The time the driver pipeline filters and calibrates on: the capture clock for cameras
+        and paced files, the media time for files read as fast as possible (otherwise a file
+        decoded at 200 fps would 'settle' its neutral in a sixth of the video's second)."""
+        src = self.config.source
+        fps = getattr(self, "_source_fps", None)
+        if src.realtime or not fps or src.spec.isdigit():
+            return frame.t_capture_ns / 1e9
+        return frame.index / fps
+
     # -- one frame -------------------------------------------------------------------------------
     def _process(self, frame, tracker, extractor, online, deca, publisher, recorder) -> None:
         cfg, st = self.config, self.stats
@@ -180,11 +205,12 @@ class CaptureNode:
         result = None
         if obs is not None:
             try:
-                result = extractor.extract(obs.landmarks_px)
+                result = extractor.process(obs.landmarks_px, self._frame_time_s(frame))
             except ValueError:  # degenerate landmarks (eyes on one point): no usable face
                 result = None
                 st.degenerate += 1
         if obs is None or result is None:
+            extractor.face_lost()
             st.face_lost += 1
             feats = np.zeros(shape, dtype=np.float32)
             pose, confidence, flags = HeadPose(), 0.0, Flags.FACE_LOST
@@ -193,16 +219,12 @@ class CaptureNode:
             feats = result.features
             if online is not None:
                 flags |= Flags.NEUTRAL_ESTIMATED
-                was_converged = online.converged
-                est = online.update(result.canonical)
-                if est is not None and not was_converged:
-                    extractor.neutral = est.canonical
-                    feats = extractor.features_from_canonical(result.canonical)
-                    if online.converged:
-                        log.warning("driver neutral estimated online from %d low-activity frames of %d; "
-                                    "features are relative to it from now on (use headcast calibrate neutral "
-                                    "for a deliberate one)", est.frames_used, est.frames_seen)
-                if not online.converged:
+                if not result.calibrating and not self._settled_logged:
+                    self._settled_logged = True
+                    log.warning("driver neutral estimated online (most relaxed stretch of the last seconds); "
+                                "it improves when a more relaxed face is seen, never towards a held expression "
+                                "(use headcast calibrate neutral for a deliberate one)")
+                if result.calibrating:
                     flags |= Flags.CALIBRATING
                     st.calibrating_frames += 1
             if deca is not None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from geometry.facemesh_eyes import eyes_from_features
 from streaming.receiver import Receiver, status_as_dict
 
 # (key, header, width) of each column, in display order; width is the text table's.
 COLUMNS = (
     ("stream", "stream", -16), ("kind", "kind", -9), ("state", "state", -10), ("rate_hz", "rate Hz", 8),
     ("age_ms", "age ms", 9), ("received", "recv", 8), ("dropped", "drop", 6), ("stale", "stale", 6),
-    ("capture_to_receive_ms", "cap→rx ms", 10), ("features", "features (mean|f|, max|f|, first values)", 0),
+    ("capture_to_receive_ms", "cap→rx ms", 10), ("eyes", "eyes R/L shut, gaze", -22),
+    ("features", "features (mean|f|, max|f|, first values)", 0),
 )
+MP478_GAIN = 5.0  # inference.features.mp478.FEATURE_GAIN (this module sits below inference)
 
 
 def feature_summary(features: np.ndarray, n_values: int) -> dict:
@@ -38,6 +41,13 @@ def collect(receiver: Receiver, n_values: int, clock=None) -> dict:
         latest = receiver.latest(sid)
         if latest is not None:
             d["features"] = feature_summary(latest.features, n_values)
+            if latest.features.size == 478 * 3:
+                # What the render node will perform: lid closure per eye on the driver's own range
+                # (0 his relaxed opening, 1 shut — the capture node's per-driver range normalises it)
+                # and the gaze, read off the features exactly as the engine reads them.
+                closure, gaze = eyes_from_features(latest.features, MP478_GAIN)
+                d["eyes"] = {"closure": [round(float(v), 3) for v in closure],
+                             "gaze": [[round(float(v), 3) for v in g] for g in gaze]}
             d["pose"] = {"rotation_wxyz": list(latest.pose.rotation), "translation": list(latest.pose.translation),
                          "scale": latest.pose.scale}
             d["confidence"] = latest.confidence
@@ -73,8 +83,16 @@ def rows(stats: dict) -> list[dict[str, str]]:
         out.append({"stream": sid, "kind": d["kind"], "state": stream_state(d), "rate_hz": f"{d['rate_hz']:.1f}",
                     "age_ms": age, "received": str(d["received"]), "dropped": str(d["dropped"]),
                     "stale": str(d["stale"]), "capture_to_receive_ms": "-" if lat is None else f"{lat:.2f}",
+                    "eyes": _eyes_cell(d.get("eyes")),
                     "features": f"{f['mean_abs']:.3f} {f['max_abs']:.3f} [{vals}]"})
     return out
+
+
+def _eyes_cell(eyes: dict | None) -> str:
+    if not eyes:
+        return "-"
+    (cr, cl), g = eyes["closure"], np.mean(eyes["gaze"], axis=0)
+    return f"{cr:.2f}/{cl:.2f} {g[0]:+.2f},{g[1]:+.2f}"
 
 
 def summary_line(stats: dict) -> str:

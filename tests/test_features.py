@@ -180,20 +180,29 @@ def test_neutral_file_roundtrip_and_bad_files(tmp_path, man):
         NeutralFace.load(tmp_path / "pickled.npz")  # allow_pickle=False: never executes a pickle
 
 
-def test_online_estimator_converges_then_freezes(man):
+def test_online_estimator_settles_in_time_then_never_absorbs_a_held_smile(man):
     ex = Mp478Extractor()
     canon = [ex.canonical(lm)[0] for lm in man]
-    est = OnlineNeutralEstimator(OnlineNeutralConfig(min_frames=15, recompute_every=5, max_frames=40))
+    est = OnlineNeutralEstimator(OnlineNeutralConfig(settle_s=0.5))
     states = []
-    for c in canon[:21]:
-        est.update(c)
+    for i, c in enumerate(canon[:17]):  # his relaxed stretch, 30 fps
+        est.update(c, i / 30)
         states.append(est.converged)
-    assert not states[0] and states[-1], states
-    frozen = est.estimate.canonical.copy()
-    for c in canon[30:60]:  # a long smile afterwards must not leak into the neutral
-        est.update(c)
-    np.testing.assert_array_equal(est.estimate.canonical, frozen)
-    assert np.abs(frozen - estimate_neutral(canon[:21]).canonical)[MOUTH].max() < 0.02
+    assert not states[0] and states[-1] and states.index(True) == 15, states  # 0.5 s of face
+    settled = est.estimate.canonical.copy()
+    # 30 s of his smile afterwards (frames 30-65 again and again) must not leak into the neutral
+    t = 17 / 30
+    for _ in range(30):
+        for c in canon[30:60]:
+            t += 1 / 30
+            est.update(c, t)
+    assert np.abs(est.estimate.canonical - settled)[MOUTH].max() < 0.01
+    # and what settled is his relaxed face: lips closed, mouth as narrow as in his calm frames
+    from calibration.online_neutral import shape_signals
+
+    gap, width = shape_signals(settled)[:2]
+    calm = shape_signals(np.array(canon[:17]))
+    assert gap < 0.04 and width <= np.median(calm[:, 1]) + 0.01, (gap, width)
 
 
 def test_degenerate_landmarks_raise_value_error_not_nan(man):

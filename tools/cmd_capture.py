@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--neutral", type=Path, metavar="FILE",
                    help="driver neutral face (headcast calibrate neutral); without it the node estimates one online")
+    p.add_argument("--save-neutral", type=Path, metavar="FILE",
+                   help="at the end, write the neutral in use and the expression range learned this session "
+                        "(reuse with --neutral)")
     p.add_argument("--record", type=Path, metavar="FILE", help="also write the exact stream to FILE (headcast replay)")
     p.add_argument("--stats", action="store_true", help="print per-stage timing at the end")
     p.add_argument("--stats-json", type=Path, metavar="FILE", help="write the timing summary as JSON")
@@ -81,7 +84,7 @@ def build_config(args) -> CaptureConfig:
         curve_client=curve,
         feature=feature,
         deca_checkpoint=args.deca_checkpoint,
-        neutral_file=args.neutral,
+        neutral_file=args.neutral, save_neutral=args.save_neutral,
         record_file=args.record,
         detect_optical_marker=args.optical_marker,
     )

@@ -31,6 +31,15 @@ def register(sub) -> None:
     t.add_argument("--neutral", type=Path, metavar="FILE",
                    help="driver neutral (headcast calibrate neutral); default: estimated online like the capture node, "
                         "or with --holdout the target's relaxed face its training features were measured against")
+    t.add_argument("--driver-start", type=int, default=0, metavar="N",
+                   help="drop the driver's first N frames (a driver who smiles from the first frame)")
+    t.add_argument("--driver-fps", type=float, metavar="FPS",
+                   help="resample the driver to this frame rate (landmarks interpolated in time)")
+    t.add_argument("--edit", choices=["wink-right", "wink-left", "gaze-sweep", "smile-start"],
+                   help="synthesise a wink or a gaze sweep by editing the driver's tracked landmarks, or "
+                        "smile-start: the clip from mid-smile, then the whole clip again")
+    t.add_argument("--network-eyes", action="store_true",
+                   help="leave the avatar's eyes to the network (no eyelid rig / gaze): the old behaviour")
     t.set_defaults(func=run_transfer)
     a = esub.add_parser("appearance", help="held-out frames in the source camera's view: silhouette IoU, PSNR/SSIM "
                                            "over the head mattes, still-head shimmer")
@@ -66,7 +75,9 @@ def run_transfer(args) -> int:
     with progress_bar(desc="track", unit="f") as tracking, progress_bar(desc="drive", unit="f") as driving:
         result = evaluate(EvalConfig(args.avatar, args.driver, start, end, ranges, args.size, video=args.video,
                                      video_codec=args.video_codec, neutral=args.neutral,
-                                     target_neutral=args.holdout and args.neutral is None),
+                                     target_neutral=args.holdout and args.neutral is None,
+                                     eyes=not args.network_eyes, driver_start=args.driver_start,
+                                     driver_fps=args.driver_fps, edit=args.edit),
                           progress=callback(driving), track_progress=callback(tracking))
     targets = SELF_TARGETS if args.holdout else CROSS_TARGETS
     met = {}
@@ -85,6 +96,7 @@ def run_transfer(args) -> int:
         print("lag n/a: too little motion within the scored ranges (or none the avatar shares) to time it by")
     print(f"avatar face found in {result['avatar_face_found_fraction'] * 100:.1f}% of frames; jitter on still "
           f"segments: avatar {result['jitter_still_avatar']:.4f}, driver {result['jitter_still_driver']:.4f}")
+    _print_eyes(result.get("eyes") or {})
     result["targets"] = {"pearson_r": targets, "max_lag_frames": MAX_LAG, "met": met}
     write_json(args.json, {"evaluation": "transfer", **result})
     print(f"wrote {args.json}")
@@ -130,3 +142,23 @@ def run_appearance(args) -> int:
     write_json(args.json, r)
     print(f"wrote {args.json}")
     return 0
+
+
+def _print_eyes(eyes: dict) -> None:
+    if not eyes:
+        return
+    parts = []
+    for side in ("right", "left"):
+        b = eyes.get(f"blinks_{side}") or {}
+        parts.append(f"{side}: range {eyes.get(f'range_share_{side}', float('nan')) * 100:.0f} % of the driver's, "
+                     f"blinks {b.get('recalled', 0)}/{b.get('driver_blinks', 0)} (max lag {b.get('max_lag_frames')})")
+    print("eyes " + "; ".join(parts))
+    if "wink" in eyes:
+        w = eyes["wink"]
+        c = w["closed_eye"]
+        print(f"wink {w['eye']}: closed {c['recalled']}/{c['driver_blinks']}, other eye dropped "
+              f"{w['other_eye_drop'] * 100:.0f} % of its range ({'ok' if w['other_eye_ok'] else 'NOT ok'}, ≤ 20 %)")
+    for axis in ("x", "y"):
+        g = eyes.get(f"gaze_{axis}")
+        if g:
+            print(f"gaze {axis}: r {g['pearson_r']:.3f}, lag {g['lag_frames']}")

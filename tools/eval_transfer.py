@@ -41,6 +41,13 @@ class EvalConfig:
     # Self-reenactment: measure the driver (the avatar's own training clip) against the target's
     # relaxed face stored in the package, exactly as its training features were measured.
     target_neutral: bool = False
+    eyes: bool = True  # the driver's lids and gaze on the avatar (False: the network's own eyes)
+    # Robustness and synthetic eye cases (issue 13): drop the driver's first frames (start mid-smile),
+    # resample the driver to another frame rate, edit its landmarks (wink-right, wink-left, gaze-sweep).
+    driver_start: int = 0
+    driver_fps: float | None = None
+    edit: str | None = None
+    driver_config: object | None = None  # capture.driver_features.DriverConfig (None: the capture node's)
 
 
 @dataclass
@@ -80,41 +87,45 @@ def track_driver(path: Path, keep_frames: bool, progress=None) -> DriverTrack:
     return DriverTrack(marks, frames, fps if fps and fps > 1 else 30.0)
 
 
-def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutral: np.ndarray | None = None):
-    """Features exactly as the capture node makes them: against ``neutral`` or a neutral file when
-    given, else the neutral its online estimator settles on from the clip's first seconds (frozen after)."""
-    from calibration.neutral import NeutralError, NeutralFace, OnlineNeutralEstimator
-    from inference.features.mp478 import Mp478Extractor
+def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutral: np.ndarray | None = None,
+                    config=None):
+    """Features exactly as the capture node makes them (``capture.driver_features``: online neutral,
+    per-region smoothing on the frame times, per-driver range), against ``neutral`` or a neutral file
+    when given. ``neutral`` (the target's own relaxed face, self-reenactment) also turns the range
+    off: her training features were measured without one. Returns (features, canonicals, the neutral
+    at the end)."""
+    from calibration.neutral import NeutralError, NeutralFace
+    from capture.driver_features import DriverConfig, DriverFeatures
 
-    ex = Mp478Extractor()
+    config = config or DriverConfig()
+    fixed = None
     if neutral is not None:
-        neutral = np.asarray(neutral, np.float32)
+        fixed = NeutralFace(np.asarray(neutral, np.float32), 0, 0, method="given")
+        config = DriverConfig(**{**config.__dict__, "use_range": False})
     elif neutral_file is not None:
         try:
-            neutral = NeutralFace.load(neutral_file).canonical
+            fixed = NeutralFace.load(neutral_file)
         except NeutralError as exc:
             raise HeadcastError(str(exc)) from exc
-    else:
-        online = OnlineNeutralEstimator(source="eval driver")
-        for m in track.landmarks:
-            if m is not None:
-                online.update(ex.canonical(m)[0])
-                if online.converged:
-                    break
-        if online.estimate is None:
-            raise HeadcastError("driver clip: no face found in any frame")
-        neutral = online.estimate.canonical
-    ex.neutral = neutral
+    driver = DriverFeatures(config, fixed, source="eval driver")
     feats, canons = [], []
-    for m in track.landmarks:
-        if m is None:
+    for i, m in enumerate(track.landmarks):
+        r = None
+        if m is not None:
+            try:
+                r = driver.process(m, i / track.fps)
+            except ValueError:
+                r = None
+        if r is None:
+            driver.face_lost()
             feats.append(None)
             canons.append(None)
             continue
-        r = ex.extract(m)
         feats.append(r.features)
         canons.append(r.canonical)
-    return feats, canons, neutral
+    if driver.neutral is None:
+        raise HeadcastError("driver clip: no face found in any frame")
+    return feats, canons, driver.neutral.canonical
 
 
 class FrontalAvatarRenderer:
@@ -140,15 +151,20 @@ class FrontalAvatarRenderer:
         self.view = transforms.look_at((centre[0], centre[1], hi[2] + dist), (centre[0], centre[1], 0.0))
         self.proj = transforms.projection_symmetric(fov, 1.0, 0.01, 10.0)
 
-    def render(self, texture: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def render(self, texture: np.ndarray, weights: np.ndarray, eyes=None) -> np.ndarray:
         from xr_runtime.gl.renderer import AvatarDrawState
 
         if self.handle is None:
             self.handle = self.renderer.add_avatar(self.mesh, texture_size=texture.shape[:2])
-        state = AvatarDrawState(self.handle, np.eye(4, dtype=np.float32), weights, texture)
+        state = AvatarDrawState(self.handle, np.eye(4, dtype=np.float32), weights, texture, eyes=eyes)
         self.renderer.draw(self.view, self.proj, [state], self.target)
         rgba = self.target.read_rgba()
         return np.ascontiguousarray(rgba[:, :, 2::-1])  # BGR for the tracker and OpenCV
+
+    def set_eye_texture(self, texture: np.ndarray) -> None:
+        if self.handle is None:
+            self.handle = self.renderer.add_avatar(self.mesh, texture_size=texture.shape[:2])
+        self.renderer.set_eye_texture(self.handle, texture)
 
     def close(self) -> None:
         self.target.delete()
@@ -186,6 +202,15 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     except (AvatarPackageError, ValueError) as exc:
         raise HeadcastError(str(exc)) from exc
     track = track_driver(cfg.driver, keep_frames=cfg.video is not None, progress=track_progress)
+    from tools.eval_driver_edits import edit_track, resample_track
+
+    if cfg.driver_start:
+        track = DriverTrack(track.landmarks[cfg.driver_start:], track.frames_bgr[cfg.driver_start:], track.fps)
+    if cfg.driver_fps:
+        track = resample_track(track, cfg.driver_fps)
+    edit_frames = None
+    if cfg.edit:
+        track, edit_frames = edit_track(track, cfg.edit)
     n = len(track.landmarks)
     ranges = cfg.ranges if cfg.ranges is not None else ((cfg.start, n if cfg.end is None else cfg.end),)
     ranges = tuple((int(lo), min(int(hi), n)) for lo, hi in ranges)
@@ -200,18 +225,23 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
             raise HeadcastError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
                            "or pass --neutral")
         target_neutral = pkg.extra_tensors[TARGET_NEUTRAL].numpy()
-    feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral)
+    feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral, cfg.driver_config)
     m = pkg.mesh
     renderer = FrontalAvatarRenderer(AvatarMeshData(m.positions, m.uvs, m.indices, m.blendshapes), cfg.size)
     writer = None
     period = int(1e9 / track.fps)
     d_sig, a_sig, found, segment, scored = [], [], [], [], []
+    d_gaze, a_gaze = [], []
     total = sum(hi - lo for lo, hi in ranges)
     try:
         with FaceTracker() as avatar_tracker:
             for seg, (start, end) in enumerate(ranges):
                 # A fresh stream per range, warmed up on the frames before it as a live stream would be.
                 engine = StreamingEngine({STREAM: model}, EngineConfig(device="cpu", threads=1))
+                if cfg.eyes and seg == 0:
+                    # Before any frame the engine shows her relaxed face: its eyes are the rig's open eyes.
+                    relaxed = engine.step({STREAM: []}, now_ns=0)[STREAM]
+                    renderer.set_eye_texture(np.asarray(relaxed.texture))
                 for i in range(max(0, start - model.window), end):
                     t = (i + 1) * period
                     f = feats[i]
@@ -219,17 +249,23 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
                                          np.zeros((478, 3), np.float32) if f is None else f, t, t,
                                          flags=Flags.FACE_LOST if f is None else Flags.NONE)
                     state = engine.step({STREAM: [frame]}, now_ns=t)[STREAM]
-                    image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32))
+                    image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32),
+                                            state.eyes if cfg.eyes else None)
                     if i < start:
                         continue
                     obs = avatar_tracker.track(image)
                     found.append(obs is not None)
-                    a_sig.append(signals_of(None if obs is None else to_canonical(obs.landmarks_px)[0]))
+                    a_can = None if obs is None else to_canonical(obs.landmarks_px)[0]
+                    a_sig.append(signals_of(a_can))
                     d_sig.append(signals_of(driver_canon[i]))
+                    a_gaze.append(gaze_of(a_can))
+                    d_gaze.append(gaze_of(driver_canon[i]))
                     segment.append(seg)
                     scored.append(i)
                     if cfg.video is not None:
                         drv = track.frames_bgr[i]
+                        if cfg.edit and track.landmarks[i] is not None:
+                            drv = mark_edit(drv, track.landmarks[i], cfg.edit)
                         scale = cfg.size / drv.shape[0]
                         drv = cv2.resize(drv, (int(drv.shape[1] * scale), cfg.size))
                         side = np.concatenate([drv, image], axis=1)
@@ -258,6 +294,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     signals = {name: agreement(name, d[both, k], a[both, k], cfg.max_lag, sb).as_dict()
                for k, name in enumerate(SIGNALS)}
     still = still_mask(d[both], segments=sb)
+    eyes = eye_report(d, a, np.array(d_gaze), np.array(a_gaze), both, seg_ids, cfg, edit_frames, scored)
     return {
         "avatar": str(cfg.avatar), "driver": str(cfg.driver),
         "frames": [ranges[0][0], ranges[-1][1]], "ranges": [list(r) for r in ranges],
@@ -268,11 +305,68 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
         "jitter_still_avatar": jitter(a[both], still, sb),
         "jitter_still_driver": jitter(d[both], still, sb),
         "video": str(cfg.video) if cfg.video else None,
+        "eyes": eyes,
+        "driver_fps": track.fps, "driver_start": cfg.driver_start, "edit": cfg.edit,
         # Per scored frame (NaN where a face was missing): for plots and for checking a number.
         "series": {"frame": scored,
                    "driver": {name: _finite_or_none(d[:, k]) for k, name in enumerate(SIGNALS)},
                    "avatar": {name: _finite_or_none(a[:, k]) for k, name in enumerate(SIGNALS)}},
     }
+
+
+def mark_edit(image: np.ndarray, landmarks: np.ndarray, edit: str) -> np.ndarray:
+    """The driver frame with the edited landmarks drawn on it (the edit is in the landmarks, not
+    the pixels): iris centres for a gaze sweep, the lid contours for a wink."""
+    import cv2
+
+    from geometry.facemesh_eyes import EYES
+
+    out = image.copy()
+    for side in ("right", "left"):
+        upper, lower, _, iris = EYES[side]
+        if edit == "gaze-sweep":
+            x, y = landmarks[iris[0], :2]
+            cv2.circle(out, (int(round(x)), int(round(y))), 3, (0, 255, 255), -1, cv2.LINE_AA)
+        elif edit.startswith("wink"):
+            for ids in (upper, lower):
+                pts = np.round(landmarks[list(ids), :2]).astype(np.int32)
+                cv2.polylines(out, [pts], False, (0, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def gaze_of(canonical: np.ndarray | None) -> np.ndarray:
+    """Mean iris offset of both eyes (x towards the subject's left, y up; half eye widths)."""
+    from geometry.facemesh_eyes import EYES, iris_offset
+
+    if canonical is None:
+        return np.full(2, np.nan)
+    return np.mean([iris_offset(canonical, EYES[e][2], EYES[e][3]) for e in ("right", "left")], axis=0)
+
+
+def eye_report(d, a, d_gaze, a_gaze, both, seg, cfg, edit_frames, scored) -> dict:
+    """Range share and blinks per eye, the wink (edit wink-*), gaze agreement."""
+    from inference.evaluation.eye_metrics import blinks, range_share, wink
+    from inference.evaluation.transfer_metrics import agreement
+
+    k = {name: SIGNALS.index(name) for name in ("eye_open_right", "eye_open_left")}
+    out = {}
+    for side in ("right", "left"):
+        dd, aa = d[:, k[f"eye_open_{side}"]], a[:, k[f"eye_open_{side}"]]
+        out[f"range_share_{side}"] = range_share(dd[both], aa[both])
+        out[f"blinks_{side}"] = blinks(dd, aa)
+    if edit_frames is not None and cfg.edit in ("wink-right", "wink-left"):
+        shut = cfg.edit.split("-")[1]
+        other = "left" if shut == "right" else "right"
+        lo, hi = (scored.index(f) if f in scored else None for f in edit_frames)
+        if lo is not None and hi is not None:
+            out["wink"] = {"eye": shut, **wink((d[:, k[f"eye_open_{shut}"]], a[:, k[f"eye_open_{shut}"]]),
+                                               (d[:, k[f"eye_open_{other}"]], a[:, k[f"eye_open_{other}"]]), (lo, hi))}
+    ok = both & np.isfinite(d_gaze).all(1) & np.isfinite(a_gaze).all(1)
+    if ok.sum() >= 8:
+        for j, axis in enumerate(("x", "y")):
+            out[f"gaze_{axis}"] = agreement(f"gaze_{axis}", d_gaze[ok, j], a_gaze[ok, j], cfg.max_lag,
+                                            seg[ok]).as_dict()
+    return out
 
 
 def _finite_or_none(x: np.ndarray) -> list:

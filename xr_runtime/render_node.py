@@ -138,6 +138,8 @@ class RenderNode:
         self.avatars = []
         for index, (slot, asset) in enumerate(zip(self.scene.avatars, self.assets)):
             handle = self.renderer.add_avatar(asset.mesh, texture_size=asset.neutral_texture.shape[:2])
+            # Her idle (relaxed, open-eyed) texture: the eyelid rig draws the eye regions from it.
+            self.renderer.set_eye_texture(handle, asset.neutral_texture)
             old = previous.get(index)
             if old is not None:
                 self.avatars.append(_Avatar(index, slot.stream, handle, old.placement, old.scale, old.sampler,
@@ -321,7 +323,7 @@ class RenderNode:
         for a in self.avatars:
             texture = self._passthrough.pop(a.handle.id, None)  # first eye only
             if a.visible:
-                states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture))
+                states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture, eyes=a.look.eyes))
         overlay = None
         if self.config.optical_marker:
             from xr_runtime.gl.marker_overlay import draw_marker
@@ -337,7 +339,8 @@ class RenderNode:
         """The scene from a free spectator camera (textures are already uploaded by the eyes)."""
         from xr_runtime.gl.renderer import AvatarDrawState
 
-        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None) for a in self.avatars if a.visible]
+        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None, eyes=a.look.eyes)
+                  for a in self.avatars if a.visible]
         self.renderer.draw(view, projection, states, target)
 
     def end_frame(self, frame: BackendFrame, timing: SubmitTiming) -> None:

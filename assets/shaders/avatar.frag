@@ -1,14 +1,48 @@
 #version 330 core
 // The dynamic texture already carries the captured shading, so the avatar is unlit. The texture
 // is GL_SRGB8_ALPHA8: sampling returns linear values, the sRGB framebuffer re-encodes them.
+// Gaze (xr_runtime/avatars/eyelids.py): inside each eye's opening the texture is sampled shifted by
+// that eye's gaze offset, weighted down to 0 at the opening's border, so iris and pupil move in
+// the socket while the lid skin around it stays put.
 in vec2 v_uv;
 
 uniform sampler2D u_texture;
 uniform float u_opacity;
+uniform int u_eye_count;        // 0: no gaze, 2: right and left eye below
+uniform vec2 u_eye_centre[2];   // UV of each opening's centre
+uniform mat2 u_eye_axes[2];     // half eye width → UV (columns: along the eye, up)
+uniform vec2 u_gaze_uv[2];      // UV offset of each iris
+uniform sampler2D u_eye_texture; // her relaxed open-eyed face: the eye regions come from it
+uniform int u_eye_mix;          // 1: u_eye_texture is set
+uniform float u_closure[2];     // lid closure per eye (0 open, 1 shut)
+uniform float u_lid_skin_below; // the same for the lower half, as a share of u_lid_skin
+uniform float u_lid_skin;       // half eye widths the shut lid's texture is taken from above (LID_SKIN_SHIFT)
 
 out vec4 o_color;
 
+const vec2 ELLIPSE = vec2(0.80, 0.42);  // the opening, in half eye widths (GAZE_ELLIPSE)
+const vec2 EYE_REGION = vec2(1.25, 0.85);  // opening, lids and crease (EYE_REGION)
+
 void main() {
-    vec4 c = texture(u_texture, v_uv);
+    vec2 uv = v_uv;
+    float m = 0.0;
+    for (int e = 0; e < u_eye_count; ++e) {
+        vec2 q = inverse(u_eye_axes[e]) * (v_uv - u_eye_centre[e]);
+        float r = length(q / ELLIPSE);
+        float w = 1.0 - smoothstep(0.55, 1.0, r);
+        uv -= w * u_gaze_uv[e];
+        // A shutting lid shows the skin above the lash line: near the collapsed opening, sample
+        // from higher up (the texture's eye opening need not line up with the mesh's lid line).
+        float lid = 1.0 - smoothstep(0.6, 1.0, length(q / vec2(LID_X, 0.75)));
+        float c = clamp(u_closure[e], 0.0, 1.0);
+        // Upper half from above, lower half from below: neither iris nor sclera can show.
+        float side = q.y >= 0.0 ? 1.0 : -u_lid_skin_below;
+        uv += lid * smoothstep(0.5, 1.0, c) * u_lid_skin * side * u_eye_axes[e][1];
+        m = max(m, 1.0 - smoothstep(0.75, 1.0, length(q / EYE_REGION)));
+    }
+    vec4 c = texture(u_texture, uv);
+    if (u_eye_mix == 1 && m > 0.0) {
+        c = mix(c, texture(u_eye_texture, uv), m);
+    }
     o_color = vec4(c.rgb, c.a * u_opacity);
 }

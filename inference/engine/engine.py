@@ -26,8 +26,13 @@ import numpy as np
 from streaming.protocol import FeatureFrame
 from streaming.receiver import FrameSource
 
+from inference.features.mp478 import FEATURE_GAIN
+
+from .eye_state import EyeState, eye_state_from_features
 from .model import AvatarModel
 from .state import TRACKING, AvatarState, FadeConfig, FeatureLimits, FeatureRange, GoodFrame, StreamState
+
+MP478_DIM = 478 * 3
 
 
 @dataclass(frozen=True)
@@ -117,12 +122,16 @@ class StreamingEngine:
             st = self.states[sid]
             rgba, weights, z = outs[i]
             good = st.last_good or GoodFrame(-1, 0, 0, 0, 0)
+            eyes = None
+            if self.models[i].feature_dim == MP478_DIM:
+                eyes = (eye_state_from_features(st.window[-1], FEATURE_GAIN) if st.last_good is not None
+                        else EyeState.relaxed()).faded(float(presence[i]))
             result[sid] = AvatarState(
                 stream_id=sid, texture=rgba, weights=weights, z=z, pose=st.pose,
                 face_present=float(presence[i]), status=statuses[i],
                 seq=good.seq, t_capture_ns=good.t_capture_ns, t_receive_ns=good.t_receive_ns,
                 t_inference_start_ns=t_start, t_inference_end_ns=t_end,
-                t_features_ns=good.t_features_ns, t_send_ns=good.t_send_ns,
+                t_features_ns=good.t_features_ns, t_send_ns=good.t_send_ns, eyes=eyes,
             )
         return result
 

@@ -97,6 +97,9 @@ class AvatarState:
     # latency trace needs nothing but the state (0 before any frame).
     t_features_ns: int = 0
     t_send_ns: int = 0
+    # Lid closure and gaze read off the newest good frame (mp478 streams; None otherwise), faded
+    # with presence; the renderer performs them (inference.engine.eye_state).
+    eyes: Any = None
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def engine_state_source(engine, receiver, period_s: float = 1 / 60, clock=None,
             out[sid] = AvatarFrameState(st.texture, np.asarray(st.weights, np.float32), head_pose(sid, st),
                                         float(min(1.0, max(0.0, st.face_present))), t_state_ns=int(t_state),
                                         t_ready_ns=time.monotonic_ns(), texture_serial=serial, cuda_stream=stream,
-                                        trace=latency_trace(st, clock))
+                                        trace=latency_trace(st, clock), eyes=getattr(st, "eyes", None))
         return out
 
     if pacing not in PACINGS:

@@ -75,6 +75,7 @@ class SampledLook:
     texture_key: tuple         # changes exactly when `texture` changes (upload once per key)
     fade: float
     cuda_stream: int | None = None
+    eyes: object | None = None  # EyeState (lids, gaze) for the renderer's eyelid rig, or None
 
 
 class AvatarSampler:
@@ -158,7 +159,12 @@ class AvatarSampler:
             weights = (fade * live_weights + (1.0 - fade) * self.neutral_weights).astype(np.float32)
             pose = blend_pose(idle, live_pose, fade)
         texture, key, stream = self._texture_for(fade)
-        return SampledLook(weights, pose, texture, key, fade, stream)
+        look = SampledLook(weights, pose, texture, key, fade, stream)
+        # Lids and gaze: the newest state's, never interpolated (a blink lasts 2-3 camera frames:
+        # blending two states would halve it), faded with presence like the weights.
+        eyes = None if self._newest is None else self._newest.eyes
+        look.eyes = None if eyes is None or fade <= 0.0 else eyes.faded(fade)
+        return look
 
     def _texture_for(self, fade: float):
         live = self._texture

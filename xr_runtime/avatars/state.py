@@ -58,6 +58,7 @@ class AvatarFrameState:
     texture_serial: int = 0
     cuda_stream: int | None = None
     trace: Any = None  # xr_runtime.latency.recorder.LatencyTrace of the newest captured frame in this state
+    eyes: Any = None  # inference.engine.eye_state.EyeState of that frame (lids and gaze), or None
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ import numpy as np
 from OpenGL import GL
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
+from xr_runtime.avatars.eyelids import LID_SKIN_BELOW, LID_SKIN_SHIFT, LID_SKIN_X, EyelidRig
 from xr_runtime.avatars.mesh import MAX_BLENDSHAPES, AvatarMeshData
 from xr_runtime.gl.avatar_drawing import AvatarGPU
 from xr_runtime.gl.shaders import build_program, uniform_locations
@@ -62,6 +63,9 @@ class AvatarDrawState:
     texture: np.ndarray | None = None
     texture_serial: int | None = None
     opacity: float = 1.0
+    # The driver's lids and gaze (inference.engine.eye_state.EyeState) for avatars with an eyelid
+    # rig (xr_runtime.avatars.eyelids); None: the network's own eyes.
+    eyes: object | None = None
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,13 @@ class Renderer:
     def __init__(self, style: SceneStyle | None = None) -> None:
         self.style = style or SceneStyle()
         self._avatars: dict[int, AvatarGPU] = {}
+        self._rigs: dict[int, EyelidRig | None] = {}
+        self._eye_textures: dict[int, int] = {}
         self._next_avatar_id = 1
         self._sky_program = build_program("sky.vert", "sky.frag")
         self._scene_program = build_program("scene.vert", "scene.frag")
         self._avatar_program = build_program("avatar.vert", "avatar.frag",
-                                             {"MAX_BLENDSHAPES": MAX_BLENDSHAPES})
+                                             {"MAX_BLENDSHAPES": MAX_BLENDSHAPES, "LID_X": f"{LID_SKIN_X:.3f}"})
         self._sky_uniforms = uniform_locations(
             self._sky_program, ["u_inv_view_proj", "u_zenith", "u_horizon", "u_ground"])
         self._scene_uniforms = uniform_locations(
@@ -95,10 +101,13 @@ class Renderer:
                                   "u_grid_color", "u_grid_spacing"])
         self._avatar_uniforms = uniform_locations(
             self._avatar_program, ["u_view_proj", "u_model", "u_basis", "u_vertex_count",
-                                   "u_blend_count", "u_weights", "u_texture", "u_opacity"])
+                                   "u_blend_count", "u_weights", "u_texture", "u_opacity",
+                                   "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv",
+                                   "u_eye_texture", "u_eye_mix", "u_closure", "u_lid_skin", "u_lid_skin_below"])
         GL.glUseProgram(self._avatar_program)
         GL.glUniform1i(self._avatar_uniforms["u_texture"], 0)
         GL.glUniform1i(self._avatar_uniforms["u_basis"], 1)
+        GL.glUniform1i(self._avatar_uniforms["u_eye_texture"], 2)
         GL.glUseProgram(0)
         renderer_name = (GL.glGetString(GL.GL_RENDERER) or b"").decode().lower()
         self.software_rasteriser = any(n in renderer_name for n in ("llvmpipe", "softpipe", "swrast"))
@@ -121,12 +130,40 @@ class Renderer:
         if mipmaps is None:
             mipmaps = not self.software_rasteriser
         handle = AvatarHandle(self._next_avatar_id, mesh.vertex_count, mesh.blendshape_count)
-        self._avatars[handle.id] = AvatarGPU(mesh, texture_size, mipmaps)
+        rig = EyelidRig.for_mesh(mesh)
+        self._avatars[handle.id] = AvatarGPU(rig.mesh if rig else mesh, texture_size, mipmaps)
+        self._rigs[handle.id] = rig
         self._next_avatar_id += 1
         return handle
 
     def remove_avatar(self, handle: AvatarHandle) -> None:
         self._avatars.pop(handle.id).delete()
+        self._rigs.pop(handle.id, None)
+        tex = self._eye_textures.pop(handle.id, None)
+        if tex:
+            GL.glDeleteTextures([tex])
+
+    def set_eye_texture(self, handle: AvatarHandle, rgba: np.ndarray) -> bool:
+        """The avatar's relaxed open-eyed texture (her decoded neutral face, (H, W, 4) uint8 sRGB):
+        with an eyelid rig, the eye regions are drawn from it, so the network's texture (whose
+        eyes narrow with every laugh it learned) no longer decides how open her eyes look; the lid
+        geometry does. False (and nothing kept) for an avatar without a rig."""
+        if self._rigs.get(handle.id) is None:
+            return False
+        data = np.ascontiguousarray(rgba, dtype=np.uint8)
+        if data.ndim != 3 or data.shape[2] != 4:
+            raise ValueError(f"eye texture must be (H, W, 4) uint8, got {data.shape}")
+        tex = self._eye_textures.get(handle.id) or int(GL.glGenTextures(1))
+        GL.glBindTexture(GL.GL_TEXTURE_2D, tex)
+        GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 4)
+        GL.glTexImage2D(GL.GL_TEXTURE_2D, 0, GL.GL_SRGB8_ALPHA8, data.shape[1], data.shape[0], 0,
+                        GL.GL_RGBA, GL.GL_UNSIGNED_BYTE, data)
+        for name, value in ((GL.GL_TEXTURE_MIN_FILTER, GL.GL_LINEAR), (GL.GL_TEXTURE_MAG_FILTER, GL.GL_LINEAR),
+                            (GL.GL_TEXTURE_WRAP_S, GL.GL_CLAMP_TO_EDGE), (GL.GL_TEXTURE_WRAP_T, GL.GL_CLAMP_TO_EDGE)):
+            GL.glTexParameteri(GL.GL_TEXTURE_2D, name, value)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
+        self._eye_textures[handle.id] = tex
+        return True
 
     def avatar_texture(self, handle: AvatarHandle) -> tuple[int, int, int] | None:
         """(GL texture name, height, width) of the avatar's RGBA8 texture storage, for writers
@@ -220,13 +257,32 @@ class Renderer:
             gpu = self._avatars[state.avatar.id]
             if state.texture is not None:
                 gpu.set_texture(state.texture, state.texture_serial)
-            k = gpu.blendshape_count
+            rig = self._rigs.get(state.avatar.id)
+            k = rig.base_count if rig else gpu.blendshape_count
             weights_buffer[:] = 0.0
             if state.weights is not None:
                 w = np.asarray(state.weights, dtype=np.float32).reshape(-1)
                 if w.size != k:
                     raise ValueError(f"avatar {state.avatar.id} has {k} blendshapes, got {w.size} weights")
                 weights_buffer[:k] = w
+            eyes = state.eyes if rig is not None else None
+            GL.glUniform1i(u["u_eye_count"], 2 if eyes is not None else 0)
+            if eyes is not None:
+                weights_buffer[k:k + 2] = rig.lid_weights(weights_buffer[:k], eyes.closure)
+                GL.glUniform2fv(u["u_eye_centre"], 2, np.stack([rig.eyes_uv[s].centre for s in ("right", "left")]))
+                GL.glUniformMatrix2fv(u["u_eye_axes"], 2, GL.GL_TRUE,
+                                      np.stack([rig.eyes_uv[s].axes for s in ("right", "left")]))
+                GL.glUniform2fv(u["u_gaze_uv"], 2, rig.gaze_uv(eyes.gaze, eyes.closure))
+                GL.glUniform1fv(u["u_closure"], 2, np.asarray(eyes.closure, np.float32))
+                GL.glUniform1f(u["u_lid_skin"], LID_SKIN_SHIFT)
+                GL.glUniform1f(u["u_lid_skin_below"], LID_SKIN_BELOW)
+            eye_tex = self._eye_textures.get(state.avatar.id) if eyes is not None else None
+            GL.glUniform1i(u["u_eye_mix"], 1 if eye_tex else 0)
+            if eye_tex:
+                GL.glActiveTexture(GL.GL_TEXTURE2)
+                GL.glBindTexture(GL.GL_TEXTURE_2D, eye_tex)
+                GL.glActiveTexture(GL.GL_TEXTURE0)
+            k = gpu.blendshape_count
             _upload_matrix(u["u_model"], state.model_matrix)
             GL.glUniform1i(u["u_vertex_count"], gpu.vertex_count)
             GL.glUniform1i(u["u_blend_count"], k)
@@ -242,6 +298,9 @@ class Renderer:
         for gpu in self._avatars.values():
             gpu.delete()
         self._avatars.clear()
+        if self._eye_textures:
+            GL.glDeleteTextures(list(self._eye_textures.values()))
+            self._eye_textures.clear()
         GL.glDeleteBuffers(len(self._room_buffers), self._room_buffers)
         GL.glDeleteVertexArrays(2, [self._room_vao, self._empty_vao])
         for program in (self._sky_program, self._scene_program, self._avatar_program):
