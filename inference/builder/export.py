@@ -86,6 +86,7 @@ class ExportInput:
     animation: TrainedAnimation | None
     records: tuple[StageRecord, ...]  # the stages of this run, for the manifest's build block
     t_start: float  # time.monotonic() when the build started
+    kind_maps: object | None = None  # kind_maps.KindMaps: other feature kinds the avatar accepts
 
 
 def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
@@ -107,6 +108,11 @@ def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
         build=build, metrics=inp.evaluation.metrics,
         feature_normalisation=feature_normalisation(FEATURE_GAIN, anim.block["normalisation"]["mode"])
         if anim else None)
+    extra = dict(anim.tensors) if anim else None
+    if anim and inp.kind_maps is not None:
+        manifest["feature_kinds"] = [manifest["feature"]["kind"], *sorted(inp.kind_maps.maps)]
+        manifest["feature_maps"] = inp.kind_maps.block
+        extra.update(inp.kind_maps.tensors)
     write_package(inp.out, manifest, vae.decoder, export_mesh(inp.mesh.mesh, inp.basis.blendshapes),
-                  inp.textures.neutral, png.tobytes(), extra_tensors=anim.tensors if anim else None)
+                  inp.textures.neutral, png.tobytes(), extra_tensors=extra)
     return manifest
