@@ -128,3 +128,22 @@ class Expr52Stream:
                                              np.zeros((0, 0), np.float32), now, now, confidence=0.0,
                                              flags=Flags.END_OF_STREAM))
             self.seq += 1
+
+
+def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, or ``HOST`` with a default port) → (host, port); ValueError otherwise."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep:
+        host, port = str(text), "" if default_port is None else str(default_port)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        p = int(port)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected HOST:PORT") from None
+    if not (0 <= p <= 65535):
+        raise ValueError(f"{text!r}: port {p} out of range")
+    return host, p
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

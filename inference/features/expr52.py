@@ -7,9 +7,10 @@ geometric displacement divided by a fixed, person-independent full-scale value (
 or a fraction of the driver's own neutral eye opening for the lids) and clipped to [0, 1], the
 range ARKit, Live Link Face, Unified Expressions and the OpenXR extensions all use.
 
-The full-scale values are round numbers from the sample clips (the woman's widest smile moves the
-mouth corners ≈ 0.15 IOD outwards-and-up, her yawn opens the inner lips ≈ 0.45 IOD, a blink takes
-the lid gap to ≈ 10 % of its neutral value, raised brows ≈ 0.08 IOD). They are not ARKit's own
+The full-scale values were set so that the 98th percentile of each raw ratio over both sample
+clips (the woman: crying, yawning, laughing; the man: neutral → smile) lands near 0.9 rather than
+saturating (first guesses from single expressions clipped the man's smile at 1 for 76 % of his
+frames, flattening exactly the signal transfer is scored on). They are not ARKit's own
 calibration — nobody outside Apple has that — so an avatar driven from an iPhone's weights sees a
 differently scaled driver; the animation network's training augmentation (gain and per-dimension
 gain jitter) is what absorbs that.
@@ -46,12 +47,12 @@ _NOSE_WING_R, _NOSE_WING_L = 98, 327
 
 # Full-scale displacements (module docstring).
 FULL_SCALE = {
-    "jaw_open": 0.45, "smile": 0.15, "frown": 0.06, "stretch": 0.12, "pucker": 0.12, "mouth_shift": 0.10,
-    "lip_up": 0.06, "lip_down": 0.08, "press": 0.03, "roll": 0.03, "shrug": 0.05,
-    "blink": 0.85, "wide": 0.4,  # fractions of the neutral lid opening
-    "squint": 0.03, "look_x": 0.12, "look_y": 0.06,  # gaze: fraction of eye width
-    "brow_up": 0.08, "brow_down": 0.05, "cheek_squint": 0.04, "cheek_puff": 0.04, "sneer": 0.03,
-    "jaw_side": 0.10, "jaw_forward": 0.10,
+    "jaw_open": 0.30, "smile": 0.40, "frown": 0.18, "stretch": 0.15, "pucker": 0.12, "mouth_shift": 0.13,
+    "lip_up": 0.20, "lip_down": 0.11, "press": 0.03, "roll": 0.06, "shrug": 0.12,
+    "blink": 0.85, "wide": 1.5,  # fractions of the neutral lid opening
+    "squint": 0.03, "look_x": 0.25, "look_y": 0.15,  # gaze: fraction of eye width
+    "brow_up": 0.08, "brow_down": 0.11, "cheek_squint": 0.09, "cheek_puff": 0.04, "sneer": 0.10,
+    "jaw_side": 0.10, "jaw_forward": 0.12,
 }
 _WEAK = frozenset({"cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "mouthRollLower",
                    "mouthRollUpper", "mouthPressLeft", "mouthPressRight", "mouthShrugLower", "mouthShrugUpper",
