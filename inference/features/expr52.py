@@ -129,9 +129,10 @@ def expr52_weights(canonical: np.ndarray, neutral: np.ndarray) -> np.ndarray:
     # -- eyes -----------------------------------------------------------------------------------
     for side, eye, lids, lower, iris, out_sign in (("Left", _EYE_L, _LIDS_L, _LOWER_LID_L, _IRIS_L, 1.0),
                                                     ("Right", _EYE_R, _LIDS_R, _LOWER_LID_R, _IRIS_R, -1.0)):
-        g, g0 = _lid_gap(p, lids), max(float(_lid_gap(n, lids)), 1e-3)
-        put(f"eyeBlink{side}", (g0 - g) / (g0 * s["blink"]))
-        put(f"eyeWide{side}", (g - g0) / (g0 * s["wide"]))
+        g, g0 = _lid_gap(p, lids), float(_lid_gap(n, lids))
+        if g0 > 1e-3:  # a neutral with shut (or degenerate) lids gives no scale to measure against
+            put(f"eyeBlink{side}", (g0 - g) / (g0 * s["blink"]))
+            put(f"eyeWide{side}", (g - g0) / (g0 * s["wide"]))
         put(f"eyeSquint{side}", d[..., lower, 1] / s["squint"])
         gx, gy = _gaze(p, eye, iris)
         gx0, gy0 = _gaze(n, eye, iris)
