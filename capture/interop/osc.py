@@ -192,7 +192,9 @@ class OscDecoder:
     def _message(self, address: str, params: list, arrival_ns: int) -> list:
         if self.mode == "vmc":
             if address == "/VMC/Ext/Blend/Val":
-                name, value = str(params[0]), _finite_float(params[1])
+                if len(params) != 2 or not isinstance(params[0], str):
+                    raise ValueError("Blend/Val takes (string name, float value)")
+                name, value = params[0], _finite_float(params[1])
                 key = name.lower()
                 names = (_LOWER[key],) if key in _LOWER else _VRM_PRESETS.get(key)
                 if names is None:
@@ -203,7 +205,9 @@ class OscDecoder:
             elif address == "/VMC/Ext/Blend/Apply":
                 return self.commit()
             elif address == "/VMC/Ext/Bone/Pos":
-                if str(params[0]) == "Head":
+                if not isinstance(params[0], str):
+                    raise ValueError("Bone/Pos takes (string bone, 7 floats)")
+                if params[0] == "Head":
                     q = [_finite_float(v) for v in params[4:8]]
                     if len(q) != 4 or sum(v * v for v in q) < 1e-6:
                         raise ValueError("head bone needs a non-zero quaternion")
