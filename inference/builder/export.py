@@ -109,10 +109,17 @@ def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
         feature_normalisation=feature_normalisation(FEATURE_GAIN, anim.block["normalisation"]["mode"])
         if anim else None)
     extra = dict(anim.tensors) if anim else None
+    mesh = export_mesh(inp.mesh.mesh, inp.basis.blendshapes)
     if anim and inp.kind_maps is not None:
+        from inference.avatar_package import CANONICAL_UNIT_M
+
+        from .kind_maps import arkit_targets
+
         manifest["feature_kinds"] = [manifest["feature"]["kind"], *sorted(inp.kind_maps.maps)]
         manifest["feature_maps"] = inp.kind_maps.block
         extra.update(inp.kind_maps.tensors)
-    write_package(inp.out, manifest, vae.decoder, export_mesh(inp.mesh.mesh, inp.basis.blendshapes),
+        # mesh.glb also carries the ARKit-named shapes the avatar has (for Blender, three.js, Unreal).
+        mesh.named_targets = arkit_targets(inp.kind_maps.maps["expr52"], inp.mesh.mesh.face_map, CANONICAL_UNIT_M)
+    write_package(inp.out, manifest, vae.decoder, mesh,
                   inp.textures.neutral, png.tobytes(), extra_tensors=extra)
     return manifest

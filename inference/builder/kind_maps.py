@@ -88,3 +88,24 @@ def fit_kind_maps(cache: StageCache, inp: KindMapInput) -> KindMaps:
     w = tensors[f"anim.kindmap.{KIND}.weight"].numpy()
     kmap = KindMap(KIND, w)
     return KindMaps(key, info, {KIND: kmap}, {KIND: manifest_entry(kmap, "mp478", info.get("metrics", {}))})
+
+
+# A named shape whose largest vertex motion is below this (metres) is one the avatar does not have
+# (its frames never showed it, or landmarks cannot see it: tongueOut, cheekPuff, mouthClose).
+MIN_TARGET_M = 5e-4
+
+
+def arkit_targets(kmap: KindMap, face_map: np.ndarray, unit_m: float) -> dict[str, np.ndarray]:
+    """The avatar's own geometry for each ARKit weight at 1: the kind map's row (mp478 features per
+    unit weight = gain × canonical landmark motion) carried to the mesh's vertices like the
+    blendshapes are (``face_map``), in metres. Only shapes that move the mesh are kept."""
+    from inference.features.expr52_names import ARKIT52
+    from inference.head_model.topology import NUM_MESH_POINTS
+
+    out = {}
+    for i, name in enumerate(ARKIT52):
+        motion = kmap.weight[i].reshape(478, 3)[:NUM_MESH_POINTS] / FEATURE_GAIN
+        delta = (face_map @ motion) * unit_m
+        if np.abs(delta).max() >= MIN_TARGET_M:
+            out[name] = delta.astype(np.float32)
+    return out
