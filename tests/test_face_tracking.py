@@ -66,3 +66,31 @@ def test_android_and_htc_conversion():
     assert out[INDEX["browInnerUp"], 1] == 0.0  # HTC has no brows: not measured
     with pytest.raises(ValueError):
         h.convert(np.zeros(10))
+
+
+@pytest.mark.xr
+def test_render_on_monado_without_face_tracking_says_so(tmp_path):
+    """Monado offers none of the extensions: the session runs without a tracker, the stats say
+    so, and --face-stream warns once instead of failing."""
+    import json
+    import subprocess
+    import sys
+
+    from _processes import free_port
+
+    stats_path = tmp_path / "stats.json"
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "render", "--avatar", str(tmp_path / "a"), "--dev-avatars",
+                        "--bind", "tcp://127.0.0.1:0", "--clock-bind", "off", "--backend", "openxr", "--frames", "5",
+                        "--face-stream", "wearer", "--face-connect", f"tcp://127.0.0.1:{free_port()}",
+                        "--json", str(stats_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(stats_path.read_text())["backend_info"]["face_tracking"] is None
+    assert "offers no face tracking" in r.stderr
+
+
+def test_bad_face_stream_id_is_a_clear_error(tmp_path):
+    from _processes import run_headcast
+
+    r = run_headcast(["render", "--avatar", str(tmp_path / "a"), "--dev-avatars", "--backend", "headless",
+                      "--frames", "1", "--face-stream", "bad id!"])
+    assert r.returncode == 2 and "--face-stream" in r.stderr and "Traceback" not in r.stderr
