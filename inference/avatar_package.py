@@ -535,7 +535,8 @@ def load_package(path: Path) -> AvatarPackage:
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / feature_maps: {exc}") from exc
     declared = raw.get("feature_kinds")
-    if declared is not None and sorted(declared) != sorted([manifest.feature_kind, *kind_maps]):
+    # (A package without an animation network drives nothing: its feature_kinds are moot.)
+    if declared is not None and animation is not None and sorted(declared) != sorted([manifest.feature_kind, *kind_maps]):
         raise AvatarPackageError(f"{path}: feature_kinds {declared} disagree with the network's kind "
                                  f"{manifest.feature_kind!r} and the mapped kinds {sorted(kind_maps)}")
     try:

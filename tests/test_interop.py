@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from _processes import Node, free_port
 from capture.interop import livelink, osc
 from capture.interop.common import Expr52Stream, SourceClock, pose_from_ypr, ypr_from_pose
-from inference.features.expr52_names import ARKIT52, INDEX
+from inference.features.expr52_names import INDEX
 from streaming.protocol import FeatureKind
 from streaming.publisher import Publisher
 from streaming.receiver import Receiver, ReceiverConfig

@@ -33,7 +33,7 @@ def _udp_port() -> int:
 
 
 def test_package_lists_the_kinds_it_accepts(package_dir, tmp_path):
-    from inference.avatar_package import AvatarPackage, AvatarPackageError
+    from inference.avatar_package import AvatarPackage
 
     pkg = AvatarPackage.load(package_dir)
     assert pkg.feature_kinds == ("mp478", "expr52")

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
-from pythonosc.osc_packet import OscPacket, ParseError
+from pythonosc.osc_packet import OscPacket
 
 from core.errors import HeadcastError
 from inference.features.expr52_names import ARKIT52, ARKIT_TO_UNIFIED, INDEX
