@@ -181,3 +181,29 @@ def test_third_party_senders_drive_the_avatar(package_dir):
     # Same expression through three formats: the same avatar face at the held peak.
     for s in ("vmc", "ue"):
         assert np.abs(peaks[s] - peaks["ll"]).max() < 0.05 * max(np.abs(peaks["ll"]).max(), 1e-3) + 1e-3, s
+
+
+def test_one_kind_package_still_loads_and_refuses_expr52_clearly(package_dir, tmp_path, caplog):
+    """A package written before issue 16 (no feature_kinds, no map): loads as before, accepts only
+    mp478, and an expr52 stream is counted as unsupported and logged once."""
+    import cv2
+
+    from inference.avatar_package import AvatarPackage, write_package
+    from inference.engine.package_loader import avatar_model_from_package
+    from streaming.protocol import FeatureFrame
+
+    pkg = AvatarPackage.load(package_dir)
+    raw = {k: v for k, v in pkg.manifest.raw.items() if k not in ("feature_kinds", "feature_maps")}
+    tensors = {k: v for k, v in pkg.extra_tensors.items() if not k.startswith("anim.kindmap.")}
+    png = (package_dir / "preview.png").read_bytes()
+    texture = cv2.imread(str(package_dir / "preview.png"))[:64, :64, ::-1]
+    write_package(tmp_path / "old", raw, pkg.vae_decoder, pkg.mesh, texture, png, extra_tensors=tensors)
+    old = AvatarPackage.load(tmp_path / "old")
+    assert old.feature_kinds == ("mp478",) and old.kind_maps == {}
+    model = avatar_model_from_package(old)
+    frames = [FeatureFrame("s", i, FeatureKind.EXPR52, np.zeros((52, 2), np.float32), (i + 1) * 50_000_000,
+                           (i + 1) * 50_000_000) for i in range(4)]
+    with caplog.at_level("WARNING"):
+        out, counters = _drive(model, frames)
+    assert counters["unsupported_kind"] == 4 and all(st != "tracking" for _, st in out.values())
+    assert sum("sends expr52 features; its avatar accepts mp478" in r.getMessage() for r in caplog.records) == 1
