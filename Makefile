@@ -41,7 +41,12 @@ $(TEST_APT_STAMP): scripts/ensure_apt.sh Makefile $(STAMP)
 demo: install
 	$(HEADCAST) demo
 
-test: install $(TEST_APT_STAMP)
+# Test-only: the Khronos glTF validator (npm), which tests/test_gltf_export.py runs on a built mesh.glb.
+GLTF_VALIDATOR := $(VENV)/node_modules/gltf-validator/package.json
+$(GLTF_VALIDATOR): $(STAMP)
+	npm install --prefix $(VENV) --no-audit --no-fund --silent gltf-validator@2.0.0-dev.3.10
+
+test: install $(TEST_APT_STAMP) $(GLTF_VALIDATOR)
 	bash scripts/run_tests.sh
 
 clean:

@@ -67,12 +67,15 @@ class CaptureConfig:
     # Write the neutral in use and the driver's learned expression range here when the run ends
     # (atomically; reuse it with neutral_file).
     save_neutral: Path | None = None
+    # Ecosystem outputs (capture/interop: Live Link Face, VMC, Unified-Expressions OSC): each gets
+    # the frame's expr52 weights (× confidence) and head pose after the frame has been sent.
+    emitters: tuple = ()
 
 
 class CaptureNode:
     def __init__(self, config: CaptureConfig):
         protocol.validate_stream_id(config.stream_id)
-        if config.feature not in (FeatureKind.MP478, FeatureKind.DECA2048):
+        if config.feature not in (FeatureKind.MP478, FeatureKind.DECA2048, FeatureKind.EXPR52):
             raise ValueError(f"unsupported feature kind {config.feature!r}")
         if config.feature is FeatureKind.DECA2048 and config.deca_checkpoint is None:
             raise ValueError("feature kind deca2048 needs a DECA checkpoint (--deca-checkpoint deca_model.tar)")
@@ -108,7 +111,7 @@ class CaptureNode:
             extractor = DriverFeatures(DriverConfig(gain=cfg.feature_gain, online_neutral=cfg.online_neutral),
                                        neutral, source=source.description)
             online = extractor.online
-            if online is not None and cfg.feature is FeatureKind.MP478:
+            if online is not None and cfg.feature in (FeatureKind.MP478, FeatureKind.EXPR52):
                 log.warning("no neutral file: estimating the driver's neutral face online from low-activity "
                             "frames (frames flagged CALIBRATING until it settles; keep a relaxed face)")
             t_open = time.monotonic()
@@ -158,7 +161,7 @@ class CaptureNode:
                         log.info("saved the neutral and expression range %s to %s", calib.ranges, cfg.save_neutral)
             self._check_peer(publisher, at_end=True)
         finally:
-            for closer in (clock, tracker, recorder, publisher, source):
+            for closer in (clock, tracker, recorder, publisher, source, *cfg.emitters):
                 if closer is not None:
                     try:
                         closer.close()
@@ -202,7 +205,7 @@ class CaptureNode:
         st.add("landmarks", (t1 - t0) / 1e6)
         flags = Flags.NONE
         shape = FEATURE_SHAPES[cfg.feature]
-        result = None
+        result = expr = None
         if obs is not None:
             try:
                 result = extractor.process(obs.landmarks_px, self._frame_time_s(frame))
@@ -229,6 +232,10 @@ class CaptureNode:
                     st.calibrating_frames += 1
             if deca is not None:
                 feats = deca.extract(frame.image, obs.landmarks_px)
+            if cfg.feature is FeatureKind.EXPR52 or cfg.emitters:
+                expr = self._expr52(result.canonical, extractor.extractor.neutral)
+                if cfg.feature is FeatureKind.EXPR52:
+                    feats = expr
             pose, confidence = head_pose(result.pose), 1.0
         t2 = time.perf_counter_ns()
         st.add("features", (t2 - t1) / 1e6)
@@ -239,11 +246,32 @@ class CaptureNode:
         )
         t_send = self._send(out, publisher, recorder)
         st.add("send", (time.perf_counter_ns() - t2) / 1e6)
+        if cfg.emitters:
+            self._emit(expr, pose, frame.t_capture_ns)
         st.capture_to_sent_ms.append((t_send - frame.t_capture_ns) / 1e6)
         if self._marker is not None:
             marker = self._marker.detect(frame.image)
             if marker is not None:
                 st.optical_markers.append((out.seq, frame.t_capture_ns, marker))
+
+    @staticmethod
+    def _expr52(canonical, neutral) -> np.ndarray:
+        from inference.features.expr52 import SHAPE, expr52_frame
+
+        if neutral is None:  # no neutral yet: nothing measured, nothing trusted
+            return np.zeros(SHAPE, np.float32)
+        return expr52_frame(canonical, neutral)
+
+    def _emit(self, expr, pose, t_capture_ns: int) -> None:
+        from inference.features.expr52 import effective_weights
+
+        weights = np.zeros(52, np.float32) if expr is None else effective_weights(expr)
+        for emitter in self.config.emitters:
+            try:
+                emitter.emit(weights, pose, t_capture_ns)
+            except Exception:  # an output that breaks must not stop the stream
+                self.stats.emit_errors = getattr(self.stats, "emit_errors", 0) + 1
+                log.exception("emitter %s failed", type(emitter).__name__)
 
     def _send(self, frame: FeatureFrame, publisher: Publisher, recorder: RecordingWriter | None) -> int:
         t_send = time.monotonic_ns()

@@ -45,7 +45,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -171,6 +171,11 @@ MANIFEST_SCHEMA = {
                                        "n_basis": _bounded("n_basis")}},
             }},
         "animation": _ANIMATION,
+        # Optional (absent in one-kind packages): the kinds a stream may have, and how each kind
+        # other than the network's own is mapped into it (inference/animation/kind_map.py).
+        "feature_kinds": {"type": "array", "minItems": 1, "uniqueItems": True,
+                          "items": {"enum": ["mp478", "deca2048", "expr52"]}},
+        "feature_maps": {"type": "object", "additionalProperties": {"type": "object"}},
         "provenance": {"type": "object", "required": ["sources", "build_command", "libraries"],
                        "properties": {"sources": {"type": "array", "minItems": 1, "items": {
                            "type": "object", "required": ["name", "sha256"],
@@ -291,6 +296,14 @@ class AvatarPackage:
     animation: tuple | None = None
     # (RefineNet, RefinementConfig) of the screen-space refinement (whole-head packages, builder 8).
     refinement: tuple | None = None
+    # Other feature kinds the avatar accepts, each mapped into the network's own kind
+    # (inference/animation/kind_map.py): {"expr52": KindMap}; empty for a one-kind package.
+    kind_maps: dict = field(default_factory=dict)
+
+    @property
+    def feature_kinds(self) -> tuple[str, ...]:
+        """Every kind a stream may have to drive this avatar: the network's own first."""
+        return (self.manifest.feature_kind, *sorted(self.kind_maps))
 
     @property
     def vae_decoder(self) -> Decoder:
@@ -474,8 +487,10 @@ def check_animation(block: dict, tensors: dict, feature_kind: str, z_dim: int) -
     """Validates the ``anim.*`` tensors against the manifest's animation block, strictly: every
     tensor the declared network needs, with its shape and finite values, and no other ``anim.*``
     name. Returns (AnimationNet, FeatureNormalisation); raises ValueError naming the problem."""
+    from inference.animation.kind_map import PREFIX as KINDMAP_PREFIX
     from inference.animation.serialize import TARGET_NEUTRAL, TARGET_NEUTRAL_SHAPE, animation_tensors, load_animation
 
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(KINDMAP_PREFIX)}  # load_kind_maps checks them
     if block.get("feature_kind") != feature_kind:
         raise ValueError(f"animation network was trained on {block.get('feature_kind')!r} features, "
                          f"the package's feature kind is {feature_kind!r}")
@@ -524,6 +539,19 @@ def load_package(path: Path) -> AvatarPackage:
             animation = check_animation(raw["animation"], anim_tensors, manifest.feature_kind, manifest.z_dim)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / animation network: {exc}") from exc
+    kind_maps = {}
+    if animation is not None:
+        from inference.animation.kind_map import load_kind_maps
+
+        try:
+            kind_maps = load_kind_maps(raw.get("feature_maps"), extra_tensors, animation[0].feature_dim)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise AvatarPackageError(f"{path}: {WEIGHTS} / feature_maps: {exc}") from exc
+    declared = raw.get("feature_kinds")
+    # (A package without an animation network drives nothing: its feature_kinds are moot.)
+    if declared is not None and animation is not None and sorted(declared) != sorted([manifest.feature_kind, *kind_maps]):
+        raise AvatarPackageError(f"{path}: feature_kinds {declared} disagree with the network's kind "
+                                 f"{manifest.feature_kind!r} and the mapped kinds {sorted(kind_maps)}")
     try:
         mesh = read_glb(path / MESH)
     except GltfError as exc:
@@ -543,7 +571,8 @@ def load_package(path: Path) -> AvatarPackage:
             refinement = check_refinement(raw["refinement"], extra_tensors)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / refinement network: {exc}") from exc
-    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(decoder), extra_tensors, animation, refinement)
+    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(decoder), extra_tensors, animation,
+                         refinement=refinement, kind_maps=kind_maps)
 
 
 def check_replaceable(out: Path) -> None:

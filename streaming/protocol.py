@@ -17,7 +17,12 @@ import numpy as np
 from core.errors import HeadcastError
 
 MAGIC = b"HCF1"
-VERSION = 1
+# Version field: low byte = major, high byte = minor (docs/PROTOCOL.md, "Versioning"). 1.0 is the
+# original layout; 1.1 added feature kind expr52. A writer stamps the lowest minor that knows the
+# frame's kind, so streams an older 1.0 reader can decode still say 1.0.
+VERSION_MAJOR = 1
+VERSION_MINOR = 1
+VERSION = VERSION_MAJOR  # the 1.0 stamp (kept for readers of this module's old name)
 
 # Header layout (little-endian, no padding):
 #   magic 4s, version H, header_size H, feature_kind H, dtype B, flags B,
@@ -26,12 +31,15 @@ VERSION = 1
 #   rotation 4f (w, x, y, z), translation 3f, scale f, confidence f, payload_bytes I
 _HEADER = struct.Struct("<4sHHHBBII32sQqqq4f3fffI")
 HEADER_SIZE = _HEADER.size
+# A newer minor version may append header fields: a reader decodes the fields it knows, skips the
+# rest (the payload starts at header_size) and never trusts a header longer than this.
+MAX_HEADER_SIZE = 1024
 
 STREAM_ID_MAX = 32
 _STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 # 8192 float32 values covers deca2048 and mp478 (1434) with room to spare; anything larger is hostile.
 MAX_PAYLOAD_BYTES = 8192 * 4
-MAX_MESSAGE_BYTES = HEADER_SIZE + MAX_PAYLOAD_BYTES
+MAX_MESSAGE_BYTES = MAX_HEADER_SIZE + MAX_PAYLOAD_BYTES
 _MAX_TIME_NS = 1 << 62
 
 
@@ -39,17 +47,20 @@ class FeatureKind(enum.IntEnum):
     NONE = 0  # control frames (e.g. end of stream) that carry no features
     MP478 = 1  # MediaPipe FaceMesh 478 points, aligned, neutral-subtracted, scale-normalised: (478, 3)
     DECA2048 = 2  # DECA's ResNet50 pooled features: (2048, 1)
+    # The 52 ARKit blendshapes (inference/features/expr52_names.py order): (52, 2), [:, 0] weight in
+    # [0, 1], [:, 1] its confidence in [0, 1]. Since protocol 1.1.
+    EXPR52 = 3
 
     @property
     def label(self) -> str:
-        return {0: "none", 1: "mp478", 2: "deca2048"}[int(self)]
+        return {0: "none", 1: "mp478", 2: "deca2048", 3: "expr52"}[int(self)]
 
     @classmethod
     def from_label(cls, label: str) -> "FeatureKind":
         for kind in cls:
             if kind.label == label:
                 return kind
-        raise ValueError(f"unknown feature kind {label!r} (known: mp478, deca2048)")
+        raise ValueError(f"unknown feature kind {label!r} (known: mp478, deca2048, expr52)")
 
 
 # Shapes each kind must have; the decoder rejects anything else.
@@ -57,7 +68,15 @@ FEATURE_SHAPES: dict[FeatureKind, tuple[int, int]] = {
     FeatureKind.NONE: (0, 0),
     FeatureKind.MP478: (478, 3),
     FeatureKind.DECA2048: (2048, 1),
+    FeatureKind.EXPR52: (52, 2),
 }
+# The minor version that introduced each kind (what a writer stamps; see VERSION_MAJOR).
+KIND_MINOR: dict[FeatureKind, int] = {FeatureKind.NONE: 0, FeatureKind.MP478: 0, FeatureKind.DECA2048: 0,
+                                      FeatureKind.EXPR52: 1}
+
+
+def version_field(major: int, minor: int) -> int:
+    return (int(major) & 0xFF) | ((int(minor) & 0xFF) << 8)
 
 
 class Dtype(enum.IntEnum):
@@ -162,7 +181,7 @@ def encode(frame: FeatureFrame, t_send_ns: int | None = None) -> list[bytes]:
     sid = frame.stream_id.encode("utf-8")
     t_send = frame.t_send_ns if t_send_ns is None else t_send_ns
     header = _HEADER.pack(
-        MAGIC, VERSION, HEADER_SIZE, int(frame.kind), int(dtype), int(frame.flags),
+        MAGIC, version_field(VERSION_MAJOR, KIND_MINOR[FeatureKind(frame.kind)]), HEADER_SIZE, int(frame.kind), int(dtype), int(frame.flags),
         shape[0], shape[1], sid, int(frame.seq),
         int(frame.t_capture_ns), int(frame.t_features_ns), int(t_send),
         *frame.pose.rotation, *frame.pose.translation, frame.pose.scale,
@@ -224,10 +243,15 @@ def _decode(parts) -> FeatureFrame:
      t_cap, t_feat, t_send, qw, qx, qy, qz, tx, ty, tz, scale, conf, nbytes) = _HEADER.unpack_from(body)
     if magic != MAGIC:
         raise ProtocolError(ProtocolErrorKind.BAD_MAGIC, repr(magic))
-    if version != VERSION:
-        raise ProtocolError(ProtocolErrorKind.BAD_VERSION, f"got {version}, this build speaks {VERSION}")
-    if header_size != HEADER_SIZE:
-        raise ProtocolError(ProtocolErrorKind.BAD_HEADER_SIZE, f"{header_size} != {HEADER_SIZE}")
+    major, minor = version & 0xFF, version >> 8
+    if major != VERSION_MAJOR:
+        raise ProtocolError(ProtocolErrorKind.BAD_VERSION,
+                            f"got {major}.{minor}, this build speaks {VERSION_MAJOR}.{VERSION_MINOR}")
+    # Versioning rule: any minor of our major is read. A longer header (a newer minor's extra
+    # fields) is skipped; a shorter one cannot hold the fields every 1.x header has.
+    if not (HEADER_SIZE <= header_size <= MAX_HEADER_SIZE) or header_size > len(body):
+        raise ProtocolError(ProtocolErrorKind.BAD_HEADER_SIZE,
+                            f"{header_size} (must be {HEADER_SIZE}..{MAX_HEADER_SIZE} and within the body)")
     try:
         fkind = FeatureKind(kind)
     except ValueError:
@@ -241,8 +265,8 @@ def _decode(parts) -> FeatureFrame:
     if (d0, d1) != FEATURE_SHAPES[fkind]:
         raise ProtocolError(ProtocolErrorKind.BAD_SHAPE, f"{fkind.label} must be {FEATURE_SHAPES[fkind]}, got {(d0, d1)}")
     expected = d0 * d1 * fdtype.numpy.itemsize
-    if nbytes != expected or len(body) != HEADER_SIZE + expected:
-        raise ProtocolError(ProtocolErrorKind.BAD_LENGTH, f"header says {nbytes}, shape needs {expected}, body has {len(body) - HEADER_SIZE}")
+    if nbytes != expected or len(body) != header_size + expected:
+        raise ProtocolError(ProtocolErrorKind.BAD_LENGTH, f"header says {nbytes}, shape needs {expected}, body has {len(body) - header_size}")
     sid_bytes = sid_raw.rstrip(b"\0")
     try:
         sid = sid_bytes.decode("utf-8")
@@ -258,9 +282,11 @@ def _decode(parts) -> FeatureFrame:
     for t in (t_cap, t_feat, t_send):
         if not (0 <= t < _MAX_TIME_NS):
             raise ProtocolError(ProtocolErrorKind.BAD_NUMBER, f"timestamp {t}")
-    features = np.frombuffer(body, dtype=fdtype.numpy, count=d0 * d1, offset=HEADER_SIZE).reshape(d0, d1)
+    features = np.frombuffer(body, dtype=fdtype.numpy, count=d0 * d1, offset=header_size).reshape(d0, d1)
     if features.size and not np.isfinite(features).all():
         raise ProtocolError(ProtocolErrorKind.BAD_NUMBER, "non-finite feature value")
+    if fkind is FeatureKind.EXPR52 and ((features < 0).any() or (features > 1).any()):
+        raise ProtocolError(ProtocolErrorKind.BAD_NUMBER, "expr52 weights and confidences must lie in [0, 1]")
     return FeatureFrame(
         stream_id=sid, seq=seq, kind=fkind, features=features,
         t_capture_ns=t_cap, t_features_ns=t_feat, t_send_ns=t_send,

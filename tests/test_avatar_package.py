@@ -78,7 +78,9 @@ def test_glb_opens_in_pygltflib_with_matching_morph_targets(package_dir):
     gltf = pygltflib.GLTF2().load_binary(str(package_dir / MESH))
     assert gltf.asset.version == "2.0"
     prim = gltf.meshes[0].primitives[0]
-    assert len(prim.targets) == pkg.manifest.n_blendshapes
+    # The avatar's own blendshapes first (what the runtime drives), then its ARKit-named shapes.
+    assert gltf.meshes[0].extras["runtimeTargets"] == pkg.manifest.n_blendshapes
+    assert len(prim.targets) == len(gltf.meshes[0].extras["targetNames"]) > pkg.manifest.n_blendshapes
     assert gltf.accessors[prim.attributes.POSITION].count == len(pkg.mesh.positions)
     assert gltf.accessors[prim.attributes.TEXCOORD_0].count == len(pkg.mesh.positions)
     assert gltf.accessors[prim.indices].count == pkg.mesh.indices.size

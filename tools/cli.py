@@ -19,6 +19,7 @@ SUBCOMMANDS = (
     "tools.cmd_keys",
     "tools.cmd_listen",
     "tools.cmd_capture",
+    "tools.cmd_adapt",
     "tools.cmd_replay",
     "tools.cmd_calibrate",
     "tools.cmd_bench",

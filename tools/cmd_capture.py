@@ -39,7 +39,14 @@ def register(sub) -> None:
     p.add_argument("--record", type=Path, metavar="FILE", help="also write the exact stream to FILE (headcast replay)")
     p.add_argument("--stats", action="store_true", help="print per-stage timing at the end")
     p.add_argument("--stats-json", type=Path, metavar="FILE", help="write the timing summary as JSON")
-    p.add_argument("--feature", choices=["mp478", "deca2048"], default="mp478", help="feature kind (default mp478)")
+    p.add_argument("--feature", choices=["mp478", "deca2048", "expr52"], default="mp478",
+                   help="feature kind (default mp478; expr52: the 52 ARKit blendshape weights + confidences)")
+    p.add_argument("--emit-livelink", metavar="HOST:PORT", action="append", default=[],
+                   help="also send Live Link Face UDP packets there (Unreal / MetaHuman; port 11111)")
+    p.add_argument("--emit-vmc", metavar="HOST:PORT", action="append", default=[],
+                   help="also send VMC protocol OSC there (VSeeFace and VMC receivers; port 39539)")
+    p.add_argument("--emit-osc", metavar="HOST:PORT", action="append", default=[],
+                   help="also send Unified-Expressions avatar parameters there (VRChat OSC; port 9000)")
     p.add_argument("--deca-checkpoint", type=Path, metavar="PATH", help="deca_model.tar for --feature deca2048")
     p.add_argument("--clock", default="auto", metavar="ENDPOINT|auto|off",
                    help="render node's clock service for in-band clock calibration "
@@ -87,7 +94,28 @@ def build_config(args) -> CaptureConfig:
         neutral_file=args.neutral, save_neutral=args.save_neutral,
         record_file=args.record,
         detect_optical_marker=args.optical_marker,
+        emitters=_emitters(args),
     )
+
+
+def _emitters(args) -> tuple:
+    from capture.interop.common import parse_host_port
+    from capture.interop.livelink import LiveLinkSender
+    from capture.interop.osc import OscSender
+
+    out = []
+    try:
+        for spec in getattr(args, "emit_livelink", []):
+            out.append(LiveLinkSender(*parse_host_port(spec)))
+        for spec in getattr(args, "emit_vmc", []):
+            out.append(OscSender(*parse_host_port(spec), mode="vmc"))
+        for spec in getattr(args, "emit_osc", []):
+            out.append(OscSender(*parse_host_port(spec), mode="unified"))
+    except ValueError as exc:
+        for e in out:
+            e.close()
+        raise HeadcastError(f"--emit-*: {exc}") from exc
+    return tuple(out)
 
 
 def run(args) -> int:

@@ -40,6 +40,10 @@ def register(sub) -> None:
                         "smile-start: the clip from mid-smile, then the whole clip again")
     t.add_argument("--network-eyes", action="store_true",
                    help="leave the avatar's eyes to the network (no eyelid rig / gaze): the old behaviour")
+    t.add_argument("--via", default="mp478", metavar="ROUTE[,ROUTE...]",
+                   help="what carries the expression: mp478 (direct, default), expr52 (the named space), livelink, "
+                        "vmc, osc (Unified Expressions), each through its real bytes; several (comma-separated) "
+                        "run in one invocation and are compared with the first")
     t.set_defaults(func=run_transfer)
     a = esub.add_parser("appearance", help="held-out frames in the source camera's view: silhouette IoU, PSNR/SSIM "
                                            "over the head mattes, still-head shimmer")
@@ -53,6 +57,32 @@ def register(sub) -> None:
                    help="a second package measured on the same frames (e.g. built with --no-whole-head)")
     a.add_argument("--max-frames", type=int, default=0, help="score at most this many held-out frames (0: all)")
     a.set_defaults(func=run_appearance)
+
+
+def _run_vias(args, vias, start, end, ranges) -> int:
+    """Several routes on the same driver and avatar, in one run: r per signal and its change from the first."""
+    from core.progress import callback, progress_bar
+    from tools.eval_transfer import EvalConfig, evaluate
+
+    results = {}
+    for via in vias:
+        with progress_bar(desc=f"track {via}", unit="f") as tracking, progress_bar(desc=f"drive {via}", unit="f") as driving:
+            results[via] = evaluate(EvalConfig(args.avatar, args.driver, start, end, ranges, args.size,
+                                               neutral=args.neutral, target_neutral=args.holdout and args.neutral is None,
+                                               via=via), progress=callback(driving), track_progress=callback(tracking))
+    base = vias[0]
+    names = list(results[base]["signals"])
+    print(f"{'signal':<16}" + "".join(f"{v:>10}" for v in vias) + "   (Pearson r; Δ = route − " + base + ")")
+    comparison = {}
+    for n in names:
+        r = {v: results[v]["signals"][n]["pearson_r"] for v in vias}
+        comparison[n] = {v: {"r": r[v], "delta": r[v] - r[base], "lag": results[v]["signals"][n]["lag_frames"]} for v in vias}
+        print(f"{n:<16}" + "".join(f"{r[v]:>10.3f}" for v in vias))
+    print(f"{'Δ worst':<16}" + "".join(f"{min(comparison[n][v]['delta'] for n in names):>10.3f}" for v in vias))
+    write_json(args.json, {"evaluation": "transfer", "vias": list(vias), "comparison": comparison,
+                           "results": {v: {k: x for k, x in res.items() if k != "series"} for v, res in results.items()}})
+    print(f"wrote {args.json}")
+    return 0
 
 
 def run_transfer(args) -> int:
@@ -70,6 +100,14 @@ def run_transfer(args) -> int:
             start, end = int(a or 0), (int(b) if b else None)
         except ValueError as exc:
             raise HeadcastError("--frames takes START:END") from exc
+    from capture.interop.route import VIAS
+
+    vias = [v.strip() for v in str(args.via).split(",") if v.strip()]
+    unknown = [v for v in vias if v not in VIAS]
+    if not vias or unknown:
+        raise HeadcastError(f"--via: unknown route(s) {unknown} (known: {', '.join(VIAS)})")
+    if len(vias) > 1:
+        return _run_vias(args, vias, start, end, ranges)
     from core.progress import callback, progress_bar
 
     with progress_bar(desc="track", unit="f") as tracking, progress_bar(desc="drive", unit="f") as driving:
@@ -77,7 +115,7 @@ def run_transfer(args) -> int:
                                      video_codec=args.video_codec, neutral=args.neutral,
                                      target_neutral=args.holdout and args.neutral is None,
                                      eyes=not args.network_eyes, driver_start=args.driver_start,
-                                     driver_fps=args.driver_fps, edit=args.edit),
+                                     driver_fps=args.driver_fps, edit=args.edit, via=vias[0]),
                           progress=callback(driving), track_progress=callback(tracking))
     targets = SELF_TARGETS if args.holdout else CROSS_TARGETS
     met = {}

@@ -52,6 +52,11 @@ def register(sub) -> None:
                    help="openxr: MSAA samples per eye (default: 4 on a GPU, 0 on a software rasteriser)")
     p.add_argument("--refresh-rate", type=float, metavar="HZ",
                    help="openxr: display refresh rate to ask for (XR_FB_display_refresh_rate; default: the highest)")
+    p.add_argument("--face-stream", metavar="ID",
+                   help="openxr: publish the wearer's face (XR_FB_face_tracking2 / XR_HTC_facial_tracking / "
+                        "XR_ANDROID_face_tracking, when offered) as this expr52 stream")
+    p.add_argument("--face-connect", metavar="ENDPOINT",
+                   help="where --face-stream goes (a peer's render node or a room; default: this node's --bind)")
     p.add_argument("--reconnects", type=int, default=5, metavar="N",
                    help="reopen a lost OpenXR session up to N times (runtime restarted); default 5")
     p.add_argument("--save-placements", action="store_true",
@@ -187,6 +192,13 @@ def run(args) -> int:
 
     if args.frames is not None and args.frames < 1:
         raise HeadcastError("--frames must be at least 1")
+    if args.face_stream is not None:
+        from streaming.protocol import validate_stream_id
+
+        try:
+            validate_stream_id(args.face_stream)
+        except ValueError as exc:
+            raise HeadcastError(f"--face-stream: {exc}") from exc
     scene = Scene.load(args.scene) if args.scene else single_avatar_scene(args.avatar, args.stream)
     if args.save_placements and not args.scene:
         raise HeadcastError("--save-placements needs --scene")
@@ -199,7 +211,8 @@ def run(args) -> int:
         backend_options=BackendOptions(width=width, height=height, stereo=args.stereo, fps=args.fps,
                                        paced=not args.unpaced, wake=args.wake, out=args.out,
                                        video_codec=args.video_codec, frame_feed=args.frame_feed, mirror=args.mirror,
-                                       graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate),
+                                       graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate,
+                                       face_stream=args.face_stream, face_connect=args.face_connect or args.bind),
         source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars, pacing=args.engine_pacing,
                                  head_motion=HeadMotionConfig() if args.head_motion else None),
         frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,

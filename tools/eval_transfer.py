@@ -48,6 +48,10 @@ class EvalConfig:
     driver_fps: float | None = None
     edit: str | None = None
     driver_config: object | None = None  # capture.driver_features.DriverConfig (None: the capture node's)
+    # What carries the driver's expression to the avatar: mp478 (direct), expr52 (the named space on
+    # our wire), or an ecosystem format's bytes (livelink, vmc, osc = Unified Expressions), each
+    # decoded back into expr52 (capture/interop/route.py).
+    via: str = "mp478"
 
 
 @dataclass
@@ -193,7 +197,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     from inference.features.alignment import to_canonical
     from inference.features.face_tracker import FaceTracker
     from media.video_writer import Mp4Writer, VideoConfig
-    from streaming.protocol import FeatureFrame, FeatureKind, Flags
+    from streaming.protocol import FEATURE_SHAPES, FeatureFrame, FeatureKind, Flags
     from xr_runtime.avatars.mesh import AvatarMeshData
 
     try:
@@ -225,7 +229,18 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
             raise HeadcastError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
                            "or pass --neutral")
         target_neutral = pkg.extra_tensors[TARGET_NEUTRAL].numpy()
-    feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral, cfg.driver_config)
+    feats, driver_canon, driver_neutral = driver_features(track, cfg.neutral, target_neutral, cfg.driver_config)
+    kind = FeatureKind.MP478
+    if cfg.via != "mp478":
+        if cfg.via not in pkg.feature_kinds and "expr52" not in pkg.feature_kinds:
+            raise HeadcastError(f"{cfg.avatar} accepts {', '.join(pkg.feature_kinds)}; --via {cfg.via} needs expr52 "
+                                "(rebuild the avatar with this version)")
+        from capture.interop.route import through
+        from inference.features.expr52 import expr52_frame
+
+        kind = FeatureKind.EXPR52
+        feats = [None if c is None else through(cfg.via, expr52_frame(c, driver_neutral), i)
+                 for i, c in enumerate(driver_canon)]
     m = pkg.mesh
     renderer = FrontalAvatarRenderer(AvatarMeshData(m.positions, m.uvs, m.indices, m.blendshapes), cfg.size)
     writer = None
@@ -245,8 +260,8 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
                 for i in range(max(0, start - model.window), end):
                     t = (i + 1) * period
                     f = feats[i]
-                    frame = FeatureFrame(STREAM, i, FeatureKind.MP478,
-                                         np.zeros((478, 3), np.float32) if f is None else f, t, t,
+                    frame = FeatureFrame(STREAM, i, kind,
+                                         np.zeros(FEATURE_SHAPES[kind], np.float32) if f is None else f, t, t,
                                          flags=Flags.FACE_LOST if f is None else Flags.NONE)
                     state = engine.step({STREAM: [frame]}, now_ns=t)[STREAM]
                     image = renderer.render(np.asarray(state.texture), np.asarray(state.weights, np.float32),
@@ -298,7 +313,7 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
     return {
         "avatar": str(cfg.avatar), "driver": str(cfg.driver),
         "frames": [ranges[0][0], ranges[-1][1]], "ranges": [list(r) for r in ranges],
-        "scored_frames": int(both.sum()), "animation": note,
+        "scored_frames": int(both.sum()), "animation": note, "via": cfg.via,
         "avatar_face_found_fraction": float(np.mean(found)),
         "driver_face_found_fraction": float(np.isfinite(d).all(1).mean()),
         "signals": signals,

@@ -90,6 +90,7 @@ class ExportInput:
     t_start: float  # time.monotonic() when the build started
     whole: "WholeHead | None" = None  # head mattes + shell (the manifest's whole_head block)
     refinement: "TrainedRefinement | None" = None
+    kind_maps: object | None = None  # kind_maps.KindMaps: other feature kinds the avatar accepts
 
 
 def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
@@ -120,6 +121,17 @@ def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
         extra.update(ref.tensors)
     else:
         manifest["refinement"] = {"included": False, "reason": (ref.info.get("reason") if ref else "not built")}
-    write_package(inp.out, manifest, vae.decoder, export_mesh(inp.mesh.mesh, inp.basis.blendshapes),
+    mesh = export_mesh(inp.mesh.mesh, inp.basis.blendshapes)
+    if anim and inp.kind_maps is not None:
+        from inference.avatar_package import CANONICAL_UNIT_M
+
+        from .kind_maps import arkit_targets
+
+        manifest["feature_kinds"] = [manifest["feature"]["kind"], *sorted(inp.kind_maps.maps)]
+        manifest["feature_maps"] = inp.kind_maps.block
+        extra.update(inp.kind_maps.tensors)
+        # mesh.glb also carries the ARKit-named shapes the avatar has (for Blender, three.js, Unreal).
+        mesh.named_targets = arkit_targets(inp.kind_maps.maps["expr52"], inp.mesh.mesh.face_map, CANONICAL_UNIT_M)
+    write_package(inp.out, manifest, vae.decoder, mesh,
                   inp.textures.neutral, png.tobytes(), extra_tensors=extra or None)
     return manifest

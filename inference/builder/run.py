@@ -19,6 +19,7 @@ from .cache import StageCache, StageRecord
 from .config import BuildConfig, BuildError
 from .evaluate import EvaluateInput, evaluate
 from .export import ExportInput, PreviewInput, export, preview
+from .kind_maps import KindMapInput, fit_kind_maps
 from .mesh import MeshInput, build_mesh
 from .progress import stages_bar
 from .recombination import draw_recombination, target_relaxed_face
@@ -95,11 +96,13 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     animation = train_animation_network(cache, AnimationInput(tracks, selection, basis, relaxed, recombination, data,
                                                               vae, cfg.animation, cfg.recombine, recombination_key))
     _log_stage(log, "animation", cache, stages)
+    kind_maps = fit_kind_maps(cache, KindMapInput(tracks, selection, relaxed))  # the avatar accepts expr52 too
+    _log_stage(log, "kindmaps", cache)
     te = time.monotonic()
     sheet = preview(PreviewInput(sources, tracks, selection, basis, mesh, textures, data, vae))
     manifest = export(ExportInput(Path(cfg.out), sources, cfg.command, cfg.device, cfg.quick, cfg.train, selection,
                                   mesh, basis, textures, vae, evaluation, animation, tuple(cache.records), t0,
-                                  whole, refinement), sheet)
+                                  whole, refinement, kind_maps), sheet)
     stages.update(1)
     with writes_above_bars():
         log(f"  {'export':<9} {'done':<6} {time.monotonic() - te:7.1f} s")

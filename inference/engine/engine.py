@@ -59,7 +59,9 @@ class StreamingEngine:
         self.models = [slots[s] for s in self.stream_ids]
         self.states = {s: StreamState(s, m.window, m.feature_dim, config.fade,
                                       None if config.feature_limits is None
-                                      else FeatureRange.from_normalisation(m.norm, config.feature_limits))
+                                      else FeatureRange.from_normalisation(m.norm, config.feature_limits),
+                                      feature_kind=getattr(m, "feature_kind", None),
+                                      kind_maps=getattr(m, "kind_maps", None))
                        for s, m in slots.items()}
         if config.device == "cpu":
             from .cpu import CpuBackend
@@ -142,7 +144,8 @@ class StreamingEngine:
 
     def feature_counters(self) -> dict[str, dict[str, int]]:
         """Per stream: frames whose features were clamped into the avatar's range, and frames dropped."""
-        return {sid: {"clamped": st.clamped, "rejected": st.rejected} for sid, st in self.states.items()}
+        return {sid: {"clamped": st.clamped, "rejected": st.rejected, "unsupported_kind": st.unsupported_kind}
+                for sid, st in self.states.items()}
 
     def neutral_z(self, stream_id: str) -> np.ndarray:
         return self.models[self.stream_ids.index(stream_id)].net.neutral_z.detach().cpu().numpy().copy()

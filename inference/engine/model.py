@@ -9,7 +9,7 @@ weights run as one set of kernels (and one CUDA graph): parameters are stacked (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -27,6 +27,10 @@ class AvatarModel:
     norm: FeatureNormalisation
     decoder: nn.Module
     name: str = "avatar"
+    # The network's own feature kind and maps from other kinds into it (inference/animation/kind_map.py):
+    # {FeatureKind: KindMap}. The engine converts each incoming frame by its kind (state.py).
+    feature_kind: str | None = None  # None: any frame of the network's input size
+    kind_maps: dict = field(default_factory=dict)
 
     @property
     def window(self) -> int:

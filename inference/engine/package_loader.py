@@ -40,7 +40,8 @@ def avatar_model_from_package(package: "AvatarPackage") -> AvatarModel:
     if package.animation is None:
         raise ValueError(f"{package.path}: the package carries no animation network (built before that step?)")
     net, norm = package.animation  # validated by the package loader against the manifest's block
-    return AvatarModel(net, norm, package.vae_decoder.eval(), name=package.manifest.name)
+    return AvatarModel(net, norm, package.vae_decoder.eval(), name=package.manifest.name,
+                       feature_kind=package.manifest.feature_kind, kind_maps=dict(package.kind_maps))
 
 
 def load_avatar_model(path: str | Path, allow_untrained: bool = False, seed: int = 0) -> tuple[AvatarModel, str]:

@@ -25,6 +25,7 @@ like a face-lost frame and counted (``rejected``).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from streaming.protocol import FeatureFrame, HeadPose
+
+log = logging.getLogger(__name__)
 
 TRACKING = "tracking"
 FACE_LOST = "face_lost"
@@ -115,8 +118,15 @@ class GoodFrame:
 
 class StreamState:
     def __init__(self, stream_id: str, window: int, feature_dim: int, fade: FadeConfig,
-                 feature_range: FeatureRange | None = None):
+                 feature_range: FeatureRange | None = None, feature_kind: str | None = None,
+                 kind_maps: dict | None = None):
         self.stream_id = stream_id
+        # The network's own kind (None: accept any frame of the right size, the old behaviour) and
+        # maps from other kinds into it; frames of any other kind are counted and read as no face.
+        self.feature_kind = feature_kind
+        self.kind_maps = dict(kind_maps or {})
+        self.unsupported_kind = 0
+        self.unsupported_kinds: set[str] = set()
         self.fade = fade
         self.feature_range = feature_range
         self.clamped = 0  # frames with values clamped into the avatar's range
@@ -142,7 +152,20 @@ class StreamState:
         if frame.face_lost:
             self.face_lost = True
             return
-        feats = np.asarray(frame.features, dtype=np.float32).reshape(-1)
+        label = frame.kind.label if hasattr(frame.kind, "label") else str(frame.kind)
+        if self.feature_kind is not None and label != self.feature_kind:
+            kmap = self.kind_maps.get(label)
+            if kmap is None:
+                self.unsupported_kind += 1
+                if label not in self.unsupported_kinds:
+                    self.unsupported_kinds.add(label)
+                    log.warning("stream %r sends %s features; its avatar accepts %s: frames shown as no face",
+                                self.stream_id, label, ", ".join([self.feature_kind, *sorted(self.kind_maps)]))
+                self.face_lost = True
+                return
+            feats = kmap.apply(frame.features)
+        else:
+            feats = np.asarray(frame.features, dtype=np.float32).reshape(-1)
         if feats.shape[0] != self.window.shape[1] or not np.isfinite(feats).all():
             self.face_lost = True  # wrong kind or corrupt: treat like no face rather than crash
             return

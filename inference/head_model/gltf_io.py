@@ -5,7 +5,7 @@ runtime (positions, uvs, uint32 indices, (K, V, 3) morph deltas).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -25,6 +25,28 @@ class MeshArrays:
     uvs: np.ndarray  # (V, 2) float32, glTF convention (V down)
     indices: np.ndarray  # (F, 3) uint32
     blendshapes: np.ndarray  # (K, V, 3) float32 position deltas per unit weight, metres
+    # Extra morph targets for other tools, after the K runtime ones: name → (V, 3) deltas (the
+    # builder writes the ARKit-named shapes the avatar has). The runtime never reads them back.
+    named_targets: dict = field(default_factory=dict)
+
+
+def smooth_normals(positions: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals, averaged over vertices at the same position, so UV seams
+    (split vertices) do not show as creases. (V, 3) float32, unit length (+z where undefined)."""
+    p = np.asarray(positions, np.float64)
+    f = np.asarray(indices, np.int64).reshape(-1, 3)
+    fn = np.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]])  # length = 2 × area
+    n = np.zeros_like(p)
+    for c in range(3):
+        np.add.at(n, f[:, c], fn)
+    _, group = np.unique(np.round(p, 6), axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    summed = np.zeros((group.max() + 1 if len(group) else 0, 3))
+    np.add.at(summed, group, n)
+    n = summed[group]
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    n = np.where(length > 1e-20, n / np.maximum(length, 1e-20), np.array([0.0, 0.0, 1.0]))
+    return n.astype(np.float32)
 
 
 class GltfError(HeadcastError, ValueError):
@@ -51,16 +73,23 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
         return len(accessors) - 1
 
     pos = add(mesh.positions.astype(np.float32), g.VEC3, FLOAT, g.ARRAY_BUFFER, True)
+    # Smooth normals: without them three.js and Blender shade the head faceted.
+    nrm = add(smooth_normals(mesh.positions, mesh.indices), g.VEC3, FLOAT, g.ARRAY_BUFFER)
     uv = add(mesh.uvs.astype(np.float32), g.VEC2, FLOAT, g.ARRAY_BUFFER)
     idx = add(mesh.indices.astype(np.uint32).reshape(-1), g.SCALAR, UINT32, g.ELEMENT_ARRAY_BUFFER)
+    names = [f"bs{k:02d}" for k in range(len(mesh.blendshapes))] + list(mesh.named_targets)
+    deltas = list(mesh.blendshapes) + [np.asarray(d, np.float32) for d in mesh.named_targets.values()]
     targets = [g.Attributes(POSITION=add(d.astype(np.float32), g.VEC3, FLOAT, g.ARRAY_BUFFER, True))
-               for d in mesh.blendshapes]
-    prim = g.Primitive(attributes=g.Attributes(POSITION=pos, TEXCOORD_0=uv), indices=idx, targets=targets or None)
+               for d in deltas]
+    prim = g.Primitive(attributes=g.Attributes(POSITION=pos, NORMAL=nrm, TEXCOORD_0=uv), indices=idx,
+                       targets=targets or None)
     gltf = g.GLTF2(
         asset=g.Asset(version="2.0", generator="headcast build-avatar"),
         scene=0, scenes=[g.Scene(nodes=[0])], nodes=[g.Node(mesh=0, name="head")],
         meshes=[g.Mesh(name="head", primitives=[prim], weights=[0.0] * len(targets) or None,
-                       extras={"targetNames": [f"bs{k:02d}" for k in range(len(targets))]})],
+                       # runtimeTargets: the first N targets are the avatar's own blendshapes (what
+                       # its decoder's weights drive); the named ones after them are for other tools.
+                       extras={"targetNames": names, "runtimeTargets": len(mesh.blendshapes)})],
     )
     if texture_rgb is not None:
         ok, png = cv2.imencode(".png", np.ascontiguousarray(texture_rgb[:, :, ::-1]))
@@ -115,6 +144,10 @@ def read_glb(path: Path) -> MeshArrays:
         pos = doc.accessor(attrs["POSITION"], (FLOAT,), ("VEC3",), "POSITION").astype(np.float32)
         uv = doc.accessor(attrs["TEXCOORD_0"], (FLOAT,), ("VEC2",), "TEXCOORD_0").astype(np.float32)
         idx = doc.accessor(prim["indices"], (UINT32,), ("SCALAR",), "indices").reshape(-1)
+        runtime = doc.json["meshes"][0].get("extras", {}).get("runtimeTargets") if isinstance(
+            doc.json["meshes"][0].get("extras"), dict) else None
+        if isinstance(runtime, int) and not isinstance(runtime, bool) and 0 <= runtime <= len(targets):
+            targets = targets[:runtime]  # named extra targets (ARKit shapes) are not the runtime's
         deltas = []
         for k, target in enumerate(targets):
             if "POSITION" not in target:

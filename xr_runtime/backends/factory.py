@@ -22,6 +22,9 @@ class BackendOptions:
     graphics: str = "auto"               # openxr: GL binding (auto, egl, glx, win32)
     samples: int | None = None           # openxr: MSAA samples per eye (None: automatic)
     refresh_rate: float | None = None    # openxr: refresh rate to ask for (None: the highest)
+    # openxr: publish the wearer's face (headset face tracking, expr52) as this stream to this endpoint
+    face_stream: str | None = None
+    face_connect: str | None = None
 
 
 def make_backend(name: str, options: BackendOptions, viewer):
@@ -53,5 +56,8 @@ def make_backend(name: str, options: BackendOptions, viewer):
         raise HeadcastError("MSAA samples must be 0 or more")
     if o.refresh_rate is not None and o.refresh_rate <= 0:
         raise HeadcastError("the refresh rate must be positive")
-    return OpenXRBackend(XrSessionConfig(graphics=o.graphics, samples=o.samples, refresh_rate=o.refresh_rate),
-                         mirror=o.mirror)
+    backend = OpenXRBackend(XrSessionConfig(graphics=o.graphics, samples=o.samples, refresh_rate=o.refresh_rate),
+                            mirror=o.mirror)
+    if o.face_stream:
+        backend.face_stream = (o.face_connect, o.face_stream)
+    return backend

@@ -47,6 +47,8 @@ class OpenXRBackend(Backend):
         self.want_mirror = mirror
         self.mirror = None
         self._stats: BackendStats | None = None
+        self.face_stream: tuple[str, str] | None = None  # (endpoint, stream id): publish the wearer's face
+        self._face = None
 
     def open(self) -> None:
         from xr_runtime.openxr.session import OpenXRSession
@@ -85,7 +87,18 @@ class OpenXRBackend(Backend):
                 pending["frame"] = None
                 last_end[0] = time.perf_counter()
 
+        if self.face_stream is not None and self._face is None:
+            from xr_runtime.openxr.face_tracking import WearerFaceStream
+
+            if session.face_tracker is None:
+                log.warning("--face-stream %s: the runtime offers no face tracking (%s); nothing will be sent",
+                            self.face_stream[1], ", ".join(("XR_FB_face_tracking2", "XR_HTC_facial_tracking",
+                                                            "XR_ANDROID_face_tracking")))
+            self._face = WearerFaceStream(*self.face_stream)
+
         def on_frame(info) -> None:
+            if self._face is not None:
+                self._face.on_frame(info)
             finish_pending()  # a frame whose views could not be located ends here
             now = time.perf_counter()
             wait_ms = (now - last_end[0]) * 1e3 if last_end[0] is not None else 0.0
@@ -131,10 +144,15 @@ class OpenXRBackend(Backend):
                                   "samples": session.msaa.samples, "samples_reason": session.msaa.reason,
                                   "refresh_rate": (session.refresh_rate.state.as_dict()
                                                    if session.refresh_rate is not None else None),
-                                  "mirror": getattr(self.mirror, "kind", "host-copy") if self.mirror else None})
+                                  "mirror": getattr(self.mirror, "kind", "host-copy") if self.mirror else None,
+                                  "face_tracking": (session.face_tracker.stats() if session.face_tracker is not None
+                                                    else None)})
         return self._stats
 
     def close(self) -> None:
+        if self._face is not None:
+            self._face.close()
+            self._face = None
         if self.mirror is not None and self.session is not None:
             self.session.make_current()
             self.mirror.close(restore=self.session.make_current)

@@ -86,6 +86,8 @@ class XrSessionConfig:
     refresh_rate: float | None = None
     idle_poll_s: float = 0.02         # sleep between event polls while not running
     controllers: bool = True          # action set with grip pose + squeeze per hand
+    # The wearer's face (openxr/face_tracking.py) when the runtime offers FB/HTC/Android face tracking.
+    face_tracking: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class FrameInfo:
     # Hands at the predicted display time, in the session's reference space (FOCUSED only;
     # empty when controllers are off or the session is not focused).
     hands: dict[str, HandState] = field(default_factory=dict)
+    # The wearer's face at the predicted display time: an expr52 payload (52, 2), or None.
+    face: object = None
 
 
 class DrawEye(Protocol):
@@ -133,6 +137,8 @@ class OpenXRSession:
         self.spaces: dict[str, object] = {}
         self.swapchains: list[EyeSwapchain] = []
         self.input: ControllerInput | None = None
+        self.face_extension: str | None = None
+        self.face_tracker = None          # openxr/face_tracking.FaceTracker when the runtime offers one
         self.state = xr.SessionState.UNKNOWN
         self.running = False
         self.lost = False
@@ -164,6 +170,11 @@ class OpenXRSession:
         wanted = list(required_extensions(self.graphics_choice.kind))
         wanted += [name for name in OPTIONAL_EXTENSIONS if name in offered
                    and (name != DEPTH_EXTENSION or self.config.depth_layer)]
+        from .face_tracking import choose_extension
+
+        self.face_extension = choose_extension(offered, self.config.face_tracking)
+        if self.face_extension:
+            wanted.append(self.face_extension)
         self.extensions = frozenset(wanted)
         layers = [layer.layer_name.decode() for layer in xr.enumerate_api_layer_properties()]
         for layer in self.config.api_layers:
@@ -205,6 +216,15 @@ class OpenXRSession:
         if self.space_name != self.config.reference_space:
             log.warning("%s reference space not offered; using local", self.config.reference_space)
         self.space = self.spaces[self.space_name]
+
+        if self.face_extension:
+            from .face_tracking import FaceTracker
+
+            try:
+                self.face_tracker = FaceTracker(xr, self.instance, self.session, self.face_extension)
+                log.info("face tracking through %s", self.face_extension)
+            except (xr.ResultException, ValueError, KeyError) as exc:  # offered, but no tracker (permission, device)
+                log.warning("%s offered but no face tracker: %s", self.face_extension, exc)
 
         if self.config.controllers:
             self.input = ControllerInput(xr, self.instance, self.session)
@@ -347,9 +367,15 @@ class OpenXRSession:
         hands = {}
         if self.input is not None and self.state == xr.SessionState.FOCUSED:
             hands = self.input.sample(self.space, display_time)
+        face = None
+        if self.face_tracker is not None:
+            try:
+                face = self.face_tracker.sample(display_time)
+            except xr.ResultException as error:
+                log.debug("face tracking: %s", error)
         info = FrameInfo(self._frame_index, display_time, int(frame_state.predicted_display_period),
                          self.clock.to_monotonic_ns(display_time), bool(frame_state.should_render),
-                         hands)
+                         hands, face)
         if on_frame is not None:
             on_frame(info)
         layers, keep_alive = [], []
@@ -446,6 +472,9 @@ class OpenXRSession:
         if self.input is not None:
             self.input.destroy()
             self.input = None
+        if self.face_tracker is not None:
+            self.face_tracker.destroy()
+            self.face_tracker = None
         for handle, destroy in ([(s, xr.destroy_space) for s in self.spaces.values()]
                                 + [(self.session, xr.destroy_session), (self.instance, xr.destroy_instance)]):
             if handle is None:

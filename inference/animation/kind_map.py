@@ -1,0 +1,93 @@
+"""Maps from another feature kind into the kind an avatar's animation network was trained on.
+
+An avatar accepts ``expr52`` (the 52 named ARKit weights) through a linear map fitted on the
+target's *own* frames: for every tracked frame the builder measures both the ``mp478`` features
+and the ``expr52`` weights against the same relaxed face, and ridge regression (no intercept: a
+relaxed driver, all weights 0, must land on features 0, the network's "at rest") gives
+``mp478 ≈ weights × W``. The engine applies it to each incoming ``expr52`` frame and runs the
+avatar's one animation network, so batching and CUDA graphs are unchanged and there is a single
+network to train. What the map cannot carry — any motion the 52 weights do not describe — is the
+measured cost of the named space (docs/ANIMATION.md).
+
+Package form: tensor ``anim.kindmap.<kind>.weight`` (52, D) in weights.safetensors and an entry in
+the manifest's ``feature_maps`` block; loading checks shape and finiteness and names what is wrong.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from inference.features.expr52 import effective_weights
+
+PREFIX = "anim.kindmap."
+SOURCE_DIMS = {"expr52": 52}
+
+
+@dataclass(frozen=True)
+class KindMap:
+    source_kind: str  # "expr52"
+    weight: np.ndarray  # (S, D) float32: target features = effective source × weight
+
+    def apply(self, payload: np.ndarray) -> np.ndarray:
+        """One frame's wire payload ((52, 2) for expr52) → the (D,) features the network expects."""
+        x = effective_weights(payload)
+        return (x @ self.weight).astype(np.float32)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{PREFIX}{self.source_kind}.weight": torch.from_numpy(np.ascontiguousarray(self.weight, np.float32))}
+
+
+def fit_kind_map(source_kind: str, payloads: np.ndarray, features: np.ndarray, ridge: float = 1e-2) -> tuple[KindMap, dict]:
+    """Ridge regression without intercept over frames where both are finite.
+
+    ``payloads`` (N, 52, 2), ``features`` (N, D). ``ridge`` is relative to the mean diagonal of
+    XᵀX, so it means the same for any number of frames. Returns the map and its fit metrics."""
+    x = effective_weights(np.asarray(payloads, np.float32)).astype(np.float64)
+    y = np.asarray(features, np.float64).reshape(len(x), -1)
+    ok = np.isfinite(x).all(1) & np.isfinite(y).all(1)
+    if ok.sum() < 16:
+        raise ValueError(f"kind map {source_kind}: only {int(ok.sum())} usable frames (need 16)")
+    x, y = x[ok], y[ok]
+    gram = x.T @ x
+    lam = ridge * max(float(np.trace(gram)) / len(gram), 1e-9)
+    w = np.linalg.solve(gram + lam * np.eye(len(gram)), x.T @ y)
+    pred = x @ w
+    ss_res = float(((y - pred) ** 2).sum())
+    ss_tot = float((y ** 2).sum())  # around zero: the features' own origin is "relaxed"
+    active = int((np.abs(x).max(0) > 1e-3).sum())
+    return KindMap(source_kind, w.astype(np.float32)), {
+        "frames": int(ok.sum()), "r2_about_zero": round(1.0 - ss_res / max(ss_tot, 1e-12), 4),
+        "active_inputs": active, "ridge": ridge}
+
+
+def manifest_entry(kmap: KindMap, target_kind: str, metrics: dict) -> dict:
+    return {"into": target_kind, "method": "linear (ridge, no intercept) on the target's own frames",
+            "input": "weights x confidence (inference/features/expr52.py effective_weights)",
+            "tensor": f"{PREFIX}{kmap.source_kind}.weight", "shape": list(kmap.weight.shape), "metrics": metrics}
+
+
+def load_kind_maps(block: dict | None, tensors: dict, feature_dim: int) -> dict[str, KindMap]:
+    """The manifest's ``feature_maps`` block + the ``anim.kindmap.*`` tensors → {kind: KindMap};
+    raises ValueError naming what is missing, mis-shaped or undeclared."""
+    block = block or {}
+    if not isinstance(block, dict):
+        raise ValueError("feature_maps must be an object")
+    out: dict[str, KindMap] = {}
+    for kind, entry in block.items():
+        if kind not in SOURCE_DIMS:
+            raise ValueError(f"feature_maps: unknown source kind {kind!r} (known: {', '.join(SOURCE_DIMS)})")
+        name = f"{PREFIX}{kind}.weight"
+        if name not in tensors:
+            raise ValueError(f"feature_maps.{kind}: tensor {name} is missing")
+        w = tensors[name].detach().cpu().float().numpy()
+        if w.shape != (SOURCE_DIMS[kind], feature_dim):
+            raise ValueError(f"{name}: shape {w.shape}, expected {(SOURCE_DIMS[kind], feature_dim)}")
+        if not np.isfinite(w).all():
+            raise ValueError(f"{name} holds non-finite values")
+        out[kind] = KindMap(kind, w)
+    undeclared = sorted(k for k in tensors if k.startswith(PREFIX) and k.split(".")[2] not in block)
+    if undeclared:
+        raise ValueError(f"kind-map tensors the manifest does not declare: {undeclared[:4]}")
+    return out
