@@ -34,8 +34,8 @@ def test_quick_build_produces_a_valid_package(package_dir):
     # The woman clip has a long hand-over-face passage; it must be rejected, the rest kept.
     assert b["rejected"]["hand_over_face"] >= 30
     assert b["kept"] >= 100
-    assert set(b["stages"]) == {"track", "select", "mesh", "basis", "textures", "vae", "evaluate", "animation",
-                                "kindmaps"}
+    assert set(b["stages"]) == {"track", "select", "whole_head", "mesh", "basis", "textures", "vae", "evaluate",
+                                "refinement", "animation", "kindmaps"}
     assert 3 <= pkg.manifest.n_blendshapes <= 48
     assert (package_dir / "preview.png").stat().st_size > 10_000
 
@@ -141,7 +141,7 @@ QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "
                     "mesh": "dda906e1c3131422", "basis": "ab4c70901727562a", "textures": "8a4638c1ab0e8fc6",
                     "vae": "74dc24fb8bd2ec21", "evaluate": "019b19a69e3f8ac2", "refinement": "1087fa52732932d2",
                     "animation": "8fd5c6c73e0d2be7",
-                    "kindmaps": "RECOMPUTE"}
+                    "kindmaps": "e865af99d4308ae0"}
 
 
 def test_stage_keys_keep_existing_work_directories_valid(package_dir, tmp_path_factory):
