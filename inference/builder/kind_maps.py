@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file as load_pt, save_file as save_pt
 
 from inference.animation.kind_map import KindMap, fit_kind_map, manifest_entry
-from inference.features.expr52 import effective_weights, expr52_frame
+from inference.features.expr52 import VERSION as EXPR52_VERSION, effective_weights, expr52_frame
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor
 
 from .cache import StageCache, builder_stage_key
@@ -24,6 +24,7 @@ from .select import SelectedFrames
 from .track import Tracks
 
 KIND = "expr52"
+RIDGE = 1e-2  # relative to the mean diagonal of XᵀX (kind_map.fit_kind_map)
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +66,8 @@ def both_kinds(tracks: Tracks, neutral: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def fit_kind_maps(cache: StageCache, inp: KindMapInput) -> KindMaps:
-    key = builder_stage_key("kindmaps", {"kinds": [KIND], "gain": FEATURE_GAIN, "ridge": 1e-2},
+    key = builder_stage_key("kindmaps", {"kinds": [KIND], "gain": FEATURE_GAIN, "ridge": RIDGE,
+                                         "expr52_version": EXPR52_VERSION},
                             [inp.selection.key, inp.tracks.key])
 
     def run(d) -> dict:
@@ -73,7 +75,7 @@ def fit_kind_maps(cache: StageCache, inp: KindMapInput) -> KindMaps:
         holdout = np.zeros(len(feats), bool)
         holdout[inp.selection.holdout] = True
         train = inp.selection.keep & ~holdout
-        kmap, metrics = fit_kind_map(KIND, expr[train], feats[train])
+        kmap, metrics = fit_kind_map(KIND, expr[train], feats[train], ridge=RIDGE)
         test = inp.selection.keep & holdout & np.isfinite(feats).all(1)
         if test.any():
             pred = effective_weights(expr[test]) @ kmap.weight
