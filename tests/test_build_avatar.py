@@ -137,7 +137,7 @@ def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
 QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "mesh": "e74cafba2c20bb06",
                     "basis": "ab4c70901727562a", "textures": "c71924d5d218d486", "vae": "641c95fab20dfc75",
                     "evaluate": "35d949748be5bdd1", "animation": "a38904b4c72ff629",
-                    "kindmaps": "107c66252f646b80"}
+                    "kindmaps": "2c9c8cc2628ea48b"}
 
 
 def test_stage_keys_keep_existing_work_directories_valid(package_dir, tmp_path_factory):
