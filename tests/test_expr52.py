@@ -144,3 +144,25 @@ def test_engine_routes_by_kind_and_counts_unsupported(caplog):
     assert state.status == "face_lost"
     assert engine.feature_counters()["a"]["unsupported_kind"] == 3
     assert sum("sends deca2048 features" in r.getMessage() for r in caplog.records) == 1  # said once
+
+
+def test_kind_map_per_region_keeps_upper_weights_off_the_mouth():
+    from inference.animation.kind_map import fit_kind_map
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (500, 52)).astype(np.float32)
+    upper = np.array([n in names.UPPER_FACE for n in names.ARKIT52])
+    # The target always smiles with raised brows: brow weights and mouth features correlate.
+    x[:, names.INDEX["browInnerUp"]] = x[:, names.INDEX["mouthSmileLeft"]]
+    feature_upper = np.repeat(np.r_[np.ones(5), np.zeros(5)], 3)  # 10 points: 5 upper, 5 lower
+    y = np.zeros((500, 30), np.float32)
+    y[:, :15] = x[:, [names.INDEX["browInnerUp"]]]  # brows move the upper points
+    y[:, 15:] = x[:, [names.INDEX["mouthSmileLeft"]]]  # the smile moves the lower ones
+    payloads = np.stack([x, np.ones_like(x)], -1)
+    kmap, _ = fit_kind_map("expr52", payloads, y, regions=(upper, feature_upper))
+    assert np.abs(kmap.weight[upper][:, 15:]).max() == 0  # an eye/brow weight never moves the mouth
+    assert np.abs(kmap.weight[~upper][:, :15]).max() == 0
+    brow_only = np.zeros((52, 2), np.float32)
+    brow_only[names.INDEX["browInnerUp"]] = (1, 1)
+    out = kmap.apply(brow_only)
+    assert out[:15].mean() > 0.9 and np.abs(out[15:]).max() == 0

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file as load_pt, save_file as save_pt
 
 from inference.animation.kind_map import KindMap, fit_kind_map, manifest_entry
-from inference.features.expr52 import effective_weights, expr52_frame
+from inference.features.expr52 import VERSION as EXPR52_VERSION, effective_weights, expr52_frame
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor
 
 from .cache import StageCache, builder_stage_key
@@ -24,6 +24,8 @@ from .select import SelectedFrames
 from .track import Tracks
 
 KIND = "expr52"
+RIDGE = 1e-2  # relative to the mean diagonal of XᵀX (kind_map.fit_kind_map)
+REGIONS = True  # separate upper/lower-face maps (kind_map.fit_kind_map)
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +33,7 @@ class KindMapInput:
     tracks: Tracks
     selection: SelectedFrames
     relaxed: TargetRelaxedFace
+    point_weight: np.ndarray | None = None  # (478,) upper-face weight per landmark (recombination); None: one map
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +68,9 @@ def both_kinds(tracks: Tracks, neutral: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def fit_kind_maps(cache: StageCache, inp: KindMapInput) -> KindMaps:
-    key = builder_stage_key("kindmaps", {"kinds": [KIND], "gain": FEATURE_GAIN, "ridge": 1e-2},
+    key = builder_stage_key("kindmaps", {"kinds": [KIND], "gain": FEATURE_GAIN, "ridge": RIDGE,
+                                         "expr52_version": EXPR52_VERSION,
+                                         "regions": REGIONS and inp.point_weight is not None},
                             [inp.selection.key, inp.tracks.key])
 
     def run(d) -> dict:
@@ -73,7 +78,12 @@ def fit_kind_maps(cache: StageCache, inp: KindMapInput) -> KindMaps:
         holdout = np.zeros(len(feats), bool)
         holdout[inp.selection.holdout] = True
         train = inp.selection.keep & ~holdout
-        kmap, metrics = fit_kind_map(KIND, expr[train], feats[train])
+        regions = None
+        if inp.point_weight is not None and REGIONS:
+            from inference.features.expr52_names import ARKIT52, UPPER_FACE
+
+            regions = (np.array([n in UPPER_FACE for n in ARKIT52]), np.repeat(np.asarray(inp.point_weight), 3))
+        kmap, metrics = fit_kind_map(KIND, expr[train], feats[train], ridge=RIDGE, regions=regions)
         test = inp.selection.keep & holdout & np.isfinite(feats).all(1)
         if test.any():
             pred = effective_weights(expr[test]) @ kmap.weight

@@ -96,7 +96,7 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     animation = train_animation_network(cache, AnimationInput(tracks, selection, basis, relaxed, recombination, data,
                                                               vae, cfg.animation, cfg.recombine, recombination_key))
     _log_stage(log, "animation", cache, stages)
-    kind_maps = fit_kind_maps(cache, KindMapInput(tracks, selection, relaxed))  # the avatar accepts expr52 too
+    kind_maps = fit_kind_maps(cache, KindMapInput(tracks, selection, relaxed, recombination.point_weight))  # the avatar accepts expr52 too
     _log_stage(log, "kindmaps", cache)
     te = time.monotonic()
     sheet = preview(PreviewInput(sources, tracks, selection, basis, mesh, textures, data, vae))

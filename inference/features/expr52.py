@@ -27,6 +27,9 @@ import numpy as np
 from .expr52_names import ARKIT52, INDEX
 
 SHAPE = (52, 2)  # column 0 weight in [0, 1], column 1 confidence in [0, 1]
+# Bumped whenever a weight's definition changes: avatars' expr52 maps (builder stage kindmaps) are
+# fitted on these exact measurements, so the stage key includes it.
+VERSION = 1
 
 # FaceMesh indices ("right" = the subject's right, image left).
 _MOUTH_R, _MOUTH_L = 61, 291
@@ -52,8 +55,9 @@ FULL_SCALE = {
     "blink": 0.85, "wide": 1.5,  # fractions of the neutral lid opening
     "squint": 0.03, "look_x": 0.25, "look_y": 0.15,  # gaze: fraction of eye width
     "brow_up": 0.08, "brow_down": 0.11, "cheek_squint": 0.09, "cheek_puff": 0.04, "sneer": 0.10,
-    "jaw_side": 0.10, "jaw_forward": 0.12,
+    "jaw_side": 0.10, "jaw_forward": 0.12, "jaw_chin": 0.30,
 }
+JAW_MIX = (0.7, 0.3)  # inner-lip gap, chin drop (0.5/0.5 measured worse: the man's jaw_open transfer r −0.52)
 _WEAK = frozenset({"cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "mouthRollLower",
                    "mouthRollUpper", "mouthPressLeft", "mouthPressRight", "mouthShrugLower", "mouthShrugUpper",
                    "jawLeft", "jawRight", "jawForward", "mouthDimpleLeft", "mouthDimpleRight"})
@@ -93,7 +97,7 @@ def expr52_weights(canonical: np.ndarray, neutral: np.ndarray) -> np.ndarray:
     # -- jaw and mouth --------------------------------------------------------------------------
     gap = (p[..., _UPPER_INNER, 1] - p[..., _LOWER_INNER, 1]) - (n[_UPPER_INNER, 1] - n[_LOWER_INNER, 1])
     chin_drop = -d[..., _CHIN, 1]
-    put("jawOpen", np.maximum(gap, 0.0) / s["jaw_open"] * 0.7 + chin_drop / s["jaw_open"] * 0.3)
+    put("jawOpen", np.maximum(gap, 0.0) / s["jaw_open"] * JAW_MIX[0] + chin_drop / s["jaw_chin"] * JAW_MIX[1])
     put("jawLeft", d[..., _CHIN, 0] / s["jaw_side"])
     put("jawRight", -d[..., _CHIN, 0] / s["jaw_side"])
     put("jawForward", d[..., _CHIN, 2] / s["jaw_forward"])
