@@ -216,3 +216,30 @@ def test_start_with_a_smile_never_inverts(quick_avatar, tmp_path):
     assert np.corrcoef(d[second], a[second])[0, 1] >= 0.8  # measured 0.88
     relaxed = slice(52, 68)
     assert np.nanmedian(a[relaxed]) < 0.08  # while he is relaxed her mouth is closed, not inverted
+
+
+# -- the capture node: saved calibration, and what `headcast listen` shows ------------------------
+
+def test_capture_saves_the_learned_range_and_listen_shows_the_eyes(tmp_path):
+    from capture.node import CaptureConfig, CaptureNode
+    from capture.sources import SourceConfig
+    from streaming.receiver import Receiver, ReceiverConfig
+    from streaming.stream_table import collect, format_table
+
+    saved = tmp_path / "me.npz"
+    with Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*", history=128)) as rx:
+        node = CaptureNode(CaptureConfig(SourceConfig(str(sample_path(MAN))), rx.bound_endpoint, "man",
+                                         save_neutral=saved))
+        node.run()
+        assert rx.wait_for(lambda r: "man" in r.snapshot() and r.snapshot()["man"].end_of_stream, 5)
+        frames = rx.window("man", 128)[:-1]
+        stats = collect(rx, 4)
+    # his blink (frames 26-28) arrives shut on the range-normalised stream, his open eyes open
+    closure = np.array([eyes_from_features(f.features, 5.0)[0] for f in frames])
+    assert closure[26:29].max(0).min() > 0.8 and np.abs(closure[5:17]).max() < 0.25, closure[20:32]
+    eyes = stats["streams"]["man"]["eyes"]
+    assert len(eyes["closure"]) == 2 and len(eyes["gaze"]) == 2
+    assert "eyes R/L shut, gaze" in format_table(stats)
+    calib = NeutralFace.load(saved)
+    assert {"eye_close_right", "eye_close_left", "smile"} <= set(calib.ranges), calib.ranges
+    assert 0.6 < calib.ranges["eye_close_right"] <= 1.2
