@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from _avatar_quick import quick_build
 
 from calibration.expression_range import ExpressionRange
 from calibration.neutral import NeutralFace
@@ -18,8 +19,6 @@ from geometry.facemesh_eyes import EYES, eyes_from_features, lid_gap
 from inference.features.mp478 import Mp478Extractor
 from tools import cli
 from tools.samples import sample_path
-
-from _avatar_quick import quick_build
 
 MAN = "single_face.mp4"
 
