@@ -242,3 +242,24 @@ def test_capture_saves_the_learned_range_and_listen_shows_the_eyes(tmp_path):
     calib = NeutralFace.load(saved)
     assert {"eye_close_right", "eye_close_left", "smile"} <= set(calib.ranges), calib.ranges
     assert 0.6 < calib.ranges["eye_close_right"] <= 1.2
+
+
+def test_the_render_nodes_sampler_carries_the_newest_eyes_faded_with_presence():
+    from inference.engine.eye_state import EyeState
+    from xr_runtime.avatars.sampler import AvatarSampler, SamplerConfig
+    from xr_runtime.avatars.state import AvatarFrameState
+
+    tex = np.zeros((4, 4, 4), np.uint8)
+    s = AvatarSampler(tex, np.zeros(2, np.float32), SamplerConfig(fade_s=0.2))
+    shut = EyeState(np.array([1.0, 0.0], np.float32), np.array([[0.3, 0.0], [0.3, 0.0]], np.float32))
+    opened = EyeState.relaxed()
+    s.observe(AvatarFrameState(tex, np.zeros(2, np.float32), t_state_ns=0, texture_serial=1, eyes=opened), 0)
+    s.observe(AvatarFrameState(tex, np.zeros(2, np.float32), t_state_ns=33_000_000, texture_serial=2, eyes=shut), 33_000_000)
+    s.sample(40_000_000)
+    look = s.sample(500_000_000)  # faded in fully; a blink is never interpolated with the open state
+    assert look.fade == 1.0 and look.eyes.closure.tolist() == [1.0, 0.0] and look.eyes.gaze[0, 0] == pytest.approx(0.3)
+    s.observe(AvatarFrameState(tex, np.zeros(2, np.float32), presence=0.0, t_state_ns=66_000_000, texture_serial=3,
+                               eyes=shut), 550_000_000)
+    s.sample(550_000_000)
+    half = s.sample(600_000_000)
+    assert 0.0 < half.fade < 1.0 and half.eyes.closure[0] == pytest.approx(half.fade)
