@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from geometry.facemesh_eyes import eyes_from_features
+from streaming.protocol import Flags
 from streaming.receiver import Receiver, status_as_dict
 
 # (key, header, width) of each column, in display order; width is the text table's.
@@ -41,11 +42,13 @@ def collect(receiver: Receiver, n_values: int, clock=None) -> dict:
         latest = receiver.latest(sid)
         if latest is not None:
             d["features"] = feature_summary(latest.features, n_values)
-            if latest.features.size == 478 * 3:
+            face = next((f for f in reversed(receiver.window(sid, 4))
+                         if f.features.size == 478 * 3 and not (f.flags & Flags.FACE_LOST)), None)
+            if face is not None:
                 # What the render node will perform: lid closure per eye on the driver's own range
                 # (0 his relaxed opening, 1 shut — the capture node's per-driver range normalises it)
-                # and the gaze, read off the features exactly as the engine reads them.
-                closure, gaze = eyes_from_features(latest.features, MP478_GAIN)
+                # and the gaze, read off the newest face frame exactly as the engine reads them.
+                closure, gaze = eyes_from_features(face.features, MP478_GAIN)
                 d["eyes"] = {"closure": [round(float(v), 3) for v in closure],
                              "gaze": [[round(float(v), 3) for v in g] for g in gaze]}
             d["pose"] = {"rotation_wxyz": list(latest.pose.rotation), "translation": list(latest.pose.translation),

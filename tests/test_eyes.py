@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from _avatar_quick import quick_build
 
 from calibration.expression_range import ExpressionRange
 from calibration.neutral import NeutralFace
@@ -18,8 +19,6 @@ from geometry.facemesh_eyes import EYES, eyes_from_features, lid_gap
 from inference.features.mp478 import Mp478Extractor
 from tools import cli
 from tools.samples import sample_path
-
-from _avatar_quick import quick_build
 
 MAN = "single_face.mp4"
 
@@ -216,3 +215,51 @@ def test_start_with_a_smile_never_inverts(quick_avatar, tmp_path):
     assert np.corrcoef(d[second], a[second])[0, 1] >= 0.8  # measured 0.88
     relaxed = slice(52, 68)
     assert np.nanmedian(a[relaxed]) < 0.08  # while he is relaxed her mouth is closed, not inverted
+
+
+# -- the capture node: saved calibration, and what `headcast listen` shows ------------------------
+
+def test_capture_saves_the_learned_range_and_listen_shows_the_eyes(tmp_path):
+    from capture.node import CaptureConfig, CaptureNode
+    from capture.sources import SourceConfig
+    from streaming.receiver import Receiver, ReceiverConfig
+    from streaming.stream_table import collect, format_table
+
+    saved = tmp_path / "me.npz"
+    with Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:*", history=128)) as rx:
+        node = CaptureNode(CaptureConfig(SourceConfig(str(sample_path(MAN))), rx.bound_endpoint, "man",
+                                         save_neutral=saved))
+        node.run()
+        assert rx.wait_for(lambda r: "man" in r.snapshot() and r.snapshot()["man"].end_of_stream, 5)
+        frames = rx.window("man", 128)[:-1]
+        stats = collect(rx, 4)
+    # his blink (frames 26-28) arrives shut on the range-normalised stream, his open eyes open
+    closure = np.array([eyes_from_features(f.features, 5.0)[0] for f in frames])
+    assert closure[26:29].max(0).min() > 0.8 and np.abs(closure[5:17]).max() < 0.25, closure[20:32]
+    eyes = stats["streams"]["man"]["eyes"]
+    assert len(eyes["closure"]) == 2 and len(eyes["gaze"]) == 2
+    assert "eyes R/L shut, gaze" in format_table(stats)
+    calib = NeutralFace.load(saved)
+    assert {"eye_close_right", "eye_close_left", "smile"} <= set(calib.ranges), calib.ranges
+    assert 0.6 < calib.ranges["eye_close_right"] <= 1.2
+
+
+def test_the_render_nodes_sampler_carries_the_newest_eyes_faded_with_presence():
+    from inference.engine.eye_state import EyeState
+    from xr_runtime.avatars.sampler import AvatarSampler, SamplerConfig
+    from xr_runtime.avatars.state import AvatarFrameState
+
+    tex = np.zeros((4, 4, 4), np.uint8)
+    s = AvatarSampler(tex, np.zeros(2, np.float32), SamplerConfig(fade_s=0.2))
+    shut = EyeState(np.array([1.0, 0.0], np.float32), np.array([[0.3, 0.0], [0.3, 0.0]], np.float32))
+    opened = EyeState.relaxed()
+    s.observe(AvatarFrameState(tex, np.zeros(2, np.float32), t_state_ns=0, texture_serial=1, eyes=opened), 0)
+    s.observe(AvatarFrameState(tex, np.zeros(2, np.float32), t_state_ns=33_000_000, texture_serial=2, eyes=shut), 33_000_000)
+    s.sample(40_000_000)
+    look = s.sample(500_000_000)  # faded in fully; a blink is never interpolated with the open state
+    assert look.fade == 1.0 and look.eyes.closure.tolist() == [1.0, 0.0] and look.eyes.gaze[0, 0] == pytest.approx(0.3)
+    s.observe(AvatarFrameState(tex, np.zeros(2, np.float32), presence=0.0, t_state_ns=66_000_000, texture_serial=3,
+                               eyes=shut), 550_000_000)
+    s.sample(550_000_000)
+    half = s.sample(600_000_000)
+    assert 0.0 < half.fade < 1.0 and half.eyes.closure[0] == pytest.approx(half.fade)

@@ -20,7 +20,7 @@ uniform float u_lid_skin;       // half eye widths the shut lid's texture is tak
 
 out vec4 o_color;
 
-const vec2 ELLIPSE = vec2(0.80, 0.42);  // the opening, in half eye widths (GAZE_ELLIPSE)
+const vec2 ELLIPSE = vec2(GAZE_EX, GAZE_EY);  // the opening, in half eye widths (GAZE_ELLIPSE)
 const vec2 EYE_REGION = vec2(1.25, 0.85);  // opening, lids and crease (EYE_REGION)
 
 void main() {

@@ -22,7 +22,7 @@ import numpy as np
 from OpenGL import GL
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
-from xr_runtime.avatars.eyelids import LID_SKIN_BELOW, LID_SKIN_SHIFT, LID_SKIN_X, EyelidRig
+from xr_runtime.avatars.eyelids import GAZE_ELLIPSE, LID_SKIN_BELOW, LID_SKIN_SHIFT, LID_SKIN_X, EyelidRig
 from xr_runtime.avatars.mesh import MAX_BLENDSHAPES, AvatarMeshData
 from xr_runtime.gl.avatar_drawing import AvatarGPU
 from xr_runtime.gl.shaders import build_program, uniform_locations
@@ -93,7 +93,8 @@ class Renderer:
         self._sky_program = build_program("sky.vert", "sky.frag")
         self._scene_program = build_program("scene.vert", "scene.frag")
         self._avatar_program = build_program("avatar.vert", "avatar.frag",
-                                             {"MAX_BLENDSHAPES": MAX_BLENDSHAPES, "LID_X": f"{LID_SKIN_X:.3f}"})
+                                             {"MAX_BLENDSHAPES": MAX_BLENDSHAPES, "LID_X": f"{LID_SKIN_X:.3f}",
+                                              "GAZE_EX": f"{GAZE_ELLIPSE[0]:.3f}", "GAZE_EY": f"{GAZE_ELLIPSE[1]:.3f}"})
         self._sky_uniforms = uniform_locations(
             self._sky_program, ["u_inv_view_proj", "u_zenith", "u_horizon", "u_ground"])
         self._scene_uniforms = uniform_locations(
