@@ -166,3 +166,33 @@ def test_kind_map_per_region_keeps_upper_weights_off_the_mouth():
     brow_only[names.INDEX["browInnerUp"]] = (1, 1)
     out = kmap.apply(brow_only)
     assert out[:15].mean() > 0.9 and np.abs(out[15:]).max() == 0
+
+
+def test_expr52_streams_carry_winks_and_gaze_to_the_avatars_eyes():
+    """An expr52 stream's eyes come from its named weights: a left wink closes only the left eye
+    and eyeLook* moves both irises the same way (the kind map alone, fitted on frames where both
+    eyes close together, could carry neither)."""
+    from inference.animation.kind_map import KindMap
+    from inference.engine.engine import EngineConfig, StreamingEngine
+    from inference.engine.reference_avatar import reference_avatar
+
+    model = reference_avatar(feature_dim=1434, z_dim=16, seed=0)
+    model.feature_kind = "mp478"
+    model.kind_maps = {"expr52": KindMap("expr52", np.zeros((52, 1434), np.float32))}
+    engine = StreamingEngine({"a": model}, EngineConfig(feature_limits=None))
+    w = np.zeros(52, np.float32)
+    w[names.INDEX["eyeBlinkLeft"]] = 1.0
+    w[names.INDEX["eyeLookOutLeft"]] = 0.8  # both eyes towards the subject's left
+    w[names.INDEX["eyeLookInRight"]] = 0.8
+    payload = np.stack([w, np.ones(52, np.float32)], -1)
+    for i in range(12):
+        t = (i + 1) * 50_000_000
+        state = engine.step({"a": [FeatureFrame("a", i, FeatureKind.EXPR52, payload, t, t)]}, now_ns=t)["a"]
+    closure, gaze = state.eyes.closure, state.eyes.gaze
+    assert closure[1] > 0.9 and closure[0] < 0.05  # (right, left): only the left eye shut
+    assert gaze[0, 0] > 0.3 and gaze[1, 0] > 0.3 and abs(gaze[0, 1]) < 1e-6
+    # A frame of the network's own kind takes the eyes back to its features.
+    t = 13 * 50_000_000
+    state = engine.step({"a": [FeatureFrame("a", 12, FeatureKind.MP478, np.zeros((478, 3), np.float32), t, t)]},
+                        now_ns=t)["a"]
+    assert state.eyes.closure.max() < 0.05

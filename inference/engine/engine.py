@@ -28,7 +28,7 @@ from streaming.receiver import FrameSource
 
 from inference.features.mp478 import FEATURE_GAIN
 
-from .eye_state import EyeState, eye_state_from_features
+from .eye_state import EyeState, eye_state_from_expr52, eye_state_from_features
 from .model import AvatarModel
 from .state import TRACKING, AvatarState, FadeConfig, FeatureLimits, FeatureRange, GoodFrame, StreamState
 
@@ -126,8 +126,13 @@ class StreamingEngine:
             good = st.last_good or GoodFrame(-1, 0, 0, 0, 0)
             eyes = None
             if self.models[i].feature_dim == MP478_DIM:
-                eyes = (eye_state_from_features(st.window[-1], FEATURE_GAIN) if st.last_good is not None
-                        else EyeState.relaxed()).faded(float(presence[i]))
+                if st.last_good is None:
+                    eyes = EyeState.relaxed()
+                elif st.last_expr52 is not None:
+                    eyes = eye_state_from_expr52(st.last_expr52)
+                else:
+                    eyes = eye_state_from_features(st.window[-1], FEATURE_GAIN)
+                eyes = eyes.faded(float(presence[i]))
             result[sid] = AvatarState(
                 stream_id=sid, texture=rgba, weights=weights, z=z, pose=st.pose,
                 face_present=float(presence[i]), status=statuses[i],

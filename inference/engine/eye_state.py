@@ -36,3 +36,24 @@ class EyeState:
 def eye_state_from_features(features: np.ndarray, gain: float) -> EyeState:
     closure, gaze = eyes_from_features(features, gain)
     return EyeState(closure.astype(np.float32), gaze.astype(np.float32))
+
+
+# ARKit's gaze weights at 1.0 are the iris offsets expr52 measures full scale (inference.features.
+# expr52.FULL_SCALE: look_x 0.25, look_y 0.15 eye widths), here in half eye widths.
+_LOOK_X, _LOOK_Y = 0.5, 0.3
+
+
+def eye_state_from_expr52(weights: np.ndarray) -> EyeState:
+    """The eyes of an ARKit-52 frame (effective weights, ``inference.features.expr52``): blinks are
+    the closures, eyeLook* the gaze. Taken from the named weights themselves rather than from the
+    avatar's mp478 features after the kind map: the map is a linear fit over the target's own frames,
+    in which both eyes only close together, so it cannot carry a wink or a gaze (issue 13)."""
+    from inference.features.expr52_names import ARKIT52
+
+    w = dict(zip(ARKIT52, np.clip(np.asarray(weights, np.float32).reshape(-1), 0.0, 1.0)))
+    closure = np.array([w["eyeBlinkRight"], w["eyeBlinkLeft"]], np.float32)
+    gaze = np.array([[(w["eyeLookInRight"] - w["eyeLookOutRight"]) * _LOOK_X,
+                      (w["eyeLookUpRight"] - w["eyeLookDownRight"]) * _LOOK_Y],
+                     [(w["eyeLookOutLeft"] - w["eyeLookInLeft"]) * _LOOK_X,
+                      (w["eyeLookUpLeft"] - w["eyeLookDownLeft"]) * _LOOK_Y]], np.float32)
+    return EyeState(closure, gaze)

@@ -127,6 +127,9 @@ class StreamState:
         self.kind_maps = dict(kind_maps or {})
         self.unsupported_kind = 0
         self.unsupported_kinds: set[str] = set()
+        # The newest accepted expr52 frame's effective weights (None after a frame of the network's
+        # own kind): the eyes are read from these names, not from what the kind map makes of them.
+        self.last_expr52: np.ndarray | None = None
         self.fade = fade
         self.feature_range = feature_range
         self.clamped = 0  # frames with values clamped into the avatar's range
@@ -164,8 +167,10 @@ class StreamState:
                 self.face_lost = True
                 return
             feats = kmap.apply(frame.features)
+            expr52 = label == "expr52"
         else:
             feats = np.asarray(frame.features, dtype=np.float32).reshape(-1)
+            expr52 = False
         if feats.shape[0] != self.window.shape[1] or not np.isfinite(feats).all():
             self.face_lost = True  # wrong kind or corrupt: treat like no face rather than crash
             return
@@ -188,6 +193,13 @@ class StreamState:
             self.window[-1] = feats
         self.version += 1
         self.pose = frame.pose
+        if expr52:
+            from inference.features.expr52 import effective_weights
+
+            w = effective_weights(np.asarray(frame.features, np.float32))
+            self.last_expr52 = w if np.isfinite(w).all() else None
+        else:
+            self.last_expr52 = None
         self.last_good = GoodFrame(frame.seq, frame.t_capture_ns, frame.t_features_ns, frame.t_send_ns, t_receive_ns)
 
     # -- per step ------------------------------------------------------------------------------
