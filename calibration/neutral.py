@@ -133,8 +133,3 @@ def estimate_neutral(canonicals: Sequence[np.ndarray] | np.ndarray, config: Neut
         keep = act <= np.quantile(act, config.keep_fraction)
         med = np.median(arr[keep], axis=0)
     return NeutralFace(med.astype(np.float32), frames_seen=len(arr), frames_used=int(keep.sum()), source=source)
-
-
-# The online estimator (most relaxed stretch of a sliding time window, improves but never regresses)
-# lives in its own module; re-exported here where callers have always found it.
-from calibration.online_neutral import OnlineNeutralConfig, OnlineNeutralEstimator  # noqa: E402,F401

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calibration.neutral import NeutralFace
+
 log = logging.getLogger(__name__)
 
 SHAPE = (478, 3)
@@ -139,7 +141,6 @@ class OnlineNeutralEstimator:
     def update(self, canonical: np.ndarray, t_s: float):
         """Adds one face frame captured at ``t_s`` seconds (any monotonic origin); returns the
         current estimate (None until there is one). Non-finite shapes are ignored."""
-        from calibration.neutral import NeutralFace
 
         canonical = np.asarray(canonical, dtype=np.float32)
         if canonical.shape != SHAPE or not np.isfinite(canonical).all() or not np.isfinite(t_s):
@@ -178,7 +179,6 @@ class OnlineNeutralEstimator:
                 + np.abs(s[:, 3] - brow_ref) / cfg.brow_scale)
 
     def _search(self) -> None:
-        from calibration.neutral import NeutralFace
 
         cfg = self.config
         n = len(self._t)

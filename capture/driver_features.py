@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibration.expression_range import ExpressionRange, ExpressionRangeConfig
-from calibration.neutral import NeutralFace, OnlineNeutralConfig, OnlineNeutralEstimator
+from calibration.neutral import NeutralFace
+from calibration.online_neutral import OnlineNeutralConfig, OnlineNeutralEstimator
 from inference.features.alignment import Similarity
 from inference.features.mp478 import FEATURE_GAIN, Mp478Extractor
 

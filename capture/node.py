@@ -19,7 +19,8 @@ import numpy as np
 
 from calibration.clock_service import ClockClient
 from core.errors import HeadcastError
-from calibration.neutral import NeutralFace, OnlineNeutralConfig
+from calibration.neutral import NeutralFace
+from calibration.online_neutral import OnlineNeutralConfig
 from inference.features.face_tracker import FaceTracker, TrackerConfig
 from inference.features.mp478 import FEATURE_GAIN, head_pose
 from streaming import protocol

@@ -9,13 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.neutral import (
-    NeutralError,
-    NeutralFace,
-    OnlineNeutralConfig,
-    OnlineNeutralEstimator,
-    estimate_neutral,
-)
+from calibration.neutral import NeutralError, NeutralFace, estimate_neutral
+from calibration.online_neutral import OnlineNeutralConfig, OnlineNeutralEstimator
 from capture.sources import SourceConfig, open_source
 from geometry.rotations import quaternion_to_rotation
 from inference.features.expression_signals import compute_signals, signal_deltas

@@ -1,7 +1,10 @@
 """Driver clips the sample media does not contain, made from it for `eval transfer` (issue 13):
 another frame rate, a wink, a gaze sweep. Edits act on the tracked landmarks (image pixels) before
-features are made, exactly where a real wink or look would appear."""
+features are made, exactly where a real wink or look would appear. Each edit returns a copy of
+the given `eval_transfer.DriverTrack` (`dataclasses.replace`), so this module never imports it back."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,8 +20,6 @@ _CREASE = {"right": (247, 30, 29, 27, 28, 56, 190), "left": (467, 260, 259, 257,
 def resample_track(track, fps: float):
     """The clip as a camera at ``fps`` would have seen it: landmarks linearly interpolated at the
     new frame times (a missing neighbour makes the frame missing), images nearest."""
-    from tools.eval_transfer import DriverTrack
-
     if not (1.0 <= fps <= 240.0):
         raise HeadcastError(f"--driver-fps {fps}: must be between 1 and 240")
     n = len(track.landmarks)
@@ -34,13 +35,11 @@ def resample_track(track, fps: float):
         marks.append(None if a is None or b is None else ((1 - f) * a + f * b).astype(np.float32))
         if track.frames_bgr:
             frames.append(track.frames_bgr[min(int(round(x)), n - 1)])
-    return DriverTrack(marks, frames, float(fps))
+    return replace(track, landmarks=marks, frames_bgr=frames, fps=float(fps))
 
 
 def edit_track(track, edit: str):
     """(edited track, (first, last + 1) edited frame) for one of EDITS."""
-    from tools.eval_transfer import DriverTrack
-
     if edit not in EDITS:
         raise HeadcastError(f"unknown driver edit {edit!r} (one of {', '.join(EDITS)})")
     marks = [None if m is None else np.array(m, np.float32, copy=True) for m in track.landmarks]
@@ -50,7 +49,7 @@ def edit_track(track, edit: str):
         # mid-smile to its end, then the whole clip once more.
         order = list(range(SMILE_FROM, n)) + list(range(n))
         frames = [track.frames_bgr[i] for i in order] if track.frames_bgr else []
-        return DriverTrack([marks[i] for i in order], frames, track.fps), (0, len(order))
+        return replace(track, landmarks=[marks[i] for i in order], frames_bgr=frames, fps=track.fps), (0, len(order))
     if edit.startswith("wink"):
         side = edit.split("-")[1]
         upper, lower, _, _ = EYES[side]
@@ -67,7 +66,7 @@ def edit_track(track, edit: str):
                 move = s * 0.92 * (m[d] - m[u])
                 m[u] += move
                 m[_CREASE[side][k]] += 0.3 * move
-        return DriverTrack(marks, track.frames_bgr, track.fps), (lo, hi)
+        return replace(track, landmarks=marks, frames_bgr=track.frames_bgr, fps=track.fps), (lo, hi)
     # gaze sweep: both irises along each eye's own axes, ±0.35 half widths across, ±0.2 up/down,
     # with different periods so x and y are not the same signal
     for i, m in enumerate(marks):
@@ -86,4 +85,4 @@ def edit_track(track, edit: str):
             if up[1] > 0:
                 up = -up
             m[list(iris), :2] += gx * half + gy * up
-    return DriverTrack(marks, track.frames_bgr, track.fps), (0, n)
+    return replace(track, landmarks=marks, frames_bgr=track.frames_bgr, fps=track.fps), (0, n)
