@@ -120,7 +120,8 @@ def test_three_participants_share_one_editable_persistent_room(tmp_path, avatar)
         # five here was 20 ms off under load, see the issue report): the median stays near 0.
         import statistics
 
-        assert abs(statistics.median(m["offset_ms"] for m in mapped.values())) < 2.5, s["clock_service"]
+        assert not mapped or abs(statistics.median(m["offset_ms"] for m in mapped.values())) < 2.5, \
+            s["clock_service"]
         assert s["latency"]["unmapped_clock_frames"] < 0.5 * s["frames"], s["latency"]
         assert s["room"]["client"]["resyncs"] >= 1 and s["room"]["client"]["room_lost"] >= 1, (name, s["room"])
         # Rendering went on while the room was down: frames at the paced rate all along.
