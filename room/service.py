@@ -74,6 +74,11 @@ class RoomService:
         if packages is None and config.scene_file is not None:
             packages = Path(str(config.scene_file) + ".packages")
         self.store = PackageStore(packages, config.max_package_bytes) if packages is not None else None
+        if self.store is not None:
+            # Validating a package needs torch; importing it inside the first upload stalled the one
+            # control loop (beats, edits) for 5 s on the loaded machine, and every node took the room
+            # for dead. Imported here, the validation itself costs ~40 ms of the loop per upload.
+            import inference.avatar_package  # noqa: F401
         self.relay = StreamRelay(RelayConfig(self.endpoints.streams_in, self.endpoints.streams_out, config.curve,
                                              config.insecure), self.key_names)
         self.relay.set_owners(self.scene.stream_owners())
