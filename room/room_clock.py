@@ -18,7 +18,6 @@ from calibration.clock_service import ClockClient, report_mapping
 from room.client import RoomClient
 from streaming.sockets import CurveClient
 
-
 # The render node's leg: one trusted share over the last minute, no drift fit. Its pings run on a
 # thread of the render process, where a pong can wait tens of milliseconds for the GIL (an engine
 # being built for a new slot holds it for seconds); with the default 16-bucket drift fit a few
@@ -38,7 +37,7 @@ class RoomClock:
         self._clock: ClockClient | None = None
         self.bad_reports = 0
 
-    def start(self) -> "RoomClock":
+    def start(self) -> RoomClock:
         self._clock = ClockClient(self.endpoint, "", curve_client=self._curve, estimator=RENDER_LEG)
         self._clock.start_background(self._period_s)
         return self

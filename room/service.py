@@ -93,7 +93,7 @@ class RoomService:
         self.bound: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "RoomService":
+    def start(self) -> RoomService:
         cfg = self.config
         self.relay.start()
         try:
@@ -131,7 +131,7 @@ class RoomService:
                 s.close()
         self._control = self._deltas = None
 
-    def __enter__(self) -> "RoomService":
+    def __enter__(self) -> RoomService:
         return self.start()
 
     def __exit__(self, *exc) -> None:

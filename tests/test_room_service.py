@@ -96,7 +96,7 @@ def test_simultaneous_grabs_one_owner_moves_within_200ms_and_late_joiners(tmp_pa
             t0 = time.monotonic()
             holder.move("alice", position=(x, 1.6, -2.0))
             for w in watchers:
-                assert w.wait_until(lambda s: s["slots"]["alice"]["position"][0] == x, 2.0)
+                assert w.wait_until(lambda s, x=x: s["slots"]["alice"]["position"][0] == x, 2.0)
                 delays.append(time.monotonic() - t0)
             time.sleep(0.03)
         assert max(delays) < 0.2, f"slowest move took {max(delays) * 1e3:.0f} ms"
@@ -128,7 +128,7 @@ def test_identity_is_the_curve_key_and_strangers_get_nothing(tmp_path, package):
     base = _base()
     room = _room(tmp_path, base, "--server-key", str(keys / "server.key_secret"), "--allow", str(keys / "allowed"),
                  "--scene", str(tmp_path / "room.json"))
-    key = lambda where, n: CurveClient(keys / where / f"{n}.key_secret", keys / "server.key")  # noqa: E731
+    key = lambda where, n: CurveClient(keys / where / f"{n}.key_secret", keys / "server.key")
     alice = bob = posing = mallory = None
     try:
         alice = _join(base, "alice", package, key("allowed", "alice"))
