@@ -257,3 +257,29 @@ def test_room_killed_and_restarted_resynchronises_every_node_without_losing_a_pl
             if c is not None:
                 c.close()
         room.terminate()
+
+
+def test_hostile_control_messages_are_counted_and_the_room_keeps_answering(tmp_path, package):
+    import zmq
+
+    from streaming.sockets import SocketOptions, open_socket
+
+    base = _base()
+    room = _room(tmp_path, base, "--scene", str(tmp_path / "room.json"))
+    raw = open_socket(zmq.DEALER, RoomEndpoints.from_base(base).control, bind=False,
+                      options=SocketOptions(linger_ms=0))
+    alice = None
+    try:
+        for junk in ([b"\xff\xfe not json"], [b"[" * 5000 + b"]" * 5000], [b'{"op": "move", "x": NaN}'],
+                     [b'"just a string"'], [b"{}", b"x", b"y", b"z"], [b"x" * (1 << 17)],
+                     [b'{"op": "register", "name": "alice", "stream": "../../etc", "package_sha256": "00"}']):
+            raw.sock.send_multipart(junk)
+        alice = _join(base, "alice", package)          # still answering, scene intact
+        assert set(alice.scene()["slots"]) == {"alice"}
+    finally:
+        raw.close()
+        if alice is not None:
+            alice.close()
+        stats = room.terminate()
+    assert stats["requests"]["malformed"] >= 6 and stats["requests"]["refused"] >= 1
+    assert alice.counters["room_lost"] == 0      # the room's beat never paused (upload validated off the loop)

@@ -111,9 +111,17 @@ def _register(client: RoomClient, cfg: ParticipantConfig, say) -> str:
     sha = package_sha256(data)
     try:
         has = client.call({"op": "has", "sha256": sha})[0].get("has")
-        if not has:
-            client.call({"op": "upload", "sha256": sha}, data, timeout_s=60.0)
-            say(f"uploaded avatar package {sha[:12]} ({len(data) / 1e6:.1f} MB)")
+        deadline = time.monotonic() + 60.0
+        while not has:
+            try:
+                client.call({"op": "upload", "sha256": sha}, data, timeout_s=60.0)
+                say(f"uploaded avatar package {sha[:12]} ({len(data) / 1e6:.1f} MB)")
+                break
+            except RoomRequestError as exc:
+                if exc.reason != "busy" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)   # someone else's package is being validated
+                has = client.call({"op": "has", "sha256": sha})[0].get("has")
         client.call({"op": "register", "stream": cfg.name, "package_sha256": sha})
     except RoomRequestError as exc:
         raise HeadcastError(f"the room refused {cfg.name}: {exc}") from exc
