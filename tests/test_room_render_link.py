@@ -109,3 +109,18 @@ def test_a_refused_grab_leaves_the_avatar_where_the_room_has_it_and_removed_slot
     assert link.moves == 0 and service.stats()["refused_by_reason"].get("held") == 1
     assert not stats["streams"]["bob"]["visible"] and stats["streams"]["alice"]["visible"]
     time.sleep(0.1)
+
+
+def test_mirror_adds_ones_own_slot_and_packages_not_here_are_left_out(room, tmp_path):
+    service, client = room
+    alice, bob = client("alice"), client("bob")
+    alice.call({"op": "register", "stream": "alice", "package_sha256": SHA})
+    bob.call({"op": "register", "stream": "bob", "package_sha256": "ef" * 32})
+    assert alice.wait_until(lambda s: {"alice", "bob"} <= set(s["slots"]), 2)
+    plain, mirror = RoomSceneLink(alice, "alice"), RoomSceneLink(alice, "alice", mirror=True)
+    assert set(plain.wanted_slots()) == {"bob"} and set(mirror.wanted_slots()) == {"alice", "bob"}
+    # Only slots whose package is here are rendered; one arriving later asks for a rebuild.
+    scene = mirror.render_scene({SHA: tmp_path})
+    assert [s.stream for s in scene.avatars] == ["alice"]
+    assert not mirror.needs_restart(scene, {SHA: tmp_path})
+    assert mirror.needs_restart(scene, {SHA: tmp_path, "ef" * 32: tmp_path / "bob"})
