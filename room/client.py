@@ -53,7 +53,7 @@ class RoomClientConfig:
 
 
 class _Pending:
-    __slots__ = ("event", "reply", "blob")
+    __slots__ = ("blob", "event", "reply")
 
     def __init__(self):
         self.event = threading.Event()
@@ -85,7 +85,7 @@ class RoomClient:
         self.delta_times: list[tuple[int, str, int]] = []    # (version, op, t_received_ns), bounded
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "RoomClient":
+    def start(self) -> RoomClient:
         ep, cfg = self.config.endpoints, self.config
         ctx = zmq.Context()
         try:
@@ -124,7 +124,7 @@ class RoomClient:
             self._ctx.term()
             self._ctx = None
 
-    def __enter__(self) -> "RoomClient":
+    def __enter__(self) -> RoomClient:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -29,7 +29,7 @@ class RoomEndpoints:
     clock: str
 
     @classmethod
-    def from_base(cls, base: str) -> "RoomEndpoints":
+    def from_base(cls, base: str) -> RoomEndpoints:
         m = re.match(r"^(tcp://(?:\[[^\]]+\]|[^:/]+)):(\d+)$", base or "")
         if not m or not (1 <= int(m.group(2)) <= 65535 - PORTS + 1):
             raise HeadcastError(f"room endpoint {base!r} must look like tcp://HOST:PORT (the room uses PORT to "
@@ -37,7 +37,7 @@ class RoomEndpoints:
         host, port = m.group(1), int(m.group(2))
         return cls(*(f"{host}:{port + i}" for i in range(PORTS)))
 
-    def for_clients(self, host: str) -> "RoomEndpoints":
+    def for_clients(self, host: str) -> RoomEndpoints:
         """The same ports as seen from a client (a room bound on 0.0.0.0 is reached at its host name)."""
         def swap(ep: str) -> str:
             return re.sub(r"^tcp://(\[[^\]]+\]|[^:/]+)", f"tcp://{host}", ep)
@@ -46,4 +46,4 @@ class RoomEndpoints:
                                                  self.clock)))
 
 
-__all__ = ["RoomEndpoints", "PORTS"]
+__all__ = ["PORTS", "RoomEndpoints"]

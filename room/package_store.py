@@ -181,5 +181,12 @@ class PackageStore:
         return data
 
 
-__all__ = ["PackageStore", "PackageStoreError", "pack_package", "package_sha256", "check_archive",
-           "install_package", "DEFAULT_MAX_BYTES"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "PackageStore",
+    "PackageStoreError",
+    "check_archive",
+    "install_package",
+    "pack_package",
+    "package_sha256",
+]

@@ -122,7 +122,7 @@ class RoomScene:
     name: str = "room"
 
     @classmethod
-    def new(cls, name: str = "room") -> "RoomScene":
+    def new(cls, name: str = "room") -> RoomScene:
         return cls(epoch=secrets.randbelow(1 << 31), name=name)
 
     # -- persistence ------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class RoomScene:
                 "environment": dict(self.environment), "slots": [s.persisted() for s in self.slots.values()]}
 
     @classmethod
-    def from_dict(cls, data, now_s: float, what: str = "room file") -> "RoomScene":
+    def from_dict(cls, data, now_s: float, what: str = "room file") -> RoomScene:
         """A reloaded room: a new epoch (nodes resynchronise), every slot away until its participant's
         node is heard from again (the grace period runs from the reload)."""
         errors = schema_errors(data, ROOM_FILE_SCHEMA)
@@ -334,4 +334,4 @@ def _scale(s, maximum: float = 100.0) -> float:
     return out
 
 
-__all__ = ["RoomScene", "Slot", "RoomTimeouts", "EditRefused", "RoomSceneError", "apply_delta", "ROOM_FILE_SCHEMA"]
+__all__ = ["ROOM_FILE_SCHEMA", "EditRefused", "RoomScene", "RoomSceneError", "RoomTimeouts", "Slot", "apply_delta"]

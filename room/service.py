@@ -19,6 +19,7 @@ loses at most the last fraction of a second of a drag and never a placement that
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,11 @@ class RoomService:
         if packages is None and config.scene_file is not None:
             packages = Path(str(config.scene_file) + ".packages")
         self.store = PackageStore(packages, config.max_package_bytes) if packages is not None else None
+        if self.store is not None:
+            # Validating a package needs torch; importing it inside the first upload stalled the one
+            # control loop (beats, edits) for 5 s on the loaded machine, and every node took the room
+            # for dead. Imported here, the validation itself costs ~40 ms of the loop per upload.
+            import inference.avatar_package  # noqa: F401
         self.relay = StreamRelay(RelayConfig(self.endpoints.streams_in, self.endpoints.streams_out, config.curve,
                                              config.insecure), self.key_names)
         self.relay.set_owners(self.scene.stream_owners())
@@ -84,11 +90,13 @@ class RoomService:
                                        "deltas": 0, "uploads": 0, "fetches": 0, "identity_refused": 0}
         self.refused_by_reason: dict[str, int] = {}
         self._dirty_since: float | None = None
+        self._uploads_done: queue.SimpleQueue = queue.SimpleQueue()
+        self._upload_lock = threading.Lock()
         self._last_beat = 0.0
         self.bound: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "RoomService":
+    def start(self) -> RoomService:
         cfg = self.config
         self.relay.start()
         try:
@@ -126,7 +134,7 @@ class RoomService:
                 s.close()
         self._control = self._deltas = None
 
-    def __enter__(self) -> "RoomService":
+    def __enter__(self) -> RoomService:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -146,6 +154,7 @@ class RoomService:
 
     # -- the loop's steps -------------------------------------------------------------------
     def tick(self, now: float) -> None:
+        self._finish_uploads()
         for delta in self.scene.expire(now, self.config.timeouts):
             self._publish(delta, structural=True)
         if now - self._last_beat >= self.config.beat_interval_s:
@@ -201,7 +210,9 @@ class RoomService:
         op = request.get("op")
         blob = frames[2].bytes if len(frames) == 3 else None
         try:
-            answer, payload = self._answer(who, op, request, blob)
+            answer, payload = self._answer(who, op, request, blob, route)
+            if answer is None:
+                return        # answered later (an upload being validated)
         except (EditRefused, PackageStoreError) as exc:
             reason = getattr(exc, "reason", "package")
             self.counts["refused"] += 1
@@ -210,7 +221,36 @@ class RoomService:
         if op != "heartbeat" or not answer.get("ok", True):
             self._reply(route, answer, payload)
 
-    def _answer(self, who: str, op, request: dict, blob: bytes | None):
+    def _validate_later(self, route: bytes, request: dict, blob: bytes) -> None:
+        """Package validation (hash, unpack, load_package: ~40 ms on a quiet host, seconds on a loaded
+        one for the default avatar) runs on a worker thread, so beats and edits never wait for it;
+        the reply goes out from the loop (`_finish_uploads`), which owns the socket."""
+        def work():
+            try:
+                self.store.put(str(request.get("sha256")), blob)
+                self._uploads_done.put((route, wire.reply(request, sha256=request.get("sha256")), None))
+            except PackageStoreError as exc:
+                self._uploads_done.put((route, wire.refusal(request, "package", str(exc)), exc))
+
+        if not self._upload_lock.acquire(blocking=False):   # one at a time: bounds memory, never blocks the loop
+            raise EditRefused("busy", "another package is being validated; send it again in a moment")
+        threading.Thread(target=lambda: (work(), self._upload_lock.release()), name="headcast-room-upload",
+                         daemon=True).start()
+
+    def _finish_uploads(self) -> None:
+        while True:
+            try:
+                route, answer, error = self._uploads_done.get_nowait()
+            except queue.Empty:
+                return
+            if error is None:
+                self.counts["uploads"] += 1
+            else:
+                self.counts["refused"] += 1
+                self.refused_by_reason["package"] = self.refused_by_reason.get("package", 0) + 1
+            self._reply(route, answer)
+
+    def _answer(self, who: str, op, request: dict, blob: bytes | None, route: bytes = b""):
         now = time.monotonic()
         if op in ("hello", "snapshot"):
             if op == "hello":
@@ -221,9 +261,8 @@ class RoomService:
         if op == "upload":
             if self.store is None:
                 raise EditRefused("no_store", "this room keeps no packages")
-            self.store.put(str(request.get("sha256")), blob or b"")
-            self.counts["uploads"] += 1
-            return wire.reply(request, sha256=request.get("sha256")), None
+            self._validate_later(route, request, blob or b"")
+            return None, None
         if op == "has":
             return wire.reply(request, has=bool(self.store and self.store.has(str(request.get("sha256"))))), None
         if op == "fetch":

@@ -49,4 +49,4 @@ def refusal(request: dict, reason: str, error: str) -> dict:
     return reply(request, False, reason=reason, error=error)
 
 
-__all__ = ["DELTA_TOPIC", "WireError", "encode", "decode", "reply", "refusal"]
+__all__ = ["DELTA_TOPIC", "WireError", "decode", "encode", "refusal", "reply"]

@@ -191,32 +191,35 @@ def encode(frame: FeatureFrame, t_send_ns: int | None = None) -> list[bytes]:
 
 
 _FRAMING = struct.Struct("<4sHHHBBII32s")   # the header's leading fields, up to the stream id
-_NBYTES_OFFSET = HEADER_SIZE - 4
+_NBYTES_OFFSET = HEADER_SIZE - 4              # payload_bytes: the last field every 1.x header has
+# Headers of a newer minor version may be longer (extra fields before the payload); the relay
+# forwards any minor of its major and any header size up to this, as the versioned decoder reads them.
+_FRAMING_MAX_HEADER = 1024
 
 
 def check_framing(topic: bytes, body) -> None:
-    """The relay's per-message check: the header's framing (magic, version, sizes, kind, dtype,
-    shape, payload length) is right and its stream id equals the topic — without touching the
-    payload, so a room forwards a frame in a few microseconds. Receivers still run `decode`.
+    """The relay's per-message check: the header's framing (magic, major version, header size, kind,
+    dtype, shape, payload length) is right and its stream id equals the topic — without touching
+    the payload, so a room forwards a frame in a few microseconds. Receivers still run `decode`.
     Raises only `ProtocolError`."""
     n = len(body)
     if n < HEADER_SIZE:
         raise ProtocolError(ProtocolErrorKind.TOO_SHORT, f"{n} < {HEADER_SIZE} bytes")
-    if n > MAX_MESSAGE_BYTES:
-        raise ProtocolError(ProtocolErrorKind.TOO_LONG, f"{n} > {MAX_MESSAGE_BYTES} bytes")
+    if n > _FRAMING_MAX_HEADER + MAX_PAYLOAD_BYTES:
+        raise ProtocolError(ProtocolErrorKind.TOO_LONG, f"{n} bytes")
     magic, version, header_size, kind, dtype, _flags, d0, d1, sid_raw = _FRAMING.unpack_from(body)
-    if magic != MAGIC or version != VERSION or header_size != HEADER_SIZE:
+    if magic != MAGIC or (version & 0xFF) != (VERSION & 0xFF) or not HEADER_SIZE <= header_size <= _FRAMING_MAX_HEADER:
         raise ProtocolError(ProtocolErrorKind.BAD_MAGIC, "framing")
     try:
         shape = FEATURE_SHAPES[FeatureKind(kind)]
         itemsize = Dtype(dtype).numpy.itemsize
-    except ValueError:
+    except (ValueError, KeyError):
         raise ProtocolError(ProtocolErrorKind.BAD_KIND, f"kind {kind} dtype {dtype}") from None
     if (d0, d1) != shape:
         raise ProtocolError(ProtocolErrorKind.BAD_SHAPE, f"{(d0, d1)}")
     expected = d0 * d1 * itemsize
-    if n != HEADER_SIZE + expected or struct.unpack_from("<I", body, _NBYTES_OFFSET)[0] != expected:
-        raise ProtocolError(ProtocolErrorKind.BAD_LENGTH, f"body {n}, shape needs {HEADER_SIZE + expected}")
+    if n != header_size + expected or struct.unpack_from("<I", body, _NBYTES_OFFSET)[0] != expected:
+        raise ProtocolError(ProtocolErrorKind.BAD_LENGTH, f"body {n}, header + shape need {header_size + expected}")
     if sid_raw.rstrip(b"\0") != topic or not topic:
         raise ProtocolError(ProtocolErrorKind.TOPIC_MISMATCH, f"topic {bytes(topic[:40])!r}")
 

@@ -116,7 +116,7 @@ class StreamRelay:
         return {sid.decode("utf-8"): name for sid, name in self._owners.items()}
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "StreamRelay":
+    def start(self) -> StreamRelay:
         cfg = self.config
         opts = SocketOptions(linger_ms=0, sndhwm=cfg.hwm, rcvhwm=cfg.hwm, maxmsgsize=protocol.MAX_MESSAGE_BYTES)
         self._in = open_socket(zmq.XSUB, cfg.streams_in, bind=True, curve_server=cfg.curve, insecure=cfg.insecure,
@@ -143,7 +143,7 @@ class StreamRelay:
                 s.close()
         self._in = self._out = None
 
-    def __enter__(self) -> "StreamRelay":
+    def __enter__(self) -> StreamRelay:
         return self.start()
 
     def __exit__(self, *exc) -> None:

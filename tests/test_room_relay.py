@@ -142,3 +142,24 @@ def test_bench_room_runs_and_writes_its_json(tmp_path):
     relay = next(x for x in data["results"] if x["mode"] == "relay" and x["rooms"] == 1)
     assert relay["delivered"] >= 0.9 * relay["deliveries_expected"] > 0 and relay["relay"]["refused"] == 0
     assert data["comparisons"][0]["relay_cpu_us_per_message"] > 0
+
+
+def test_the_relay_check_passes_any_minor_version_and_longer_headers_but_not_another_major():
+    """Minor protocol versions may append header fields (docs/PROTOCOL.md on main): the relay must
+    forward them, not count them malformed; a frame of another major version it refuses."""
+    import struct
+
+    topic, body = protocol.encode(mp478("alice", 1))
+    protocol.check_framing(topic, body)
+    extra = 8
+    header = bytearray(body[:protocol.HEADER_SIZE])
+    struct.pack_into("<HH", header, 4, 0x0101, protocol.HEADER_SIZE + extra)     # version 1.1, longer header
+    longer = bytes(header) + b"\0" * extra + body[protocol.HEADER_SIZE:]
+    protocol.check_framing(topic, longer)
+    for version in (0x0002, 0x0100 | 2):
+        other = bytearray(body)
+        struct.pack_into("<H", other, 4, version)
+        with pytest.raises(protocol.ProtocolError):
+            protocol.check_framing(topic, bytes(other))
+    with pytest.raises(protocol.ProtocolError):
+        protocol.check_framing(topic, longer[:-4])

@@ -96,7 +96,7 @@ def test_simultaneous_grabs_one_owner_moves_within_200ms_and_late_joiners(tmp_pa
             t0 = time.monotonic()
             holder.move("alice", position=(x, 1.6, -2.0))
             for w in watchers:
-                assert w.wait_until(lambda s: s["slots"]["alice"]["position"][0] == x, 2.0)
+                assert w.wait_until(lambda s, x=x: s["slots"]["alice"]["position"][0] == x, 2.0)
                 delays.append(time.monotonic() - t0)
             time.sleep(0.03)
         assert max(delays) < 0.2, f"slowest move took {max(delays) * 1e3:.0f} ms"
@@ -128,7 +128,7 @@ def test_identity_is_the_curve_key_and_strangers_get_nothing(tmp_path, package):
     base = _base()
     room = _room(tmp_path, base, "--server-key", str(keys / "server.key_secret"), "--allow", str(keys / "allowed"),
                  "--scene", str(tmp_path / "room.json"))
-    key = lambda where, n: CurveClient(keys / where / f"{n}.key_secret", keys / "server.key")  # noqa: E731
+    key = lambda where, n: CurveClient(keys / where / f"{n}.key_secret", keys / "server.key")
     alice = bob = posing = mallory = None
     try:
         alice = _join(base, "alice", package, key("allowed", "alice"))
@@ -257,3 +257,29 @@ def test_room_killed_and_restarted_resynchronises_every_node_without_losing_a_pl
             if c is not None:
                 c.close()
         room.terminate()
+
+
+def test_hostile_control_messages_are_counted_and_the_room_keeps_answering(tmp_path, package):
+    import zmq
+
+    from streaming.sockets import SocketOptions, open_socket
+
+    base = _base()
+    room = _room(tmp_path, base, "--scene", str(tmp_path / "room.json"))
+    raw = open_socket(zmq.DEALER, RoomEndpoints.from_base(base).control, bind=False,
+                      options=SocketOptions(linger_ms=0))
+    alice = None
+    try:
+        for junk in ([b"\xff\xfe not json"], [b"[" * 5000 + b"]" * 5000], [b'{"op": "move", "x": NaN}'],
+                     [b'"just a string"'], [b"{}", b"x", b"y", b"z"], [b"x" * (1 << 17)],
+                     [b'{"op": "register", "name": "alice", "stream": "../../etc", "package_sha256": "00"}']):
+            raw.sock.send_multipart(junk)
+        alice = _join(base, "alice", package)          # still answering, scene intact
+        assert set(alice.scene()["slots"]) == {"alice"}
+    finally:
+        raw.close()
+        if alice is not None:
+            alice.close()
+        stats = room.terminate()
+    assert stats["requests"]["malformed"] >= 6 and stats["requests"]["refused"] >= 1
+    assert alice.counters["room_lost"] == 0      # the room's beat never paused (upload validated off the loop)

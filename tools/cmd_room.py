@@ -90,13 +90,13 @@ def run_serve(args) -> int:
 
 
 def run_join(args) -> int:
+    from streaming.protocol import validate_stream_id
     from tools.cmd_render import _parse_size
     from tools.samples import cache_dir
     from xr_runtime.avatars.sources import StateSourceConfig
     from xr_runtime.backends.factory import BackendOptions
     from xr_runtime.render_session import RenderSessionConfig
     from xr_runtime.room_participant import ParticipantConfig, run_participant
-    from streaming.protocol import validate_stream_id
     from xr_runtime.scene.scene_file import Scene
 
     try:

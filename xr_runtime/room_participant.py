@@ -24,9 +24,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from core.errors import HeadcastError
 from room.client import RoomClient, RoomClientConfig, RoomRequestError
@@ -69,19 +69,23 @@ def _start_capture(cfg: ParticipantConfig, endpoints: RoomEndpoints) -> subproce
     out = open(cfg.capture_log, "ab") if cfg.capture_log else subprocess.DEVNULL
     try:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if cfg.capture_log else None,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=_death_signal())  # noqa: PLW1509
     finally:
         if cfg.capture_log:
             out.close()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the participant process dies, even by kill -9 (Linux
-    PR_SET_PDEATHSIG), so a killed participant never leaves a capture node streaming its face."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _death_signal():
+    """A pre-exec hook that asks for SIGTERM when the participant process dies, even by kill -9
+    (Linux PR_SET_PDEATHSIG), so a killed participant never leaves a capture node streaming its face.
+    libc is loaded here, in the parent: the hook itself runs between fork and exec, where a
+    multithreaded parent's child may only make the one call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG
 
 
 def stop_child(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
@@ -107,9 +111,17 @@ def _register(client: RoomClient, cfg: ParticipantConfig, say) -> str:
     sha = package_sha256(data)
     try:
         has = client.call({"op": "has", "sha256": sha})[0].get("has")
-        if not has:
-            client.call({"op": "upload", "sha256": sha}, data, timeout_s=60.0)
-            say(f"uploaded avatar package {sha[:12]} ({len(data) / 1e6:.1f} MB)")
+        deadline = time.monotonic() + 60.0
+        while not has:
+            try:
+                client.call({"op": "upload", "sha256": sha}, data, timeout_s=60.0)
+                say(f"uploaded avatar package {sha[:12]} ({len(data) / 1e6:.1f} MB)")
+                break
+            except RoomRequestError as exc:
+                if exc.reason != "busy" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)   # someone else's package is being validated
+                has = client.call({"op": "has", "sha256": sha})[0].get("has")
         client.call({"op": "register", "stream": cfg.name, "package_sha256": sha})
     except RoomRequestError as exc:
         raise HeadcastError(f"the room refused {cfg.name}: {exc}") from exc
@@ -159,7 +171,7 @@ def run_participant(cfg: ParticipantConfig, say: Callable[[str], None] = log.inf
             restart = threading.Event()
             stop = threading.Event()
 
-            def watch(scene=scene):
+            def watch(scene=scene, stop=stop, restart=restart):
                 while not stop.is_set():
                     if quit_event.is_set():
                         stop.set()
