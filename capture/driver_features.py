@@ -9,7 +9,10 @@ exactly what a live capture sends. Order and why:
    regresses). Frames are CALIBRATING until it has seen ``settle_s`` of face;
 3. per-region One Euro smoothing on the real frame times (``capture.smoothing``);
 4. features = gain · (smoothed − neutral), then the per-driver expression range
-   (``calibration.expression_range``) scales each region's displacements.
+   (``calibration.expression_range``) scales each region's displacements;
+5. the named ARKit-52 weights (``expr52``, issue 16) are measured on the face those features
+   describe (neutral + features / gain): smoothed and range-scaled like mp478, so a driver with small
+   eyes blinks a full ``eyeBlink`` on every route.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class DriverFrame:
     pose: Similarity
     calibrating: bool  # online neutral not settled yet
     neutral_changed: bool  # the neutral this frame is measured against is new
+    neutral: np.ndarray | None = None  # (478, 3) the neutral's canonical shape those features are against
 
 
 class DriverFeatures:
@@ -80,7 +84,16 @@ class DriverFeatures:
         if self.config.use_range and neutral is not None:
             self.range.update(smooth, neutral, t_s)
             feats = self.range.apply(feats)
-        return DriverFrame(feats, canon, pose, calibrating, changed)
+        return DriverFrame(feats, canon, pose, calibrating, changed, neutral)
+
+    def expr52(self, frame: DriverFrame) -> np.ndarray:
+        """The frame's ARKit-52 payload (weights, confidences), zero while there is no neutral."""
+        from inference.features.expr52 import SHAPE, expr52_frame
+
+        if frame.neutral is None:  # nothing measured yet, nothing trusted
+            return np.zeros(SHAPE, np.float32)
+        measured = frame.neutral + frame.features / np.float32(self.config.gain)
+        return expr52_frame(measured, frame.neutral)
 
     def calibration(self) -> NeutralFace | None:
         """The neutral in use with the ranges learned so far (what ``capture --save-neutral`` writes)."""

@@ -234,7 +234,7 @@ class CaptureNode:
             if deca is not None:
                 feats = deca.extract(frame.image, obs.landmarks_px)
             if cfg.feature is FeatureKind.EXPR52 or cfg.emitters:
-                expr = self._expr52(result.canonical, extractor.extractor.neutral)
+                expr = extractor.expr52(result)
                 if cfg.feature is FeatureKind.EXPR52:
                     feats = expr
             pose, confidence = head_pose(result.pose), 1.0
@@ -254,14 +254,6 @@ class CaptureNode:
             marker = self._marker.detect(frame.image)
             if marker is not None:
                 st.optical_markers.append((out.seq, frame.t_capture_ns, marker))
-
-    @staticmethod
-    def _expr52(canonical, neutral) -> np.ndarray:
-        from inference.features.expr52 import SHAPE, expr52_frame
-
-        if neutral is None:  # no neutral yet: nothing measured, nothing trusted
-            return np.zeros(SHAPE, np.float32)
-        return expr52_frame(canonical, neutral)
 
     def _emit(self, expr, pose, t_capture_ns: int) -> None:
         from inference.features.expr52 import effective_weights

@@ -92,12 +92,13 @@ def track_driver(path: Path, keep_frames: bool, progress=None) -> DriverTrack:
 
 
 def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutral: np.ndarray | None = None,
-                    config=None):
+                    config=None, expr52_out: list | None = None):
     """Features exactly as the capture node makes them (``capture.driver_features``: online neutral,
     per-region smoothing on the frame times, per-driver range), against ``neutral`` or a neutral file
     when given. ``neutral`` (the target's own relaxed face, self-reenactment) also turns the range
     off: her training features were measured without one. Returns (features, canonicals, the neutral
-    at the end)."""
+    at the end). ``expr52_out``, when given, receives each frame's ARKit-52 payload as the capture node
+    measures it (None where no face)."""
     from calibration.neutral import NeutralError, NeutralFace
     from capture.driver_features import DriverConfig, DriverFeatures
 
@@ -124,9 +125,13 @@ def driver_features(track: DriverTrack, neutral_file: Path | None = None, neutra
             driver.face_lost()
             feats.append(None)
             canons.append(None)
+            if expr52_out is not None:
+                expr52_out.append(None)
             continue
         feats.append(r.features)
         canons.append(r.canonical)
+        if expr52_out is not None:
+            expr52_out.append(driver.expr52(r))
     if driver.neutral is None:
         raise HeadcastError("driver clip: no face found in any frame")
     return feats, canons, driver.neutral.canonical
@@ -229,18 +234,17 @@ def evaluate(cfg: EvalConfig, progress=None, track_progress=None) -> dict:
             raise HeadcastError(f"{cfg.avatar} stores no target neutral (built before it was kept): rebuild it, "
                            "or pass --neutral")
         target_neutral = pkg.extra_tensors[TARGET_NEUTRAL].numpy()
-    feats, driver_canon, driver_neutral = driver_features(track, cfg.neutral, target_neutral, cfg.driver_config)
+    expr = [] if cfg.via != "mp478" else None
+    feats, driver_canon, _ = driver_features(track, cfg.neutral, target_neutral, cfg.driver_config, expr52_out=expr)
     kind = FeatureKind.MP478
     if cfg.via != "mp478":
         if cfg.via not in pkg.feature_kinds and "expr52" not in pkg.feature_kinds:
             raise HeadcastError(f"{cfg.avatar} accepts {', '.join(pkg.feature_kinds)}; --via {cfg.via} needs expr52 "
                                 "(rebuild the avatar with this version)")
         from capture.interop.route import through
-        from inference.features.expr52 import expr52_frame
 
         kind = FeatureKind.EXPR52
-        feats = [None if c is None else through(cfg.via, expr52_frame(c, driver_neutral), i)
-                 for i, c in enumerate(driver_canon)]
+        feats = [None if e is None else through(cfg.via, e, i) for i, e in enumerate(expr)]
     m = pkg.mesh
     renderer = FrontalAvatarRenderer(AvatarMeshData(m.positions, m.uvs, m.indices, m.blendshapes), cfg.size)
     writer = None
