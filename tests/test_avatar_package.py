@@ -375,7 +375,8 @@ def test_package_carries_the_decoder_and_says_what_the_weights_hold(package_dir,
     assert raw["schema_version"] == SCHEMA_VERSION == 2
     tensors = load_file(str(package_dir / WEIGHTS))
     prefixes = {k.split(".", 1)[0] + "." for k in tensors}
-    assert prefixes == {"decoder.", "anim."} == set(raw["weights"]["holds"])
+    # Builder 8 (whole head) adds the screen-space refinement network.
+    assert prefixes == {"decoder.", "anim.", "refine."} == set(raw["weights"]["holds"])
     assert set(raw["weights"]["not_included"]) == {"encoder."}
     assert "vae/vae.safetensors" in raw["weights"]["not_included"]["encoder."]
     # The encoder stays where the manifest says: the build's work directory holds the whole VAE.
