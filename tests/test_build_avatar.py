@@ -34,7 +34,8 @@ def test_quick_build_produces_a_valid_package(package_dir):
     # The woman clip has a long hand-over-face passage; it must be rejected, the rest kept.
     assert b["rejected"]["hand_over_face"] >= 30
     assert b["kept"] >= 100
-    assert set(b["stages"]) == {"track", "select", "mesh", "basis", "textures", "vae", "evaluate", "animation"}
+    assert set(b["stages"]) == {"track", "select", "whole_head", "mesh", "basis", "textures", "vae", "evaluate",
+                                "refinement", "animation"}
     assert 3 <= pkg.manifest.n_blendshapes <= 48
     assert (package_dir / "preview.png").stat().st_size > 10_000
 
@@ -273,6 +274,7 @@ def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_pa
 
     def head_model_only(raw):
         raw["animation"] = {"included": False, "lstm": None}
+        raw["refinement"] = {"included": False}  # a package from before builder 8 had neither
 
     target = _stale_default(package_dir, tmp_path_factory, tmp_path, monkeypatch, head_model_only, False)
     assert AvatarPackage.load(target).animation is None
