@@ -651,6 +651,10 @@ def write_package(out: Path, manifest: dict, decoder: Decoder, mesh: MeshArrays,
             if not included:
                 raise ValueError("extra animation tensors need animation.included = true in the manifest")
             tensors[k] = v.detach().cpu().contiguous()
+        if refine:
+            from inference.head_model.refinement import check_refinement
+
+            check_refinement(manifest["refinement"], {k: v for k, v in tensors.items() if k.startswith(REFINE_PREFIX)})
         if included:
             anim = {k: v for k, v in tensors.items() if k.startswith(ANIMATION_PREFIX)}
             check_animation(manifest["animation"], anim, manifest["feature"]["kind"], manifest["head_model"]["z_dim"])

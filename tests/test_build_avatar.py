@@ -275,6 +275,7 @@ def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_pa
 
     def head_model_only(raw):
         raw["animation"] = {"included": False, "lstm": None}
+        raw["refinement"] = {"included": False}  # a package from before builder 8 had neither
 
     target = _stale_default(package_dir, tmp_path_factory, tmp_path, monkeypatch, head_model_only, False)
     assert AvatarPackage.load(target).animation is None

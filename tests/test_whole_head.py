@@ -3,10 +3,10 @@ MediaPipe selfie segmentation, the carved head shell, the screen-space refinemen
 the source camera's view on held-out frames; the turntable; bad input.
 
 Thresholds suit the quick build (64² texture, every second frame, 12 held-out frames scored),
-measured on this machine: whole-head IoU 0.907 (face mesh alone 0.505), PSNR over the union of
-mattes +5.4 dB over the face mesh alone and +2.2 dB over the quick face-and-skull model. The test
-asserts IoU ≥ 0.88 and a gain ≥ 3 dB over the face mesh alone, and a gain > 1 dB over the
-procedural skull of the same package's face (its head-region baseline in the same run).
+measured on this machine: whole-head IoU 0.90–0.91 (face mesh alone 0.50), PSNR over the union of
+mattes +5.3–5.5 dB over the face mesh alone and +2.35 dB over the quick face-and-skull model
+(31 frames). The test asserts IoU ≥ 0.88 and a gain ≥ 3 dB over the face mesh alone (the
+face-and-skull comparison needs a second build and is recorded in docs/BENCHMARKS.md instead).
 """
 from __future__ import annotations
 
@@ -165,3 +165,35 @@ def test_avatars_are_drawn_back_to_front():
     proj = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, -0.2], [0, 0, -1, 0]], np.float64)
     states = [at(-1.0), at(-5.0), at(-2.5)]
     assert [s.model_matrix[2, 3] for s in sorted_back_to_front(proj, states)] == [-5.0, -2.5, -1.0]
+
+
+def test_unusable_mattes_fall_back_to_the_face_and_skull_model(package_dir, tmp_path_factory):
+    """Segmentation that finds nobody in any frame (here: a matte threshold no pixel reaches, on the
+    real clip and the real segmenter) makes the stage fall back and say why, never a broken shell."""
+    from inference.builder.cache import StageCache
+    from inference.builder.config import BuildConfig
+    from inference.builder.select import SelectInput, select
+    from inference.builder.sources import probe_sources
+    from inference.builder.track import TrackInput, track
+    from inference.builder.whole_head import WholeHeadInput, fit_whole_head, whole_head_block
+    from inference.head_model.matte import MatteConfig
+    from inference.head_model.whole_head import WholeHeadConfig
+
+    work = tmp_path_factory.getbasetemp() / "quick-avatar.work"
+    cfg = BuildConfig.preset([str(sample_path(WOMAN))], package_dir, work, quick=True)
+    cache = StageCache(work)
+    sources = probe_sources(cfg.videos)
+    tracks = track(cache, TrackInput(sources, cfg.track))  # cached: the session's quick build
+    sel = select(cache, SelectInput(tracks, cfg.selection, cfg.holdout_fraction, cfg.holdout_blocks,
+                                    cfg.track.frame_step))
+    blind = WholeHeadConfig(matte=MatteConfig(threshold=1.01))
+    fallback_cache = StageCache(tmp_path_factory.mktemp("fallback-work"))
+    whole = fit_whole_head(fallback_cache, WholeHeadInput(sources, tracks, sel, blind))
+    assert whole.shell is None
+    assert whole.info["status"] == "fallback"
+    assert "no person found by segmentation" in whole.info["reason"] and "face-and-skull" in whole.info["reason"]
+    from inference.builder.mesh import MeshInput, build_mesh
+
+    mesh = build_mesh(fallback_cache, MeshInput(sel, cfg.closure, whole.shell, whole.key))
+    block = whole_head_block(whole, mesh.mesh)
+    assert block["status"] == "fallback" and any("procedural skull" in c for c in block["contains"])

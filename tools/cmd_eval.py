@@ -52,7 +52,7 @@ def register(sub) -> None:
                    help="the avatar's training clip (default: its source, when that is a sample clip)")
     a.add_argument("--json", type=Path, required=True, metavar="FILE")
     a.add_argument("--video-out", type=Path, metavar="SIDE_BY_SIDE.mp4",
-                   help="source (matted) | avatar | face only [| baseline] [| refined], H.264")
+                   help="source (matted) | avatar [| refined] | face only [| baseline], H.264")
     a.add_argument("--baseline", type=Path, metavar="DIR",
                    help="a second package measured on the same frames (e.g. built with --no-whole-head)")
     a.add_argument("--max-frames", type=int, default=0, help="score at most this many held-out frames (0: all)")

@@ -180,7 +180,10 @@ def tensors_of(net: RefineNet) -> dict[str, torch.Tensor]:
 
 def refinement_block(config: RefinementConfig, metrics: dict, default_on_cpu: bool) -> dict:
     return {"included": True, "arch": "unet3", "config": config.to_dict(), "metrics": metrics,
-            "default": {"cpu": default_on_cpu, "cuda": True}}
+            "default": {"cpu": default_on_cpu, "cuda": True},
+            # Where it runs today: headcast eval appearance (CPU path). The GL render node has no
+            # screen-space pass yet, so the headset shows the geometry without it.
+            "runs_in": ["eval appearance"]}
 
 
 def check_refinement(block: dict, tensors: dict) -> tuple[RefineNet, RefinementConfig]:
