@@ -249,7 +249,6 @@ def test_export_killed_mid_write_leaves_no_package_and_is_cleaned_up(package_dir
     import signal
     import subprocess
     import sys
-    import time
 
     out = tmp_path / "pkg"
     script = (

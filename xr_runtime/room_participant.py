@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from room.endpoints import RoomEndpoints
 from room.package_store import PackageStoreError, install_package, pack_package, package_sha256
 from room.room_clock import RoomClock
 from streaming.sockets import CurveClient
+from xr_runtime.local_session import stop_process
 from xr_runtime.render_session import RenderSessionConfig, run_render_session
 from xr_runtime.room_link import RoomSceneLink
 
@@ -86,21 +86,6 @@ def _death_signal():
 
     prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     return lambda: prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG
-
-
-def stop_child(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
-    """Terminates a child's whole process group, killing it when it does not end in time."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace_s)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
 
 
 def _register(client: RoomClient, cfg: ParticipantConfig, say) -> str:
@@ -208,7 +193,7 @@ def run_participant(cfg: ParticipantConfig, say: Callable[[str], None] = log.inf
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        stop_child(capture)
+        stop_process(capture, grace_s=5.0)
         clock.close()
         client.close(leave=left_cleanly)
     result = dict(sessions[-1]) if sessions else {}
@@ -224,4 +209,4 @@ def _missing(link: RoomSceneLink, packages: dict[str, Path], refused: set[str]) 
                for rec in link.wanted_slots().values())
 
 
-__all__ = ["ParticipantConfig", "run_participant", "stop_child"]
+__all__ = ["ParticipantConfig", "run_participant"]
