@@ -75,7 +75,10 @@ def test_uv_layout_has_no_overlaps_and_a_dense_face(mesh):
     table = texel_table(mesh.uvs, mesh.faces, 256, mesh.n_face_triangles)
     # Sum of triangle areas equals the covered area when no two triangles overlap.
     assert abs(area.sum() - table.covered.mean()) < 0.02
-    assert table.face_region.mean() > 0.4  # the face has most of the atlas
+    # The face keeps the densest block of the atlas. With the whole head (builder 8) the hair and the
+    # back take a third of the rows (docs/AVATAR.md), so the face holds 0.33 of the texels (0.4+ before).
+    face = table.face_region.mean()
+    assert face > 0.3 and face > 0.5 * table.covered.mean()
 
 
 def test_rasterizer_barycentrics_are_exact():
