@@ -261,7 +261,7 @@ class ClockClient:
         with self._lock:
             if not self._handshake.refused:
                 return None
-            self._handshake.settle(1.0)
+            self._handshake.settle()
             return self._handshake.failure
 
     def measure(self, count: int = 64, interval_s: float = 0.01, timeout_s: float = 0.5,

@@ -177,7 +177,7 @@ class CaptureNode:
         if mon is None:
             return
         if mon.refused:
-            mon.settle(1.0)
+            mon.settle()
             raise PeerRefusedError(f"{self.config.endpoint} refused this capture node: {mon.failure}; "
                                    f"{self.stats.sent} frames were sent into the void")
         if at_end and not mon.succeeded:

@@ -176,6 +176,11 @@ MANIFEST_SCHEMA = {
         "feature_kinds": {"type": "array", "minItems": 1, "uniqueItems": True,
                           "items": {"enum": ["mp478", "deca2048", "expr52"]}},
         "feature_maps": {"type": "object", "additionalProperties": {"type": "object"}},
+        # Optional (builder 8, the whole head): what the head contains and what was inferred, and the
+        # screen-space refinement network (inference/head_model/refinement.py) when it is carried.
+        "whole_head": {"type": "object"},
+        "refinement": {"type": "object", "required": ["included"],
+                       "properties": {"included": {"type": "boolean"}, "config": {"type": "object"}}},
         "provenance": {"type": "object", "required": ["sources", "build_command", "libraries"],
                        "properties": {"sources": {"type": "array", "minItems": 1, "items": {
                            "type": "object", "required": ["name", "sha256"],

@@ -303,8 +303,8 @@ class HandshakeMonitor:
         elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             self.failure = f"the handshake failed (ZMTP protocol error 0x{value:x}: not a Headcast peer?)"
         else:
-            self.failure = ("the handshake failed (the peer closed the connection: it may require CURVE, or "
-                            "not be a Headcast peer)")
+            self.failure = ("the handshake failed (the peer closed the connection: it may require CURVE — give "
+                            "--server-key and --client-key — or not be a Headcast peer)")
 
     def wait(self, timeout_s: float) -> bool:
         """Waits until a handshake succeeded (True) or one failed / the time is up (False)."""
@@ -326,9 +326,10 @@ class HandshakeMonitor:
         self.poll()
         return self.failed > 0 and self.succeeded == 0
 
-    def settle(self, timeout_s: float = 1.0) -> None:
+    def settle(self, timeout_s: float = 2.5) -> None:
         """After a failure without detail, waits briefly for the reconnect's more specific one (a
-        CURVE mechanism mismatch is first seen as a closed connection, then reported as such)."""
+        CURVE mechanism mismatch is first seen as a closed connection, then reported as such). 2.5 s:
+        one clean-clone CI run saw 1 s pass without the reconnect's report while the host was busy."""
         deadline = time.monotonic() + timeout_s
         while self._mon is not None and not self.specific and not self.succeeded:
             remaining = deadline - time.monotonic()

@@ -150,8 +150,11 @@ def test_third_party_senders_drive_the_avatar(package_dir):
                 ue.send_message(f"/avatar/parameters/v2/{name}", float(v))
             time.sleep(1 / 60)
         udp.close()
-        # UDP on a loaded host may lose a few; Unified OSC groups loose messages by time.
-        assert rx.wait_for(lambda r: all(len(r.window_received(s, 512)) >= 0.8 * len(ramp) for s in ("ll", "vmc", "ue")), 5), \
+        # UDP on a loaded host may lose a few. Unified OSC has no frame marker: the adapter commits loose
+        # messages 1/60 s after the first change, so two of this sender's groups that arrive closer than
+        # that (its loop jitters around 1/60 s) become one frame — 54 of 70 in a quiet CI run.
+        need = {"ll": 0.8, "vmc": 0.8, "ue": 0.6}
+        assert rx.wait_for(lambda r: all(len(r.window_received(s, 512)) >= need[s] * len(ramp) for s in need), 5), \
             {s: len(rx.window_received(s, 512)) for s in ("ll", "vmc", "ue")}
         time.sleep(0.3)
         streams = {s: [r.frame for r in rx.window_received(s, 512)] for s in ("ll", "vmc", "ue")}
