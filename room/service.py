@@ -33,8 +33,8 @@ from room import wire
 from room.endpoints import RoomEndpoints
 from room.package_store import DEFAULT_MAX_BYTES, PackageStore, PackageStoreError
 from room.scene_state import EditRefused, RoomScene, RoomTimeouts
-from streaming.room_relay import RelayConfig, StreamRelay, key_names_from_dir, sender_of
-from streaming.sockets import CurveServer, ManagedSocket, SocketOptions, open_socket
+from streaming.room_relay import RelayConfig, StreamRelay, key_names_from_dir
+from streaming.sockets import CurveServer, ManagedSocket, SocketOptions, open_socket, zap_user_id
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class RoomService:
         claimed = request.get("name")
         if self.config.curve is None:
             return claimed if isinstance(claimed, str) else None
-        name = self.key_names.get(sender_of(frame) or "")
+        name = self.key_names.get(zap_user_id(frame) or "")
         if name is None or (claimed is not None and claimed != name):
             return None
         return name

@@ -47,7 +47,15 @@ from typing import Protocol, runtime_checkable
 import zmq
 
 from streaming import protocol
-from streaming.sockets import DEFAULT_ENDPOINT, CurveClient, CurveServer, ManagedSocket, SocketOptions, open_socket
+from streaming.sockets import (
+    DEFAULT_ENDPOINT,
+    CurveClient,
+    CurveServer,
+    ManagedSocket,
+    SocketOptions,
+    open_socket,
+    zap_user_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +191,6 @@ class ReceiverCounters:
         return d
 
 
-def _user_id(part) -> str | None:
-    """The ZAP User-Id (CURVE client key, z85) a message arrived with; None on plaintext (no ZAP)."""
-    try:
-        uid = part.get("User-Id")
-    except (zmq.ZMQError, AttributeError):
-        return None
-    return uid or None
-
-
 class Receiver:
     def __init__(self, config: ReceiverConfig = ReceiverConfig()):
         if config.history < 1:
@@ -270,7 +269,7 @@ class Receiver:
                             frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        self._ingest([f.bytes for f in frames], time.monotonic_ns(), _user_id(frames[0]))
+                        self._ingest([f.bytes for f in frames], time.monotonic_ns(), zap_user_id(frames[0]))
                 self._update_lost(time.monotonic_ns())
         except zmq.ContextTerminated:
             pass

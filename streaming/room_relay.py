@@ -35,7 +35,7 @@ from pathlib import Path
 import zmq
 
 from streaming import protocol
-from streaming.sockets import CurveServer, ManagedSocket, SocketOptions, load_public_key, open_socket
+from streaming.sockets import CurveServer, ManagedSocket, SocketOptions, load_public_key, open_socket, zap_user_id
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,6 @@ def key_names_from_dir(directory: Path) -> dict[str, str]:
     for path in sorted(Path(directory).glob("*.key")):
         names[load_public_key(path).decode("ascii")] = path.stem
     return names
-
-
-def sender_of(frame) -> str | None:
-    """The ZAP User-Id (z85 CURVE key) a received `zmq.Frame` carries; None without ZAP."""
-    try:
-        uid = frame.get("User-Id")
-    except (zmq.ZMQError, AttributeError):
-        return None
-    return uid or None
 
 
 class StreamRelay:
@@ -197,7 +188,7 @@ class StreamRelay:
         if owner is None:
             return "unknown_stream"
         if curve:
-            uid = sender_of(frames[0])
+            uid = zap_user_id(frames[0])
             name = self.key_names.get(uid) if uid else None
             if name is None:
                 return "unknown_sender"
@@ -220,4 +211,4 @@ class StreamRelay:
                                                           "send_dropped")}, spoofed_by_sender=spoofers)
 
 
-__all__ = ["RelayConfig", "RelayCounters", "StreamRelay", "key_names_from_dir", "sender_of"]
+__all__ = ["RelayConfig", "RelayCounters", "StreamRelay", "key_names_from_dir"]

@@ -363,3 +363,13 @@ def generate_keys(directory: Path, names: list[str]) -> list[tuple[Path, Path]]:
         Path(sec).chmod(0o600)
         out.append((Path(pub), Path(sec)))
     return out
+
+
+def zap_user_id(frame) -> str | None:
+    """The ZAP User-Id a received `zmq.Frame` carries (a CURVE client's z85 public key); None on
+    plaintext, where no ZAP handler ran. The receiver binds streams to it, the room relay checks it."""
+    try:
+        uid = frame.get("User-Id")
+    except (zmq.ZMQError, AttributeError):
+        return None
+    return uid or None
