@@ -11,12 +11,14 @@ exactly R's change. Signs as read from the packet; not checked against an iPhone
 from __future__ import annotations
 
 import math
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.errors import HeadcastError
 from geometry.rotations import quaternion_to_rotation, rotation_to_quaternion
 from inference.features.expr52 import payload_from_weights
 from streaming.protocol import FeatureFrame, FeatureKind, Flags, HeadPose
@@ -147,3 +149,16 @@ def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, in
 
 def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def listen_udp(host: str, port: int, what: str, timeout_s: float) -> socket.socket:
+    """A bound UDP socket for an adapter (``what`` names the format in the error), with a receive
+    timeout so the adapter's loop sees ``stop`` in time; a port in use is a one-line error."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as exc:
+        sock.close()
+        raise HeadcastError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.settimeout(timeout_s)
+    return sock

@@ -34,7 +34,7 @@ import numpy as np
 
 from core.errors import HeadcastError
 
-from .common import AdapterStats, Expr52Stream, SourceClock, pose_from_ypr, ypr_from_pose
+from .common import AdapterStats, Expr52Stream, SourceClock, listen_udp, pose_from_ypr, ypr_from_pose
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +172,7 @@ class LiveLinkAdapter:
         self.subject = subject  # None: any subject
         self.stats = AdapterStats()
         self.clock = SourceClock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self.sock.bind((host, int(port)))
-        except OSError as exc:
-            self.sock.close()
-            raise HeadcastError(f"cannot listen for Live Link Face on {host}:{port}: {exc.strerror or exc}") from exc
-        self.sock.settimeout(0.1)
+        self.sock = listen_udp(host, port, "Live Link Face", 0.1)
         self.address = self.sock.getsockname()
         self._stop = threading.Event()
 

@@ -32,11 +32,10 @@ import numpy as np
 from pythonosc import osc_bundle_builder, osc_message_builder
 from pythonosc.osc_packet import OscPacket
 
-from core.errors import HeadcastError
 from inference.features.expr52_names import ARKIT52, ARKIT_TO_UNIFIED, INDEX
 from streaming.protocol import HeadPose
 
-from .common import AdapterStats, Expr52Stream, SourceClock
+from .common import AdapterStats, Expr52Stream, SourceClock, listen_udp
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +259,7 @@ class OscAdapter:
         self.commit_period_ns = int(commit_period_s * 1e9)
         self.clock = SourceClock()
         self._pose = HeadPose()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self.sock.bind((host, int(port)))
-        except OSError as exc:
-            self.sock.close()
-            raise HeadcastError(f"cannot listen for {mode.upper()} OSC on {host}:{port}: {exc.strerror or exc}") from exc
-        self.sock.settimeout(0.02)
+        self.sock = listen_udp(host, port, f"{mode.upper()} OSC", 0.02)
         self.address = self.sock.getsockname()
         self._stop = threading.Event()
 
