@@ -161,7 +161,7 @@ class ManagedSocket:
     def handshake_monitor(self) -> "HandshakeMonitor":
         """The socket's handshake monitor (made on first use, closed with the socket)."""
         if self._monitor is None:
-            self._monitor = HandshakeMonitor(self.sock)
+            self._monitor = HandshakeMonitor(self.sock, self.endpoint)
         return self._monitor
 
     def close(self) -> None:
@@ -250,6 +250,19 @@ _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
+_MECHANISMS = {zmq.NULL: "NULL", zmq.PLAIN: "PLAIN", zmq.CURVE: "CURVE"}
+
+
+def _mismatch_reason(ours: str | None, theirs: str) -> str:
+    if ours == "CURVE":
+        return ("security mismatch: this client uses CURVE and the peer does not (drop --server-key and "
+                "--client-key, or start the peer with --server-key/--allow)")
+    if theirs == "CURVE":
+        return ("security mismatch: the peer uses CURVE and this client connects in plaintext (give "
+                "--server-key and --client-key when the peer was started with --server-key/--allow)")
+    return f"security mismatch: the peer uses {theirs} and this client {ours}"
+
+
 class HandshakeMonitor:
     """What happened to a connecting socket's handshakes (ZeroMQ's socket monitor), read on demand.
 
@@ -265,8 +278,9 @@ class HandshakeMonitor:
 
     Not thread-safe: poll it from one thread (the socket's owner)."""
 
-    def __init__(self, sock: zmq.Socket):
+    def __init__(self, sock: zmq.Socket, endpoint: str | None = None):
         self._sock = sock
+        self._endpoint = endpoint  # where the socket connects: lets `settle` ask the peer directly
         self._mon = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         self.succeeded = 0
         self.failed = 0
@@ -298,8 +312,8 @@ class HandshakeMonitor:
             self.failure = ("the peer refused this client's CURVE key (it is not in the peer's --allow "
                             "directory, or --server-key is not the peer's public key)")
         elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-            self.failure = ("security mismatch: one side uses CURVE and the other does not (give --server-key "
-                            "and --client-key when the peer was started with --server-key/--allow)")
+            ours = self._own_mechanism()
+            self.failure = _mismatch_reason(ours, "NULL" if ours == "CURVE" else "CURVE")
         elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             self.failure = f"the handshake failed (ZMTP protocol error 0x{value:x}: not a Headcast peer?)"
         else:
@@ -327,9 +341,18 @@ class HandshakeMonitor:
         return self.failed > 0 and self.succeeded == 0
 
     def settle(self, timeout_s: float = 2.5) -> None:
-        """After a failure without detail, waits briefly for the reconnect's more specific one (a
-        CURVE mechanism mismatch is first seen as a closed connection, then reported as such). 2.5 s:
-        one clean-clone CI run saw 1 s pass without the reconnect's report while the host was busy."""
+        """After a failure without detail, finds out whether it was a security mismatch.
+
+        libzmq reports a CURVE/plaintext mismatch as a closed connection whenever the two greetings
+        cross within one poll (see `streaming.zmtp_probe`), and under load every reconnect can lose
+        that race, so waiting for a reconnect to say more is not enough (2.5 s of waiting still ended
+        generic in two CI runs). The peer's mechanism is therefore asked for directly; only where it
+        cannot be asked (inproc, no answer) does this wait up to `timeout_s` for a telling event."""
+        self.poll()
+        if self.specific or self.succeeded or self._mon is None:
+            return
+        if self._endpoint is not None and self._ask_peer():
+            return
         deadline = time.monotonic() + timeout_s
         while self._mon is not None and not self.specific and not self.succeeded:
             remaining = deadline - time.monotonic()
@@ -337,6 +360,21 @@ class HandshakeMonitor:
                 return
             if self._mon.poll(max(1, int(remaining * 1000))):
                 self.poll()
+
+    def _own_mechanism(self) -> str | None:
+        return _MECHANISMS.get(self._sock.getsockopt(zmq.MECHANISM))
+
+    def _ask_peer(self) -> bool:
+        """Names a mechanism mismatch from the peer's own greeting; True when that settled it."""
+        from streaming.zmtp_probe import peer_mechanism
+
+        theirs = peer_mechanism(self._endpoint, timeout_s=1.0)
+        ours = self._own_mechanism()
+        if theirs is None or ours is None or theirs == ours:
+            return False
+        self.specific = True
+        self.failure = _mismatch_reason(ours, theirs)
+        return True
 
     def close(self) -> None:
         mon, self._mon = self._mon, None
