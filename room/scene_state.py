@@ -133,7 +133,7 @@ class RoomScene:
     @classmethod
     def from_dict(cls, data, now_s: float, what: str = "room file") -> RoomScene:
         """A reloaded room: a new epoch (nodes resynchronise), every slot away until its participant's
-        node is heard from again (the grace period runs from the reload)."""
+        node is heard from again (the grace period runs from the reload, or from `serving_from`)."""
         errors = schema_errors(data, ROOM_FILE_SCHEMA)
         if errors:
             raise RoomSceneError(f"{what} invalid {describe(errors[0])}")
@@ -150,6 +150,15 @@ class RoomScene:
                 raise RoomSceneError(f"{what}: participant or stream {slot.participant!r} appears twice")
             scene.slots[slot.participant] = slot
         return scene
+
+    def serving_from(self, now_s: float) -> None:
+        """The room starts answering at `now_s`: slots still away since the reload start their grace
+        period here. Reading the file comes before the package validator's torch import and binding
+        the sockets, which took more than a 4 s grace on a loaded CI host; timed from the read, every
+        reloaded slot was freed before its participant's first heartbeat could arrive."""
+        for slot in self.slots.values():
+            if slot.away_since_s is not None and slot.participant not in self.last_seen_s:
+                slot.away_since_s = max(slot.away_since_s, now_s)
 
     def snapshot(self) -> dict:
         return {"epoch": self.epoch, "version": self.version, "environment": dict(self.environment),

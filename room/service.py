@@ -120,6 +120,7 @@ class RoomService:
                       "control": self._control.endpoint, "deltas": self._deltas.endpoint, "clock": self.clock.endpoint}
         if cfg.scene_file is not None:
             self._save()   # the new epoch is on disk before anyone sees it
+        self.scene.serving_from(time.monotonic())
         return self
 
     def close(self) -> None:

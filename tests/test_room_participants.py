@@ -98,7 +98,8 @@ def test_three_participants_share_one_editable_persistent_room(tmp_path, avatar)
         time.sleep(5)
         room = _room(tmp_path, base, *room_args)
         assert director.wait_until(lambda s: s["epoch"] != epoch and set(s["slots"]) == {"alice", "bob", "carol"}
-                                   and not any(v["away"] for v in s["slots"].values()), 30)
+                                   and not any(v["away"] for v in s["slots"].values()), 30), \
+            (epoch, director.scene(), director.counters, room.lines[-20:])
         assert director.scene()["slots"]["bob"]["position"] == [0.9, 1.6, -1.2]
         time.sleep(4)             # the resynchronised nodes draw (and map clocks) a while before the end
         stats, ran = {}, {}

@@ -2,6 +2,9 @@
 persistence with a new epoch, deltas applied only in order, hostile numbers."""
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from room.scene_state import EditRefused, RoomScene, RoomSceneError, RoomTimeouts, apply_delta
@@ -125,3 +128,25 @@ def test_capture_clock_maps_through_the_rooms_clock_onto_the_render_hosts():
         expected = ren.to_local(cap.to_remote(t))
         assert abs(m.to_remote(t) - expected) < 1_000          # within a microsecond over a minute
     assert m.uncertainty_ns == 250_000.0 and abs(m.drift - 30e-6) < 1e-9
+
+
+def test_a_reloaded_rooms_grace_period_starts_when_it_serves_not_when_it_read_the_file(tmp_path):
+    """The room reads its file, then imports the package validator (torch) and binds its sockets; on
+    a loaded CI host that took longer than the grace period, and the first tick freed every slot."""
+    from test_room_service import _base
+
+    from room.service import RoomConfig, RoomService
+
+    scene_file = tmp_path / "room.json"
+    scene_file.write_text(json.dumps(_room("alice", "bob").to_dict()))
+    config = RoomConfig(base=_base(), scene_file=scene_file, timeouts=RoomTimeouts(node_timeout_s=1.0, grace_s=0.5))
+    service = RoomService(config)
+    time.sleep(0.8)                       # a slow start-up, longer than the grace period
+    with service:
+        now = time.monotonic()
+        service.tick(now)
+        assert set(service.scene.snapshot()["slots"]) == {"alice", "bob"}
+        assert all(v["away"] for v in service.scene.snapshot()["slots"].values())
+        service.scene.apply("alice", {"op": "heartbeat"}, now + 0.2)   # alice's node is back in time
+        service.tick(now + 0.7)           # bob's grace is over, counted from when the room served
+        assert set(service.scene.snapshot()["slots"]) == {"alice"}
