@@ -208,3 +208,53 @@ def test_non_loopback_listen_needs_insecure_listen():
 
     r = run_headcast(["adapt", "livelink", "--listen", "0.0.0.0:0", "--connect", "tcp://127.0.0.1:9", "--stream", "x"])
     assert r.returncode == 2 and "--insecure-listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_loose_unified_parameters_group_by_repetition_not_by_arrival_time():
+    """A 60 Hz sender's frames, one parameter per datagram: however close together or spread out
+    they arrive, each frame comes out whole and alone (a repeated parameter starts the next)."""
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    def dgram(name, v):
+        b = OscMessageBuilder(f"/avatar/parameters/v2/{name}")
+        b.add_arg(float(v))
+        return b.build().dgram
+
+    dec = osc.OscDecoder("unified")
+    groups = [(0.1 * k, 0.05 * k) for k in range(1, 6)]
+    frames, t = [], 0
+    for k, (smile, jaw) in enumerate(groups):
+        for name, v in (("MouthCornerPullLeft", smile), ("MouthCornerPullRight", smile), ("JawOpen", jaw)):
+            # Bunched (three frames inside 1 ms) or spread (40 ms inside one frame): no difference.
+            t += 40_000_000 if k == 3 else 100_000
+            frames += dec.feed(dgram(name, v), t)
+    frames += dec.commit()
+    assert len(frames) == len(groups)
+    for (w, c, _, _), (smile, jaw) in zip(frames, groups):
+        assert w[INDEX["mouthSmileLeft"]] == pytest.approx(smile) and w[INDEX["mouthSmileRight"]] == pytest.approx(smile)
+        assert w[INDEX["jawOpen"]] == pytest.approx(jaw) and c[INDEX["jawOpen"]] == 1.0
+    # A bundle is a frame of its own, and ends the loose one before it.
+    dec.feed(dgram("JawOpen", 0.3), 0)
+    out = dec.feed(osc.bundle(osc.unified_messages(np.full(52, 0.5))), 1)
+    assert len(out) == 2 and out[0][0][INDEX["jawOpen"]] == pytest.approx(0.3)
+    assert out[1][0][INDEX["jawOpen"]] == pytest.approx(0.5)
+
+
+def test_the_last_loose_frame_is_committed_after_the_quiet_period():
+    r = _Rx()
+    ad = osc.OscAdapter("127.0.0.1", 0, Expr52Stream(r.pub, "ue"), "unified", quiet_period_s=0.02)
+    try:
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        b = OscMessageBuilder("/avatar/parameters/v2/JawOpen")
+        b.add_arg(0.6)
+        ad.handle(b.build().dgram, arrival_ns=1_000_000_000)
+        ad.poll(now_ns=1_015_000_000)
+        assert ad.stats.frames == 0           # still within the quiet period: more may follow
+        ad.poll(now_ns=1_021_000_000)
+        assert ad.stats.frames == 1
+        assert r.rx.wait_for(lambda x: r.frames("ue"), 5)
+        assert r.frames("ue")[-1].features[INDEX["jawOpen"], 0] == pytest.approx(0.6)
+    finally:
+        ad.close()
+        r.close()

@@ -122,7 +122,11 @@ def test_third_party_senders_drive_the_avatar(package_dir):
     from streaming.publisher import Publisher
 
     rx = Receiver(ReceiverConfig(endpoint="tcp://127.0.0.1:0", history=512)).start()
-    pub = Publisher(rx.bound_endpoint)
+    # Three adapters share one PUB here (180 frames/s in the sender's bursts). With the live default
+    # HWM of 8 a loaded CI host dropped a third of them inside ZeroMQ ({'ll': 48, 'vmc': 49} of 70):
+    # right for live frames, but this test is about the adapters, so the queue is deep enough for
+    # the whole ramp and every frame an adapter published must be accounted for below.
+    pub = Publisher(rx.bound_endpoint, hwm=1024)
     adapters = [LiveLinkAdapter("127.0.0.1", 0, Expr52Stream(pub, "ll")),
                 OscAdapter("127.0.0.1", 0, Expr52Stream(pub, "vmc"), "vmc"),
                 OscAdapter("127.0.0.1", 0, Expr52Stream(pub, "ue"), "unified")]
@@ -150,13 +154,18 @@ def test_third_party_senders_drive_the_avatar(package_dir):
                 ue.send_message(f"/avatar/parameters/v2/{name}", float(v))
             time.sleep(1 / 60)
         udp.close()
-        # UDP on a loaded host may lose a few. Unified OSC has no frame marker: the adapter commits loose
-        # messages 1/60 s after the first change, so two of this sender's groups that arrive closer than
-        # that (its loop jitters around 1/60 s) become one frame — 54 of 70 in a quiet CI run.
-        need = {"ll": 0.8, "vmc": 0.8, "ue": 0.6}
-        assert rx.wait_for(lambda r: all(len(r.window_received(s, 512)) >= need[s] * len(ramp) for s in need), 5), \
-            {s: len(rx.window_received(s, 512)) for s in ("ll", "vmc", "ue")}
+        # UDP on a loaded host may lose a few. Unified OSC's loose parameters make one frame per group
+        # sent (a repeated parameter starts the next), however the sender's loop jitters.
+        assert rx.wait_for(lambda r: all(len(r.window_received(s, 512)) >= 0.8 * len(ramp) for s in ("ll", "vmc", "ue")), 5), \
+            ({s: len(rx.window_received(s, 512)) for s in ("ll", "vmc", "ue")}, [a.stats.as_dict() for a in adapters])
         time.sleep(0.3)
+        # Everything an adapter published arrived, is a counted gap at the receiver, or went out before
+        # the subscription took hold (ZeroMQ's slow joiner: a loaded host once lost seq 0 that way).
+        snap = rx.snapshot()
+        for a, s in zip(adapters, ("ll", "vmc", "ue")):
+            first = rx.window_received(s, 512)[0].frame.seq
+            assert a.stats.malformed == 0, a.stats.as_dict()
+            assert first + snap[s].received + snap[s].dropped == a.stats.frames, (s, first, snap[s], a.stats.as_dict())
         streams = {s: [r.frame for r in rx.window_received(s, 512)] for s in ("ll", "vmc", "ue")}
     finally:
         for a in adapters:
