@@ -173,12 +173,19 @@ def test_fuzz_header_fields_one_at_a_time(offset, junk):
 
 
 def test_codec_is_fast():
-    """No per-element Python: encode+decode of an mp478 frame well under 50 µs each."""
+    """No per-element Python: encoding or decoding an mp478 frame takes well under half of one
+    Python pass over its 1434 floats, timed in the same run (an absolute 50 µs bound failed on a
+    loaded host: decode measured 37 µs there, 15 µs quiet; the Python pass is about 170 µs)."""
     frame = make_frame()
     parts = protocol.encode(frame)
-    enc = min(timeit.repeat(lambda: protocol.encode(frame), number=500, repeat=3)) / 500
-    dec = min(timeit.repeat(lambda: protocol.decode(parts), number=500, repeat=3)) / 500
-    assert enc < 50e-6 and dec < 50e-6, (enc, dec)
+    flat = frame.features.ravel()
+
+    def best(fn, number):
+        return min(timeit.repeat(fn, number=number, repeat=5)) / number
+
+    per_element = best(lambda: [float(v) for v in flat], 50)
+    enc, dec = best(lambda: protocol.encode(frame), 500), best(lambda: protocol.decode(parts), 500)
+    assert enc < 0.5 * per_element and dec < 0.5 * per_element, (enc, dec, per_element)
 
 
 def test_header_layout_is_little_endian_and_stable():
