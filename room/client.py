@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from core.errors import HeadcastError
 from room import wire
 from room.endpoints import RoomEndpoints
 from room.scene_state import apply_delta
@@ -33,7 +34,7 @@ from streaming.sockets import CurveClient, ManagedSocket, SocketOptions, open_so
 log = logging.getLogger(__name__)
 
 
-class RoomRequestError(Exception):
+class RoomRequestError(HeadcastError):
     """A request the room refused (``reason``) or never answered (``reason == "timeout"``)."""
 
     def __init__(self, reason: str, message: str):
