@@ -13,6 +13,7 @@ restarted room could resynchronise three slots."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -80,14 +81,30 @@ def test_three_participants_share_one_editable_persistent_room(tmp_path, avatar)
         alice_captures = _captures_of("alice", base)
         assert alice_captures, "alice's capture node is not running"
         nodes["alice"].kill()
+        t_kill = time.monotonic()
+        gone_after: list[float] = []   # when her capture node ended, watched from the kill on
+
+        def watch_capture() -> None:
+            while _captures_of("alice", base) and time.monotonic() < t_kill + 40:
+                time.sleep(0.05)
+            gone_after.append(time.monotonic() - t_kill)
+
+        watcher = threading.Thread(target=watch_capture, daemon=True)
+        watcher.start()
         assert director.wait_until(lambda s: s["slots"].get("alice", {}).get("away"), 6)
         t_away = time.monotonic()
         assert director.wait_until(lambda s: "alice" not in s["slots"], 10)
-        assert time.monotonic() - t_away > 3.0
-        deadline = time.monotonic() + 5
-        while _captures_of("alice", base) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _captures_of("alice", base), "alice's capture node outlived its participant"
+        # Kept for the grace (4 s) after she went silent: timed from the kill, since the director
+        # may see the "away" delta late on a loaded host (once 1.6 s before the "freed" one).
+        assert time.monotonic() - t_kill > 4.0 - 0.5
+        # Its capture node got SIGTERM when alice died (PR_SET_PDEATHSIG) and ends its stream
+        # cleanly; on a loaded host that clean end (the frame in hand, the end-of-stream frame, the
+        # clock thread, MediaPipe, the interpreter) outlasted 5 s after the slot was freed, so the
+        # bound is generous and the time it took is printed.
+        watcher.join(40)
+        print(f"alice's capture node ended {gone_after[0]:.2f} s after she was killed "
+              f"(slot away after {t_away - t_kill:.1f} s)")
+        assert not _captures_of("alice", base), "alice's capture node outlived its participant by 40 s"
         nodes["alice"] = _join(tmp_path, base, "alice", avatar, woman)   # rejoins, leaves last
         started["alice"] = time.monotonic()
         assert director.wait_until(lambda s: "alice" in s["slots"] and not s["slots"]["alice"]["away"], 20)
