@@ -8,9 +8,15 @@ The small HWM assumes frames come at camera rates: a PUB socket learns that its 
 messages only when it next processes its commands (libzmq throttles that to about once a
 millisecond), so sends less than a millisecond apart can find the pipe "full" at one message in
 flight and drop (measured here with HWM 8: every 4th of back-to-back sends; none at 100 Hz).
+
+One publisher may be shared by threads (several ecosystem adapters, a stream's end-of-stream sent
+from another thread): a ZeroMQ socket is not thread-safe, so each multipart send holds a lock.
+Without it three adapter threads on one publisher interleaved their frames' parts — 47 of 216
+messages reached the receiver with the wrong part count and were dropped as malformed.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import zmq
@@ -43,6 +49,7 @@ class Publisher:
         self.endpoint = self._socket.endpoint
         self.sent = 0
         self.dropped = 0
+        self._send_lock = threading.Lock()
         # A connecting publisher learns from its handshakes whether the peer accepted it at all
         # (PUB itself never says: a refused one drops every frame silently).
         self.handshake = None if bind else self._socket.handshake_monitor()
@@ -52,17 +59,19 @@ class Publisher:
         return self.send_parts(parts)
 
     def send_parts(self, parts: list[bytes]) -> bool:
-        try:
-            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
-            self.sent += 1
-            return True
-        except zmq.Again:
-            self.dropped += 1
-            return False
+        with self._send_lock:
+            try:
+                self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
+                self.sent += 1
+                return True
+            except zmq.Again:
+                self.dropped += 1
+                return False
 
     def close(self) -> None:
         # Lingers 200 ms: the end-of-stream frame sent just before close should still leave.
-        self._socket.close()
+        with self._send_lock:
+            self._socket.close()
 
     def __enter__(self) -> "Publisher":
         return self
