@@ -81,7 +81,7 @@ def test_one_publisher_shared_by_threads_keeps_every_frame_whole():
                 for k in range(300):
                     pub.send(frame(first[sid] + k, sid))
 
-            threads = [threading.Thread(target=burst, args=(sid,)) for sid in ("a", "b", "c")]
+            threads = [threading.Thread(target=burst, args=(sid,)) for sid in "abc"]
             for t in threads:
                 t.start()
             for t in threads:

@@ -94,9 +94,10 @@ def test_three_participants_share_one_editable_persistent_room(tmp_path, avatar)
         assert director.wait_until(lambda s: s["slots"].get("alice", {}).get("away"), 6)
         t_away = time.monotonic()
         assert director.wait_until(lambda s: "alice" not in s["slots"], 10)
-        # Kept for the grace (4 s) after she went silent: timed from the kill, since the director
-        # may see the "away" delta late on a loaded host (once 1.6 s before the "freed" one).
-        assert time.monotonic() - t_kill > 4.0 - 0.5
+        # Freed only after the node timeout (1.5 s) and then the grace (4 s): timed from the kill
+        # (her last heartbeat at most a second before it), since the director may see the "away"
+        # delta late on a loaded host (once 1.6 s before the "freed" one).
+        assert time.monotonic() - t_kill > 1.5 + 4.0 - 1.0
         # Its capture node got SIGTERM when alice died (PR_SET_PDEATHSIG) and ends its stream
         # cleanly; on a loaded host that clean end (the frame in hand, the end-of-stream frame, the
         # clock thread, MediaPipe, the interpreter) outlasted 5 s after the slot was freed, so the

@@ -249,15 +249,16 @@ class OscDecoder:
             self.stats.bad("osc_parse")
             return []
         is_bundle = bytes(data[:8]) == b"#bundle\0"
+        unified_bundle = self.mode == "unified" and is_bundle
         loose = self.mode == "unified" and not is_bundle
         # A bundle is one frame of its own: loose parameters before it are a frame already.
-        out = self.commit() if self.mode == "unified" and is_bundle and self._loose_names else []
+        out = self.commit() if unified_bundle else []
         for timed in packet.messages:
             try:
                 out += self._message(timed.message.address, list(timed.message.params), arrival_ns, loose)
             except (ValueError, TypeError, IndexError, OverflowError):
                 self.stats.bad("bad_arguments")
-        if self.mode == "unified" and is_bundle:
+        if unified_bundle:
             out += self.commit()
         return out
 
