@@ -141,7 +141,7 @@ QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "
                     "mesh": "dda906e1c3131422", "basis": "ab4c70901727562a", "textures": "8a4638c1ab0e8fc6",
                     "vae": "74dc24fb8bd2ec21", "evaluate": "019b19a69e3f8ac2", "refinement": "1087fa52732932d2",
                     "animation": "8fd5c6c73e0d2be7",
-                    "kindmaps": "2c9c8cc2628ea48b"}
+                    "kindmaps": "6a237b7b02321910"}
 
 
 def test_stage_keys_keep_existing_work_directories_valid(package_dir, tmp_path_factory):

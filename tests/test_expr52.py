@@ -168,6 +168,45 @@ def test_kind_map_per_region_keeps_upper_weights_off_the_mouth():
     assert out[:15].mean() > 0.9 and np.abs(out[15:]).max() == 0
 
 
+def test_kind_map_mouth_bands_keep_the_upper_lip_off_the_chin(man):
+    """A target who always grins with her jaw open (mouthUpperUp follows jawOpen, with a little of
+    its own) taught the free map that the upper lip lifts the chin; a driver who grins without
+    opening his jaw then got an avatar whose chin rose (the man's jaw_open r −0.67 through expr52).
+    With the builder's bands an upper-lip weight never moves a point below the mouth, nor a jaw
+    weight one above it, and the chin moves with jawOpen alone."""
+    from inference.animation.kind_map import fit_kind_map
+    from inference.builder.kind_maps import face_bands
+    from inference.head_model.face_regions import RegionSplit, below_mouth_weight
+
+    neutral = np.asarray(man[1], np.float64)  # a real relaxed face in canonical coordinates
+    below = below_mouth_weight(neutral)
+    assert below[152] > 0.99 and below[17] == 1.0 and below[0] == 0.0 and below[1] < 0.01  # chin, lips, nose tip
+    assert 0.3 < below[61] < 0.7  # a mouth corner is half and half
+    point_weight = RegionSplit().upper_weight(neutral, neutral)
+    rng = np.random.default_rng(3)
+    x = np.zeros((400, 52), np.float32)
+    jaw, lip = names.INDEX["jawOpen"], names.INDEX["mouthUpperUpLeft"]
+    x[:, jaw] = rng.uniform(0, 1, 400)
+    x[:, lip] = np.clip(x[:, jaw] + rng.normal(0, 0.05, 400), 0, 1)
+    y = np.zeros((400, 478, 3), np.float32)
+    y[:, 152, 1] = -x[:, jaw]  # the jaw drops the chin
+    y[:, 0, 1] = 0.5 * x[:, lip]  # the upper lip lifts the lip's top
+    payloads = np.stack([x, np.ones_like(x)], -1)
+    free, _ = fit_kind_map("expr52", payloads, y.reshape(400, -1))
+    banded, _ = fit_kind_map("expr52", payloads, y.reshape(400, -1), bands=face_bands(point_weight, neutral, True))
+    chin_y, lip_y = 152 * 3 + 1, 0 * 3 + 1
+    assert abs(free.weight[lip, chin_y]) > 0.05  # the correlation leaks without the bands
+    # (the chin's share above the mouth is a logistic tail, ~1e-12: zero for any rendering)
+    assert abs(banded.weight[lip, chin_y]) < 1e-6 and banded.weight[jaw, lip_y] == 0.0
+    grin = np.zeros((52, 2), np.float32)
+    grin[:, 1] = 1
+    grin[lip, 0] = 0.9  # the upper lip up, the jaw shut
+    out = banded.apply(grin).reshape(478, 3)
+    assert abs(out[152, 1]) < 1e-6 and out[0, 1] > 0.3
+    with pytest.raises(ValueError, match="add up to 1"):
+        fit_kind_map("expr52", payloads, y.reshape(400, -1), bands=[(np.ones(52, bool), np.full(478 * 3, 0.5))])
+
+
 def test_expr52_streams_carry_winks_and_gaze_to_the_avatars_eyes():
     """An expr52 stream's eyes come from its named weights: a left wink closes only the left eye
     and eyeLook* moves both irises the same way (the kind map alone, fitted on frames where both

@@ -34,7 +34,7 @@ def test_quick_package_carries_the_whole_head(package_dir):
     # The face hull is about half of the head matte: the rest is what the shell must carry.
     assert 0.35 < wh["mattes"]["face_share_of_head_matte_median"] < 0.65
     assert 0.3 < wh["inferred_share_of_sphere"] < 0.8  # the back is completed, and says so
-    assert raw["provenance"]["builder_version"] == "8"
+    assert raw["provenance"]["builder_version"] == "9"
     pkg = AvatarPackage.load(package_dir)
     assert pkg.refinement is not None and raw["refinement"]["included"]
     m = raw["refinement"]["metrics"]

@@ -8,7 +8,9 @@ relaxed driver, all weights 0, must land on features 0, the network's "at rest")
 rest → lower-face features). One map over everything learned the target's correlations — she laughs
 with her jaw open and brows up — and moved every driver's jaw and brows with their smile: on the
 man's clip jaw_open transfer r fell from 0.88 (direct) to −0.56 and brows from 0.74 to 0.53; per
-region they are 0.68 and 0.78 (docs/ANIMATION.md §6). The engine applies it to each incoming ``expr52`` frame and runs the
+region they are 0.68 and 0.78 (docs/ANIMATION.md §6). The builder splits the lower face again at
+the mouth (``bands``), so the upper lip's weights cannot lift the chin: the free lower-face map
+inverted the man's jaw on a later build (−0.67). The engine applies it to each incoming ``expr52`` frame and runs the
 avatar's one animation network, so batching and CUDA graphs are unchanged and there is a single
 network to train. What the map cannot carry — any motion the 52 weights do not describe — is the
 measured cost of the named space (docs/ANIMATION.md).
@@ -44,28 +46,39 @@ class KindMap:
 
 
 def fit_kind_map(source_kind: str, payloads: np.ndarray, features: np.ndarray, ridge: float = 1e-2,
-                 regions: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[KindMap, dict]:
+                 regions: tuple[np.ndarray, np.ndarray] | None = None,
+                 bands: list[tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[KindMap, dict]:
     """Ridge regression without intercept over frames where both are finite.
 
     ``payloads`` (N, 52, 2), ``features`` (N, D). ``ridge`` is relative to the mean diagonal of
-    XᵀX, so it means the same for any number of frames. Returns the map and its fit metrics."""
+    XᵀX, so it means the same for any number of frames. ``bands`` [(allowed (52,) bool,
+    share (D,) in [0, 1]), ...] with shares summing to 1 per feature: each band's share of every
+    feature is explained only by its allowed weights (``regions`` (upper, feature_upper) is the
+    two-band case). Returns the map and its fit metrics."""
     x = effective_weights(np.asarray(payloads, np.float32)).astype(np.float64)
     y = np.asarray(features, np.float64).reshape(len(x), -1)
     ok = np.isfinite(x).all(1) & np.isfinite(y).all(1)
     if ok.sum() < 16:
         raise ValueError(f"kind map {source_kind}: only {int(ok.sum())} usable frames (need 16)")
     x, y = x[ok], y[ok]
-    if regions is None:
+    if regions is not None:
+        # Upper-face weights (eyes, brows) may move only upper-face features and lower-face weights
+        # only lower-face ones (``feature_upper`` (D,) in [0, 1] splits a feature between them), so
+        # a target who laughs with raised brows does not teach the map to lift every driver's brows
+        # with their smile.
+        upper, feature_upper = np.asarray(regions[0], bool), np.asarray(regions[1], np.float64)
+        bands = [(upper, feature_upper), (~upper, 1.0 - feature_upper)]
+    if bands is None:
         w = _ridge(x, y, ridge)
     else:
-        # Per face region: upper-face weights (eyes, brows) may move only upper-face features and
-        # lower-face weights only lower-face ones (``feature_upper`` (D,) in [0, 1] splits a feature
-        # between them), so a target who laughs with raised brows does not teach the map to lift
-        # every driver's brows with their smile.
-        upper, feature_upper = np.asarray(regions[0], bool), np.asarray(regions[1], np.float64)
+        total = np.sum([np.asarray(share, np.float64) for _, share in bands], axis=0)
+        if not np.allclose(total, 1.0, atol=1e-4):
+            raise ValueError("kind map bands: the feature shares must add up to 1 for every feature")
         w = np.zeros((x.shape[1], y.shape[1]))
-        for sel, fw in ((upper, feature_upper), (~upper, 1.0 - feature_upper)):
-            w[sel] = _ridge(x[:, sel], y * fw, ridge) * fw
+        for allowed, share in bands:
+            sel, fw = np.asarray(allowed, bool), np.asarray(share, np.float64)
+            if sel.any():
+                w[sel] += _ridge(x[:, sel], y * fw, ridge) * fw
     pred = x @ w
     ss_res = float(((y - pred) ** 2).sum())
     ss_tot = float((y ** 2).sum())  # around zero: the features' own origin is "relaxed"

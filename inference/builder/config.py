@@ -21,8 +21,10 @@ from inference.head_model.whole_head import WholeHeadConfig
 # only, schema 2 — the encoder stays in the work directory). The cached default avatar is rebuilt
 # when its version differs (from 6 to 7 that is a re-export: no stage changed).
 # 8: the whole head — head mattes, a head shell carved from them (hair, ears, outline), its atlas
-# strip a third of the texture, alpha (manifest ``whole_head`` block).
-BUILDER_VERSION = "8"
+# strip a third of the texture, alpha (manifest ``whole_head`` block). 9: the expr52 map split at the
+# mouth (kind_maps.face_bands): only the kindmaps stage reruns, so the default avatar's rebuild
+# reuses every other stage of its work directory.
+BUILDER_VERSION = "9"
 
 
 class BuildError(HeadcastError, RuntimeError):

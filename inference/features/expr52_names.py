@@ -33,6 +33,15 @@ LIVELINK_POSE = ("headYaw", "headPitch", "headRoll", "leftEyeYaw", "leftEyePitch
 
 # Which half of the face a weight belongs to (the builder's upper/lower-face recombination).
 UPPER_FACE = frozenset(n for n in ARKIT52 if n.startswith(("eye", "brow")))
+# Within the lower face, which weights may move what lies below the mouth (lower lip, chin, jaw
+# line) and which only what lies above it (upper lip, nose, cheeks); the rest (the mouth corners'
+# smile, frown, stretch, pucker, shift, press) move both. The builder's expr52 map keeps to it
+# (inference/builder/kind_maps.py): fitted freely, it learned the target's habit of grinning with
+# her jaw open as "the upper lip lifts the chin", which inverted every other driver's jaw.
+BELOW_MOUTH = frozenset({"jawOpen", "jawLeft", "jawRight", "jawForward", "mouthClose", "mouthLowerDownLeft",
+                         "mouthLowerDownRight", "mouthRollLower", "mouthShrugLower"})
+ABOVE_MOUTH = frozenset({"mouthUpperUpLeft", "mouthUpperUpRight", "mouthRollUpper", "mouthShrugUpper",
+                         "noseSneerLeft", "noseSneerRight", "cheekSquintLeft", "cheekSquintRight", "cheekPuff"})
 
 # ARKit → Unified Expressions (VRCFaceTracking v5 names; OSC parameter /avatar/parameters/v2/<name>).
 # One ARKit weight may drive several Unified shapes (its value copied); reading back, an ARKit

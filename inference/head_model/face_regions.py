@@ -57,6 +57,24 @@ class RegionSplit:
         return (1.0 / (1.0 + np.exp(-(y - self.border_y(neutral)) / self.softness))).astype(np.float32)
 
 
+# FaceMesh lip contours (mediapipe's FACEMESH_LIPS), split at the corners 61, 291, 78, 308.
+LOWER_LIP = (14, 17, 84, 87, 88, 91, 95, 146, 178, 181, 314, 317, 318, 321, 324, 375, 402, 405)
+UPPER_LIP = (0, 13, 37, 39, 40, 80, 81, 82, 185, 191, 267, 269, 270, 310, 311, 312, 409, 415)
+
+
+def below_mouth_weight(neutral: np.ndarray, softness: float = 0.05) -> np.ndarray:
+    """(478,) in [0, 1]: how much each canonical point of the neutral face lies below the mouth.
+    The lips go by contour (lower lip 1, upper lip 0), not by height: a closed mouth puts both at
+    one height. Every other point goes by its height against the mouth-corner line (logistic,
+    ``softness`` interocular units), so the cheeks beside the corners are half and half."""
+    y = np.asarray(neutral, np.float64)[:, 1]
+    corner_y = float(neutral[[MOUTH_RIGHT, MOUTH_LEFT], 1].mean())
+    out = 1.0 / (1.0 + np.exp(-(corner_y - y) / softness))
+    out[list(LOWER_LIP)] = 1.0
+    out[list(UPPER_LIP)] = 0.0
+    return out.astype(np.float32)
+
+
 def texel_upper_weight(split: RegionSplit, neutral: np.ndarray, positions: np.ndarray, faces: np.ndarray,
                        table) -> np.ndarray:
     """(S, S) upper-face weight of every texel: the weight of its surface point on the neutral mesh.
