@@ -19,7 +19,7 @@ from pathlib import Path
 from core.atomic_files import atomic_write_json
 from core.errors import HeadcastError
 from tools.bench_common import write_json
-from tools.net_args import add_server_args, curve_server_from_args
+from tools.net_args import add_server_args, curve_client_from_keys, curve_server_from_args
 from xr_runtime.avatars.sources import ENGINES
 from xr_runtime.avatars.worker_source import PACINGS
 from xr_runtime.backends.frame_pacer import WAKES
@@ -57,6 +57,12 @@ def register(sub) -> None:
                         "XR_ANDROID_face_tracking, when offered) as this expr52 stream")
     p.add_argument("--face-connect", metavar="ENDPOINT",
                    help="where --face-stream goes (a peer's render node or a room; default: this node's --bind)")
+    p.add_argument("--face-server-key", type=Path, metavar="PUBLIC_FILE",
+                   help="--face-connect's CURVE public key (server.key), when it requires CURVE")
+    p.add_argument("--face-client-key", type=Path, metavar="SECRET_FILE",
+                   help="this wearer's CURVE secret key (NAME.key_secret) for --face-connect")
+    p.add_argument("--face-clock", metavar="ENDPOINT",
+                   help="the receiving side's clock service, pinged as --face-stream (as a capture node's --clock)")
     p.add_argument("--reconnects", type=int, default=5, metavar="N",
                    help="reopen a lost OpenXR session up to N times (runtime restarted); default 5")
     p.add_argument("--save-placements", action="store_true",
@@ -199,6 +205,10 @@ def run(args) -> int:
             validate_stream_id(args.face_stream)
         except ValueError as exc:
             raise HeadcastError(f"--face-stream: {exc}") from exc
+    elif args.face_server_key or args.face_client_key or args.face_clock:
+        raise HeadcastError("--face-server-key, --face-client-key and --face-clock go with --face-stream")
+    face_curve = curve_client_from_keys(args.face_server_key, args.face_client_key, "--face-server-key",
+                                        "--face-client-key")
     scene = Scene.load(args.scene) if args.scene else single_avatar_scene(args.avatar, args.stream)
     if args.save_placements and not args.scene:
         raise HeadcastError("--save-placements needs --scene")
@@ -212,7 +222,8 @@ def run(args) -> int:
                                        paced=not args.unpaced, wake=args.wake, out=args.out,
                                        video_codec=args.video_codec, frame_feed=args.frame_feed, mirror=args.mirror,
                                        graphics=args.graphics, samples=args.samples, refresh_rate=args.refresh_rate,
-                                       face_stream=args.face_stream, face_connect=args.face_connect or args.bind),
+                                       face_stream=args.face_stream, face_connect=args.face_connect or args.bind,
+                                       face_curve=face_curve, face_clock=args.face_clock),
         source=StateSourceConfig(engine=args.engine, device=args.device, dev_avatars=args.dev_avatars, pacing=args.engine_pacing,
                                  head_motion=HeadMotionConfig() if args.head_motion else None),
         frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,

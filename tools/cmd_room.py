@@ -5,6 +5,8 @@
         --scene room.json
     headcast join tcp://roomhost:7000 --name alice --avatar pkgs/alice --camera 0 \\
         --server-key keys/server.key --client-key keys/clients/alice.key_secret
+    headcast join tcp://roomhost:7000 --name bob --avatar pkgs/bob --headset-face --backend openxr \\
+        --server-key keys/server.key --client-key keys/clients/bob.key_secret   # a headset, no camera
 
 The room uses four ports from the one given (streams in, streams out, control, deltas); see
 `room/endpoints.py`. Both commands only parse and print: the room is `room.service`, a participant
@@ -48,6 +50,9 @@ def register(sub) -> None:
     src.add_argument("--camera", type=int, metavar="N", help="camera index")
     src.add_argument("--video", type=Path, metavar="FILE", help="a video file (looped, at its frame rate)")
     src.add_argument("--no-capture", action="store_true", help="watch only: no capture node")
+    src.add_argument("--headset-face", action="store_true",
+                     help="no camera: the headset's own face tracking (XR_FB_face_tracking2, XR_HTC_facial_tracking, "
+                          "XR_ANDROID_face_tracking) drives this participant's avatar (needs --backend openxr)")
     j.add_argument("--mirror", action="store_true", help="also show one's own avatar")
     j.add_argument("--backend", default="auto", choices=["auto", "openxr", "desktop", "headless"],
                    help="as `render`: OpenXR if a runtime is active, else desktop, else headless")
@@ -106,7 +111,10 @@ def run_join(args) -> int:
     if args.frames is not None and args.frames < 1:
         raise HeadcastError("--frames must be at least 1")
     width, height = _parse_size(args.size)
-    source = None if args.no_capture else (str(args.camera) if args.camera is not None else str(args.video))
+    if args.headset_face and args.backend not in ("auto", "openxr"):
+        raise HeadcastError(f"--headset-face needs the openxr backend (a headset's face tracking), not {args.backend}")
+    source = None if args.no_capture or args.headset_face else (
+        str(args.camera) if args.camera is not None else str(args.video))
     if args.video is not None and not args.video.is_file():
         raise HeadcastError(f"--video {args.video} does not exist")
     render = RenderSessionConfig(
@@ -117,7 +125,7 @@ def run_join(args) -> int:
                             curve=curve_client_from_args(args), mirror=args.mirror,
                             packages_dir=args.packages or cache_dir() / "room-packages",
                             realtime=True, loop=args.video is not None, capture_log=args.capture_log,
-                            heartbeat_interval_s=args.heartbeat)
+                            heartbeat_interval_s=args.heartbeat, headset_face=args.headset_face)
     stats = run_participant(cfg, say=lambda line: print(line, flush=True))
     room = stats.get("room", {})
     print(f"{stats.get('frames_total', 0)} frames in {stats.get('sessions', 0)} session(s); room version "

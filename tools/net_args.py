@@ -44,11 +44,16 @@ def curve_server_from_args(args) -> CurveServer | None:
 
 
 def curve_client_from_args(args) -> CurveClient | None:
-    if args.server_key is None and args.client_key is None:
+    return curve_client_from_keys(args.server_key, args.client_key)
+
+
+def curve_client_from_keys(server_key: Path | None, client_key: Path | None, server_flag: str = "--server-key",
+                           client_flag: str = "--client-key") -> CurveClient | None:
+    if server_key is None and client_key is None:
         return None
-    if args.server_key is None or args.client_key is None:
-        raise HeadcastError("--server-key and --client-key go together")
-    for path in (args.server_key, args.client_key):
+    if server_key is None or client_key is None:
+        raise HeadcastError(f"{server_flag} and {client_flag} go together")
+    for path in (server_key, client_key):
         if not path.exists():
             raise HeadcastError(f"{path} does not exist")
-    return CurveClient(args.client_key, args.server_key)
+    return CurveClient(client_key, server_key)

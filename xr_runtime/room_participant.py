@@ -7,7 +7,9 @@ In order: connect to the room (`room.client`), upload the avatar package unless 
 holds its sha256, register the slot (stream id = the name), start the capture node against the
 room's relay, then run render sessions on the room's scene until the time/frame limit or a signal.
 A session is rebuilt when a slot appears that it does not show (an engine holds its avatars from
-the start); a slot that goes away is hidden at once, without a rebuild. Packages of other
+the start); a slot that goes away is hidden at once, without a rebuild. With
+``headset_face`` there is no capture node: the render node's OpenXR session publishes the wearer's
+face (headset face tracking, expr52) as the participant's stream instead. Packages of other
 participants are fetched by sha256 and verified (`room.package_store.install_package`) before
 anything loads them. Clocks: the capture node pings the room's clock service and this render node
 does too (`room.room_clock`), so frame times map capture host → room → here. Whatever ends the run — limit, Ctrl-C, SIGTERM, an error — the capture node's
@@ -56,6 +58,10 @@ class ParticipantConfig:
     capture_log: Path | None = None
     join_timeout_s: float = 10.0
     heartbeat_interval_s: float = 0.5
+    # No capture node: the OpenXR session's face tracking publishes this participant's stream
+    # (xr_runtime/openxr/face_tracking.WearerFaceStream) into the room, with this key and the
+    # room's clock, exactly where a capture node would.
+    headset_face: bool = False
 
 
 def _start_capture(cfg: ParticipantConfig, endpoints: RoomEndpoints) -> subprocess.Popen | None:
@@ -172,7 +178,12 @@ def run_participant(cfg: ParticipantConfig, say: Callable[[str], None] = log.inf
             seconds = None if t_end is None else max(0.0, t_end - time.monotonic())
             if seconds is not None and seconds <= 0:
                 break
-            run_cfg = dataclasses.replace(cfg.render, scene=scene, connect=endpoints.streams_out,
+            render = cfg.render
+            if cfg.headset_face:
+                render = dataclasses.replace(render, backend_options=dataclasses.replace(
+                    render.backend_options, face_stream=cfg.name, face_connect=endpoints.streams_in,
+                    face_curve=cfg.curve, face_clock=endpoints.clock))
+            run_cfg = dataclasses.replace(render, scene=scene, connect=endpoints.streams_out,
                                           curve_client=cfg.curve, scene_link=link, stop=stop, seconds=seconds,
                                           frames=frames_left, clock_bind="off", clock=clock)
             say(f"showing {len(scene.avatars)} avatar(s): {', '.join(s.stream for s in scene.avatars) or 'none yet'}")

@@ -25,11 +25,16 @@ class BackendOptions:
     # openxr: publish the wearer's face (headset face tracking, expr52) as this stream to this endpoint
     face_stream: str | None = None
     face_connect: str | None = None
+    face_curve: object | None = None     # streaming.sockets.CurveClient for face_connect (a room needs one)
+    face_clock: str | None = None        # the receiving side's clock service, pinged as face_stream
 
 
 def make_backend(name: str, options: BackendOptions, viewer):
     """`name`: openxr, desktop or headless; `viewer`: the scene's viewer start pose."""
     o = options
+    if o.face_stream and name != "openxr":
+        raise HeadcastError(f"the wearer's face comes from a headset's face tracking: it needs the openxr backend, "
+                            f"not {name}")
     if name == "headless":
         from media.video_writer import VideoConfig
         from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
@@ -59,5 +64,7 @@ def make_backend(name: str, options: BackendOptions, viewer):
     backend = OpenXRBackend(XrSessionConfig(graphics=o.graphics, samples=o.samples, refresh_rate=o.refresh_rate),
                             mirror=o.mirror)
     if o.face_stream:
-        backend.face_stream = (o.face_connect, o.face_stream)
+        from xr_runtime.openxr.face_tracking import WearerFaceTarget
+
+        backend.face_stream = WearerFaceTarget(o.face_connect, o.face_stream, o.face_curve, o.face_clock)
     return backend

@@ -47,7 +47,7 @@ class OpenXRBackend(Backend):
         self.want_mirror = mirror
         self.mirror = None
         self._stats: BackendStats | None = None
-        self.face_stream: tuple[str, str] | None = None  # (endpoint, stream id): publish the wearer's face
+        self.face_stream = None  # openxr.face_tracking.WearerFaceTarget: publish the wearer's face there
         self._face = None
 
     def open(self) -> None:
@@ -91,10 +91,10 @@ class OpenXRBackend(Backend):
             from xr_runtime.openxr.face_tracking import WearerFaceStream
 
             if session.face_tracker is None:
-                log.warning("--face-stream %s: the runtime offers no face tracking (%s); nothing will be sent",
-                            self.face_stream[1], ", ".join(("XR_FB_face_tracking2", "XR_HTC_facial_tracking",
+                log.warning("face stream %s: the runtime offers no face tracking (%s); nothing will be sent",
+                            self.face_stream.stream_id, ", ".join(("XR_FB_face_tracking2", "XR_HTC_facial_tracking",
                                                             "XR_ANDROID_face_tracking")))
-            self._face = WearerFaceStream(*self.face_stream)
+            self._face = WearerFaceStream(self.face_stream)
 
         def on_frame(info) -> None:
             if self._face is not None:

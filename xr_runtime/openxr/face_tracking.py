@@ -194,15 +194,33 @@ class FaceTracker:
         return {"extension": self.extension, "samples": self.samples, "invalid": self.invalid, "errors": self.errors}
 
 
+@dataclass(frozen=True)
+class WearerFaceTarget:
+    """Where the wearer's face goes: ``endpoint`` (a peer render node's bind, or a room's streams-in
+    port), as ``stream_id``; ``curve_client`` when that end requires CURVE (a room does: its relay
+    forwards a stream only from the key named like it); ``clock_endpoint``, the receiving side's
+    clock service, pinged under the stream id as a capture node does, so frame times map onto it."""
+
+    endpoint: str
+    stream_id: str
+    curve_client: object | None = None  # streaming.sockets.CurveClient
+    clock_endpoint: str | None = None
+
+
 class WearerFaceStream:
     """Publishes the headset's face samples (``FrameInfo.face``) as an expr52 stream."""
 
-    def __init__(self, endpoint: str, stream_id: str, curve_client=None):
+    def __init__(self, target: WearerFaceTarget):
+        from calibration.clock_service import ClockClient
         from streaming.protocol import validate_stream_id
         from streaming.publisher import Publisher
 
-        self.stream_id = validate_stream_id(stream_id)
-        self.publisher = Publisher(endpoint, curve_client=curve_client)
+        self.stream_id = validate_stream_id(target.stream_id)
+        self.publisher = Publisher(target.endpoint, curve_client=target.curve_client)
+        self.clock = None
+        if target.clock_endpoint:
+            self.clock = ClockClient(target.clock_endpoint, self.stream_id, curve_client=target.curve_client)
+            self.clock.start_background(period_s=0.25)
         self.seq = 0
 
     def on_frame(self, info) -> None:
@@ -218,4 +236,6 @@ class WearerFaceStream:
         self.seq += 1
 
     def close(self) -> None:
+        if self.clock is not None:
+            self.clock.close()
         self.publisher.close()
