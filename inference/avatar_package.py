@@ -75,6 +75,7 @@ DECODER_PREFIX = "decoder."
 ENCODER_PREFIX = "encoder."
 ANIMATION_PREFIX = "anim."  # the animation network's tensors (inference/animation/serialize.py)
 REFINE_PREFIX = "refine."  # the screen-space refinement network (inference/head_model/refinement.py)
+ALPHA_PREFIX = "alpha."  # the whole head's learned edge-on alpha (inference/head_model/alpha_atlas.py)
 # What each prefix of weights.safetensors is, as the manifest's ``weights`` block and the file's
 # header say it.
 HOLDS = {
@@ -84,6 +85,8 @@ HOLDS = {
                       "normalisation and the target's relaxed face",
     REFINE_PREFIX: "screen-space refinement U-Net: rasterised avatar (premultiplied colour + alpha) -> corrected "
                    "colour + matte (builder 8, whole-head packages; the manifest's refinement block)",
+    ALPHA_PREFIX: "the whole head's learned alpha: (S, S) uint8, alpha seen edge-on, the texture's A channel "
+                  "(builder 9, whole-head packages; the manifest's alpha block)",
 }
 NOT_INCLUDED = {
     ENCODER_PREFIX: "head model VAE encoder (texture + blendshape weights -> z): used only while building "
@@ -181,6 +184,8 @@ MANIFEST_SCHEMA = {
         "whole_head": {"type": "object"},
         "refinement": {"type": "object", "required": ["included"],
                        "properties": {"included": {"type": "boolean"}, "config": {"type": "object"}}},
+        # Optional (builder 9): the whole head's learned alpha (inference/head_model/alpha_atlas.py).
+        "alpha": {"type": "object", "required": ["included"], "properties": {"included": {"type": "boolean"}}},
         "provenance": {"type": "object", "required": ["sources", "build_command", "libraries"],
                        "properties": {"sources": {"type": "array", "minItems": 1, "items": {
                            "type": "object", "required": ["name", "sha256"],
@@ -208,10 +213,10 @@ def manifest_digest(raw: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def weights_block(animation_included: bool, refinement_included: bool = False) -> dict:
+def weights_block(animation_included: bool, refinement_included: bool = False, alpha_included: bool = False) -> dict:
     """The manifest's ``weights`` block: what weights.safetensors holds, by tensor-name prefix."""
     holds = {k: v for k, v in HOLDS.items() if (animation_included or k != ANIMATION_PREFIX)
-             and (refinement_included or k != REFINE_PREFIX)}
+             and (refinement_included or k != REFINE_PREFIX) and (alpha_included or k != ALPHA_PREFIX)}
     return {"file": WEIGHTS, "holds": holds, "not_included": dict(NOT_INCLUDED)}
 
 
@@ -270,6 +275,10 @@ class Manifest:
         return bool(self.raw.get("refinement", {}).get("included", False))
 
     @property
+    def alpha_included(self) -> bool:
+        return bool(self.raw.get("alpha", {}).get("included", False))
+
+    @property
     def metrics(self) -> dict:
         return self.raw["metrics"]
 
@@ -304,6 +313,9 @@ class AvatarPackage:
     # Other feature kinds the avatar accepts, each mapped into the network's own kind
     # (inference/animation/kind_map.py): {"expr52": KindMap}; empty for a one-kind package.
     kind_maps: dict = field(default_factory=dict)
+    # The whole head's learned edge-on alpha (S, S) uint8 (builder 9); None: an opaque atlas. The
+    # decoder already puts it into the texture's A channel.
+    alpha: np.ndarray | None = None
 
     @property
     def feature_kinds(self) -> tuple[str, ...]:
@@ -312,7 +324,15 @@ class AvatarPackage:
 
     @property
     def vae_decoder(self) -> Decoder:
-        """The VAE decoder as a batched module: z (B, Z) → (texture (B, 3, S, S) float, weights (B, K))."""
+        """The VAE decoder as a batched module: z (B, Z) → (texture (B, 3, S, S) float, weights (B, K));
+        what a package is written from (write_package)."""
+        inner = self.decoder.decoder
+        return getattr(inner, "decoder", inner)  # under an AlphaDecoder
+
+    @property
+    def engine_decoder(self) -> torch.nn.Module:
+        """What the engine batches: the VAE decoder, wrapped in an ``AlphaDecoder`` when the package
+        carries a learned alpha (then the texture has a fourth channel, (B, 4, S, S))."""
         return self.decoder.decoder
 
     @staticmethod
@@ -412,7 +432,8 @@ def _stored_shapes(file: Path) -> dict[str, tuple[int, ...]]:
 
 
 def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool,
-                  schema_version: int, refinement_included: bool = False) -> tuple[Decoder, dict]:
+                  schema_version: int, refinement_included: bool = False,
+                  alpha_included: bool = False) -> tuple[Decoder, dict]:
     """Returns (the VAE decoder, the other tensors: the animation network's, when the manifest declares one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -430,7 +451,8 @@ def _load_weights(path: Path, cfg: VaeConfig, animation_included: bool,
     others = {k: v for k, v in tensors.items() if not k.startswith(VAE_PREFIXES)}
     tensors = {k: v for k, v in tensors.items() if k.startswith(VAE_PREFIXES)}
     undeclared = sorted(k for k in others if not (animation_included and k.startswith(ANIMATION_PREFIX))
-                        and not (refinement_included and k.startswith(REFINE_PREFIX)))
+                        and not (refinement_included and k.startswith(REFINE_PREFIX))
+                        and not (alpha_included and k.startswith(ALPHA_PREFIX)))
     if undeclared:
         raise AvatarPackageError(f"{path}: {WEIGHTS} has tensors the manifest does not declare {undeclared[:4]}")
     missing = sorted(set(expected) - set(tensors))
@@ -536,11 +558,20 @@ def load_package(path: Path) -> AvatarPackage:
     if cfg.z_dim != hm["z_dim"] or cfg.texture_size != hm["texture_size"] or cfg.n_weights != hm["n_blendshapes"]:
         raise AvatarPackageError(f"{path}: head_model sizes disagree with its vae config")
     decoder, extra_tensors = _load_weights(path, cfg, manifest.animation_included, manifest.schema_version,
-                                           refinement_included=manifest.refinement_included)
+                                           refinement_included=manifest.refinement_included,
+                                           alpha_included=manifest.alpha_included)
+    alpha = None
+    if manifest.alpha_included:
+        from inference.head_model.alpha_atlas import check_alpha
+
+        try:
+            alpha = check_alpha(raw["alpha"], extra_tensors, cfg.texture_size)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise AvatarPackageError(f"{path}: {WEIGHTS} / alpha: {exc}") from exc
     animation = None
     if manifest.animation_included:
         try:
-            anim_tensors = {k: v for k, v in extra_tensors.items() if not k.startswith(REFINE_PREFIX)}
+            anim_tensors = {k: v for k, v in extra_tensors.items() if not k.startswith((REFINE_PREFIX, ALPHA_PREFIX))}
             animation = check_animation(raw["animation"], anim_tensors, manifest.feature_kind, manifest.z_dim)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / animation network: {exc}") from exc
@@ -576,8 +607,8 @@ def load_package(path: Path) -> AvatarPackage:
             refinement = check_refinement(raw["refinement"], extra_tensors)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise AvatarPackageError(f"{path}: {WEIGHTS} / refinement network: {exc}") from exc
-    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(decoder), extra_tensors, animation,
-                         refinement=refinement, kind_maps=kind_maps)
+    return AvatarPackage(path, manifest, mesh, RuntimeDecoder(decoder, alpha), extra_tensors, animation,
+                         refinement=refinement, kind_maps=kind_maps, alpha=alpha)
 
 
 def check_replaceable(out: Path) -> None:
@@ -644,11 +675,13 @@ def write_package(out: Path, manifest: dict, decoder: Decoder, mesh: MeshArrays,
     try:
         included = bool(manifest.get("animation", {}).get("included"))
         refine = bool(manifest.get("refinement", {}).get("included"))
+        with_alpha = bool(manifest.get("alpha", {}).get("included"))
         manifest = {k: v for k, v in manifest.items() if k != "files"}
-        manifest.update(schema=SCHEMA_ID, schema_version=SCHEMA_VERSION, weights=weights_block(included, refine))
+        manifest.update(schema=SCHEMA_ID, schema_version=SCHEMA_VERSION,
+                        weights=weights_block(included, refine, with_alpha))
         tensors = {DECODER_PREFIX + k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
         for k, v in (extra_tensors or {}).items():
-            if refine and k.startswith(REFINE_PREFIX):
+            if (refine and k.startswith(REFINE_PREFIX)) or (with_alpha and k.startswith(ALPHA_PREFIX)):
                 tensors[k] = v.detach().cpu().contiguous()
                 continue
             if k.startswith(VAE_PREFIXES) or not k.startswith(ANIMATION_PREFIX):
@@ -660,6 +693,10 @@ def write_package(out: Path, manifest: dict, decoder: Decoder, mesh: MeshArrays,
             from inference.head_model.refinement import check_refinement
 
             check_refinement(manifest["refinement"], {k: v for k, v in tensors.items() if k.startswith(REFINE_PREFIX)})
+        if with_alpha:
+            from inference.head_model.alpha_atlas import check_alpha
+
+            check_alpha(manifest["alpha"], tensors, manifest["head_model"]["texture_size"])
         if included:
             anim = {k: v for k, v in tensors.items() if k.startswith(ANIMATION_PREFIX)}
             check_animation(manifest["animation"], anim, manifest["feature"]["kind"], manifest["head_model"]["z_dim"])

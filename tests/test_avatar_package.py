@@ -49,7 +49,10 @@ def test_load_gives_runtime_arrays_and_decoder(package_dir):
     assert 0.15 < height < 0.4
     tex, w = pkg.decoder(torch.zeros(m.z_dim))
     assert tex.dtype == torch.uint8 and tuple(tex.shape) == (m.texture_size, m.texture_size, 4)
-    assert tex.is_contiguous() and int(tex[..., 3].min()) == 255
+    assert tex.is_contiguous()
+    # A: the whole head's learned alpha (builder 9), or opaque without one.
+    expect = torch.full(tex.shape[:2], 255, dtype=torch.uint8) if pkg.alpha is None else torch.from_numpy(pkg.alpha)
+    assert torch.equal(tex[..., 3], expect)
     assert w.shape == (k,)
     assert m.feature_kind == "mp478" and m.animation_included is True
     net, norm = pkg.animation  # the trained animation network, validated against the manifest
@@ -377,7 +380,8 @@ def test_package_carries_the_decoder_and_says_what_the_weights_hold(package_dir,
     tensors = load_file(str(package_dir / WEIGHTS))
     prefixes = {k.split(".", 1)[0] + "." for k in tensors}
     # The quick build of the woman carries the screen-space refinement (builder 8) beside the networks.
-    expected = {"decoder.", "anim."} | ({"refine."} if raw["refinement"]["included"] else set())
+    expected = {"decoder.", "anim."} | ({"refine."} if raw["refinement"]["included"] else set()) \
+        | ({"alpha."} if raw["alpha"]["included"] else set())  # and its learned alpha (builder 9)
     assert prefixes == expected == set(raw["weights"]["holds"])
     assert set(raw["weights"]["not_included"]) == {"encoder."}
     assert "vae/vae.safetensors" in raw["weights"]["not_included"]["encoder."]
@@ -439,7 +443,7 @@ def test_idle_face_is_the_engines_idle_face(package_dir):
     assert texture.dtype == np.uint8 and texture.shape == (s, s, 4) and weights.shape == (k,)
     assert torch.equal(idle_z(pkg), pkg.animation[0].neutral_z)
     model = avatar_model_from_package(pkg)
-    assert model.decoder is pkg.vae_decoder
+    assert model.decoder is pkg.engine_decoder  # the VAE decoder, with the learned alpha when it has one
     state = StreamingEngine({"s": model}, EngineConfig(device="cpu")).step({}, now_ns=10**12)["s"]
     assert state.status == "waiting"
     assert np.abs(state.texture.astype(int) - texture.astype(int)).max() <= 1
@@ -447,3 +451,29 @@ def test_idle_face_is_the_engines_idle_face(package_dir):
     # The network's rest face is not the VAE prior's mean (z = 0): which one a path shows matters.
     zero_tex, _ = pkg.decoder(torch.zeros(pkg.manifest.z_dim))
     assert np.abs(zero_tex.numpy().astype(int) - texture.astype(int)).mean() > 0.5
+
+
+def test_learned_alpha_travels_only_whole_and_well_formed(package_dir, tmp_path):
+    """The whole head's alpha (builder 9): a package without it (older builders) loads opaque; the
+    writer refuses a declared alpha that is missing or of the wrong shape, naming it."""
+    import cv2
+
+    from inference.engine.package_loader import idle_face
+    from inference.head_model.alpha_atlas import ALPHA_TENSOR
+
+    pkg = AvatarPackage.load(package_dir)
+    raw = json.loads((package_dir / MANIFEST).read_text())
+    assert raw["alpha"]["included"] and pkg.alpha is not None and (pkg.alpha < 255).any()
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    tex = np.zeros((8, 8, 3), np.uint8)
+    without = {k: v for k, v in pkg.extra_tensors.items() if k != ALPHA_TENSOR}
+    old = dict(raw, alpha={"included": False})
+    write_package(tmp_path / "old", old, pkg.vae_decoder, pkg.mesh, tex, png.tobytes(), extra_tensors=without)
+    opaque = AvatarPackage.load(tmp_path / "old")
+    assert opaque.alpha is None and (idle_face(opaque)[0][..., 3] == 255).all()
+    with pytest.raises(ValueError, match="alpha.atlas is missing"):
+        write_package(tmp_path / "a", raw, pkg.vae_decoder, pkg.mesh, tex, png.tobytes(), extra_tensors=without)
+    bad = dict(without, **{ALPHA_TENSOR: pkg.extra_tensors[ALPHA_TENSOR][:-1]})
+    with pytest.raises(ValueError, match="alpha.atlas"):
+        write_package(tmp_path / "b", raw, pkg.vae_decoder, pkg.mesh, tex, png.tobytes(), extra_tensors=bad)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -34,8 +34,8 @@ def test_quick_build_produces_a_valid_package(package_dir):
     # The woman clip has a long hand-over-face passage; it must be rejected, the rest kept.
     assert b["rejected"]["hand_over_face"] >= 30
     assert b["kept"] >= 100
-    assert set(b["stages"]) == {"track", "select", "whole_head", "mesh", "basis", "textures", "vae", "evaluate",
-                                "refinement", "animation", "kindmaps"}
+    assert set(b["stages"]) == {"track", "select", "whole_head", "mesh", "basis", "textures", "alpha", "vae",
+                                "evaluate", "refinement", "animation", "kindmaps"}
     assert 3 <= pkg.manifest.n_blendshapes <= 48
     assert (package_dir / "preview.png").stat().st_size > 10_000
 
@@ -125,7 +125,7 @@ def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
                    "--work", str(base / "quick-avatar.work")])
     assert rc == 0
     out = capsys.readouterr().out
-    for stage in ("track", "select", "mesh", "basis", "textures", "vae", "evaluate", "animation", "kindmaps"):
+    for stage in ("track", "select", "mesh", "basis", "textures", "alpha", "vae", "evaluate", "animation", "kindmaps"):
         assert f"{stage:<9} cached" in out, out
     AvatarPackage.load(package_dir)
 
@@ -133,15 +133,15 @@ def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
 # The stage keys of a --quick build of the woman clip. What goes into a stage key is the work
 # directory's format: while these stay, every existing work directory stays valid. Change them only
 # with a stage's algorithm (and STAGE_VERSION). Builder 8 (the whole head) adds whole_head and
-# refinement, issue 16 adds kindmaps; the carved shell changes mesh and everything after it. track/select/basis keep the keys
+# refinement, issue 16 adds kindmaps, builder 9 alpha (and the refinement renders with it); the carved shell changes mesh and everything after it. track/select/basis keep the keys
 # builder 6 wrote, and a --no-whole-head build keeps builder 6's keys for every earlier stage
 # (mesh e74cafba2c20bb06, textures c71924d5d218d486, vae 641c95fab20dfc75, evaluate 35d949748be5bdd1,
 # animation a38904b4c72ff629: measured).
 QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "whole_head": "297027ac82ab93c8",
                     "mesh": "dda906e1c3131422", "basis": "ab4c70901727562a", "textures": "8a4638c1ab0e8fc6",
-                    "vae": "74dc24fb8bd2ec21", "evaluate": "019b19a69e3f8ac2", "refinement": "1087fa52732932d2",
+                    "vae": "74dc24fb8bd2ec21", "evaluate": "019b19a69e3f8ac2", "refinement": "7a6d0dec02940eb4",
                     "animation": "8fd5c6c73e0d2be7",
-                    "kindmaps": "6a237b7b02321910"}
+                    "kindmaps": "6a237b7b02321910", "alpha": "c2a65d514b974879"}
 
 
 def test_stage_keys_keep_existing_work_directories_valid(package_dir, tmp_path_factory):
@@ -276,6 +276,7 @@ def test_default_avatar_without_animation_network_is_rebuilt(package_dir, tmp_pa
     def head_model_only(raw):
         raw["animation"] = {"included": False, "lstm": None}
         raw["refinement"] = {"included": False}  # a package from before builder 8 had neither
+        raw["alpha"] = {"included": False}  # nor the learned alpha (builder 9)
 
     target = _stale_default(package_dir, tmp_path_factory, tmp_path, monkeypatch, head_model_only, False)
     assert AvatarPackage.load(target).animation is None

@@ -392,3 +392,37 @@ def test_external_writer_texture_is_rgba8_storage_sampled_as_sRGB(renderer, targ
     renderer.draw(view, proj, [AvatarDrawState(mesh, transforms.translation(0, 1.6, -1.5))], target)
     # Sampled through the sRGB view: 128 in, 128 out (a plain RGBA8 sample would give 188).
     assert pixel(target.read_rgba(), (WIDTH // 2, HEIGHT // 2)) == (128, 128, 128)
+
+
+def test_learned_alpha_applies_edge_on_and_fades_face_on(renderer, target):
+    """A texture alpha is the whole head's learned *edge-on* alpha (geometry/edge_alpha.py): a
+    surface seen edge-on shows it in full, the same surface seen face-on is opaque. And a soft
+    surface in front never hides an opaque one behind it (it is drawn in the second pass, without
+    writing depth)."""
+    view, proj = camera()
+    clear = np.full((8, 8, 4), 255, np.uint8)
+    clear[..., :3], clear[..., 3] = RED, 0  # fully transparent where seen edge-on
+    solid = clear.copy()
+    solid[..., 3] = 255
+    centre = (WIDTH // 2, HEIGHT // 2)
+    mesh = renderer.add_avatar(quad_mesh(0.5))
+    renderer.draw(view, proj, [], target)
+    background = pixel(target.read_rgba(), centre)
+    facing = transforms.translation(0, 1.6, -1.5)
+    edge_on = facing @ transforms.rotation_y(math.radians(85))  # |cos| ≈ 0.09 < EDGE_COS[0]
+    for model, texture, expect in ((facing, clear, RED), (edge_on, solid, RED), (edge_on, clear, background)):
+        renderer.draw(view, proj, [AvatarDrawState(mesh, model, texture=texture)], target)
+        got = pixel(target.read_rgba(), centre)
+        assert np.abs(np.array(got) - expect).max() <= 2, (texture[0, 0, 3], got, expect)
+    # Half transparent edge-on, in front of an opaque green quad: the green shows through, mixed.
+    half = clear.copy()
+    half[..., 3] = 128
+    back = renderer.add_avatar(quad_mesh(0.5))
+    green = np.full((8, 8, 4), 255, np.uint8)
+    green[..., :3] = GREEN
+    behind = AvatarDrawState(back, transforms.translation(0, 1.6, -2.5), texture=green)
+    for order in ((AvatarDrawState(mesh, edge_on, texture=half), behind),
+                  (behind, AvatarDrawState(mesh, edge_on, texture=half))):
+        renderer.draw(view, proj, list(order), target)
+        r, g, _ = pixel(target.read_rgba(), centre)
+        assert r > 60 and g > 60, (r, g)  # both: red blended over green

@@ -49,6 +49,37 @@ def test_quick_package_carries_the_whole_head(package_dir):
     assert np.ptp(pkg.mesh.positions[:, 0]) > 1.25 * width_face
 
 
+def test_quick_package_carries_a_learned_soft_outline(package_dir):
+    """The shell's alpha is learned from the mattes (head_model/alpha_atlas.py): part of the shell
+    is soft, the tracked face is opaque, the decoder's texture carries it as its A channel, and
+    mesh.glb carries it too (alphaMode BLEND, an RGBA PNG)."""
+    import cv2
+    import pygltflib
+
+    from inference.engine.package_loader import idle_face
+    from inference.head_model.uv_atlas import texel_table
+
+    pkg = AvatarPackage.load(package_dir)
+    block = pkg.manifest.raw["alpha"]
+    assert block["included"] and pkg.alpha is not None
+    mesh = pkg.mesh
+    n_face = pkg.manifest.raw["whole_head"]["n_face_triangles"]
+    table = texel_table(mesh.uvs, mesh.indices.astype(np.int64), pkg.manifest.texture_size, n_face)
+    shell = table.covered & ~table.face_region
+    soft = (pkg.alpha > 12) & (pkg.alpha < 243)
+    # Measured on the quick build: 30 % of the shell's texels soft, none clear, mean 0.93.
+    assert 0.05 < soft[shell].mean() < 0.8, block["metrics"]
+    assert (pkg.alpha[table.face_region] == 255).all()
+    texture, _ = idle_face(pkg)
+    np.testing.assert_array_equal(texture[..., 3], pkg.alpha)
+    glb = pygltflib.GLTF2().load_binary(str(package_dir / "mesh.glb"))
+    assert glb.materials[0].alphaMode == "BLEND"
+    view = glb.bufferViews[glb.images[0].bufferView]
+    png = glb.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength]
+    rgba = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape[2] == 4 and (rgba[..., 3] == pkg.alpha).all()
+
+
 def test_appearance_in_the_source_view_beats_the_face_mesh(package_dir, tmp_path):
     from tools import cli
 
@@ -197,3 +228,9 @@ def test_unusable_mattes_fall_back_to_the_face_and_skull_model(package_dir, tmp_
     mesh = build_mesh(fallback_cache, MeshInput(sel, cfg.closure, whole.shell, whole.key))
     block = whole_head_block(whole, mesh.mesh)
     assert block["status"] == "fallback" and any("procedural skull" in c for c in block["contains"])
+    # No shell, no learned outline: the atlas stays opaque and the manifest says why.
+    from inference.builder.alpha import AlphaInput, alpha_block, learn_alpha
+
+    alpha = learn_alpha(fallback_cache, AlphaInput(tracks, sel, mesh, whole, cfg.res, cfg.unwrap, cfg.alpha))
+    assert alpha.atlas is None and alpha_block(alpha) == {"included": False,
+                                                          "reason": "no head shell (face-and-skull model)"}

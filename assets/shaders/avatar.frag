@@ -4,10 +4,17 @@
 // Gaze (xr_runtime/avatars/eyelids.py): inside each eye's opening the texture is sampled shifted by
 // that eye's gaze offset, weighted down to 0 at the opening's border, so iris and pupil move in
 // the socket while the lid skin around it stays put.
+// Alpha (inference/head_model/alpha_atlas.py): the texture's A is the whole head's learned alpha
+// *seen edge-on*; it is applied by how edge-on this fragment's triangle faces the eye, so the hair's
+// outline is soft from any side and the same hair seen face-on is opaque. Two passes (renderer.py):
+// 0 draws what is opaque and writes depth, 1 blends the rest over it without writing depth.
 in vec2 v_uv;
+in vec3 v_world;
 
 uniform sampler2D u_texture;
 uniform float u_opacity;
+uniform vec3 u_eye_pos;         // world position of this view's eye
+uniform int u_pass;             // 0: opaque fragments, 1: translucent ones
 uniform int u_eye_count;        // 0: no gaze, 2: right and left eye below
 uniform vec2 u_eye_centre[2];   // UV of each opening's centre
 uniform mat2 u_eye_axes[2];     // half eye width → UV (columns: along the eye, up)
@@ -44,5 +51,11 @@ void main() {
     if (u_eye_mix == 1 && m > 0.0) {
         c = mix(c, texture(u_eye_texture, uv), m);
     }
-    o_color = vec4(c.rgb, c.a * u_opacity);
+    vec3 n = normalize(cross(dFdx(v_world), dFdy(v_world)));
+    float facing = abs(dot(n, normalize(u_eye_pos - v_world)));
+    float a = 1.0 - (1.0 - c.a) * (1.0 - smoothstep(EDGE_COS_LO, EDGE_COS_HI, facing));
+    if ((u_pass == 0) != (a >= OPAQUE_ALPHA)) {
+        discard;
+    }
+    o_color = vec4(c.rgb, a * u_opacity);
 }

@@ -13,6 +13,7 @@ uniform int u_blend_count;
 uniform float u_weights[MAX_BLENDSHAPES];
 
 out vec2 v_uv;
+out vec3 v_world;  // for the surface's facing (the learned alpha is the edge-on value)
 
 void main() {
     vec3 p = a_position;
@@ -23,5 +24,7 @@ void main() {
         }
     }
     v_uv = a_uv;
-    gl_Position = u_view_proj * (u_model * vec4(p, 1.0));
+    vec4 world = u_model * vec4(p, 1.0);
+    v_world = world.xyz;
+    gl_Position = u_view_proj * world;
 }

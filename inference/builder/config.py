@@ -13,6 +13,7 @@ from inference.head_model.texture_unwrap import UnwrapConfig
 from inference.head_model.tracking import TrackConfig
 from inference.head_model.train_vae import TrainConfig
 from inference.head_model.vae import VaeConfig
+from inference.head_model.alpha_atlas import AlphaConfig
 from inference.head_model.refinement import RefinementConfig
 from inference.head_model.whole_head import WholeHeadConfig
 
@@ -60,6 +61,7 @@ class BuildConfig:
     whole_head: WholeHeadConfig = field(default_factory=WholeHeadConfig)  # mattes + carved head shell
     refinement: RefinementConfig = field(default_factory=RefinementConfig)  # screen-space U-Net
     refinement_frames: int = 160  # training frames rendered for it (spread over the clip)
+    alpha: AlphaConfig = field(default_factory=AlphaConfig)  # the shell's soft outline, from the mattes
 
     @staticmethod
     def preset(videos, out, work, res: int | None = None, quick: bool = False, device: str = "cpu",
@@ -87,6 +89,7 @@ class BuildConfig:
         refinement = RefinementConfig(steps=100, size=64, width=12) if quick else RefinementConfig()
         return replace(cfg, train=train, threads=threads, animation=animation,
                        whole_head=WholeHeadConfig(enabled=whole_head), refinement=refinement,
+                       alpha=AlphaConfig(enabled=whole_head),
                        refinement_frames=32 if quick else 160)
 
     @property

@@ -91,6 +91,7 @@ class ExportInput:
     whole: "WholeHead | None" = None  # head mattes + shell (the manifest's whole_head block)
     refinement: "TrainedRefinement | None" = None
     kind_maps: object | None = None  # kind_maps.KindMaps: other feature kinds the avatar accepts
+    alpha: object | None = None  # alpha.LearnedAlpha: the shell's soft outline (None or atlas None: opaque)
 
 
 def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
@@ -132,6 +133,17 @@ def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
         extra.update(inp.kind_maps.tensors)
         # mesh.glb also carries the ARKit-named shapes the avatar has (for Blender, three.js, Unreal).
         mesh.named_targets = arkit_targets(inp.kind_maps.maps["expr52"], inp.mesh.mesh.face_map, CANONICAL_UNIT_M)
-    write_package(inp.out, manifest, vae.decoder, mesh,
-                  inp.textures.neutral, png.tobytes(), extra_tensors=extra or None)
+    neutral = inp.textures.neutral
+    if inp.alpha is not None:
+        from .alpha import alpha_block
+
+        manifest["alpha"] = alpha_block(inp.alpha)
+        if inp.alpha.atlas is not None:
+            import torch
+
+            from inference.head_model.alpha_atlas import ALPHA_TENSOR
+
+            extra[ALPHA_TENSOR] = torch.from_numpy(np.ascontiguousarray(inp.alpha.atlas))
+            neutral = np.concatenate([neutral, inp.alpha.atlas[..., None]], -1)  # mesh.glb: RGBA, alphaMode BLEND
+    write_package(inp.out, manifest, vae.decoder, mesh, neutral, png.tobytes(), extra_tensors=extra or None)
     return manifest

@@ -53,6 +53,8 @@ class RefinementInput:
     config: RefinementConfig
     max_train_frames: int
     enabled: bool
+    alpha: np.ndarray | None = None  # (S, S) uint8 learned edge-on alpha (alpha stage): rendered as the node would
+    alpha_key: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +101,8 @@ def _render_frames(inp: RefinementInput, frames: list[int]):
                 box = (int(round(cx - side / 2)), int(round(cy - side / 2)), max(side, 8))
                 sc = size / box[2]
                 local = np.concatenate([(px[:, :2] - np.array(box[:2])) * sc, px[:, 2:] * sc], 1)
-                rgba = np.concatenate([tex[k], np.full(tex[k].shape[:2] + (1,), 255, np.uint8)], -1)
+                a = inp.alpha[..., None] if inp.alpha is not None else np.full(tex[k].shape[:2] + (1,), 255, np.uint8)
+                rgba = np.concatenate([tex[k], a], -1)
                 rgb, alpha = render_in_view(local, mesh.faces, mesh.uvs, rgba, size, size, 2)
                 region_full = above_chin((h, w), t.px[g]).astype(np.float32)
                 region = crop_pair(np.zeros((h, w, 3), np.float32), region_full, box, size)[3]
@@ -144,7 +147,7 @@ def train_refinement_stage(cache: StageCache, inp: RefinementInput) -> TrainedRe
     cfg = inp.config
     key = builder_stage_key("refinement", {"cfg": cfg.to_dict(), "max": inp.max_train_frames, "on": inp.enabled,
                                            "render": "crop"},
-                            [inp.vae.key, inp.whole.key, inp.mesh.key])
+                            [inp.vae.key, inp.whole.key, inp.mesh.key] + ([inp.alpha_key] if inp.alpha is not None else []))
     usable = inp.enabled and inp.whole.mattes is not None and inp.whole.info.get("status") == "fitted"
 
     def run(d: Path) -> dict:

@@ -13,6 +13,7 @@ import torch
 from core.atomic_files import atomic_write_text
 from core.progress import writes_above_bars
 
+from .alpha import AlphaInput, learn_alpha
 from .animation import AnimationInput, train_animation_network
 from .basis import BasisInput, fit_basis
 from .cache import StageCache, StageRecord
@@ -82,6 +83,9 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     _log_stage(log, "basis", cache, stages)
     textures = unwrap_textures(cache, TexturesInput(sources, tracks, selection, mesh, cfg.res, cfg.unwrap))
     _log_stage(log, "textures", cache, stages)
+    alpha = learn_alpha(cache, AlphaInput(tracks, selection, mesh, whole, cfg.res, cfg.unwrap, cfg.alpha))
+    if alpha.atlas is not None:
+        _log_stage(log, "alpha", cache)
     data = head_model_data(selection, textures, basis, mesh, recombination, cfg.regions, cfg.recombine,
                            cfg.train.batch, cfg.res)
     vae = train_head_model(cache, VaeInput(data, cfg.vae_config(basis.blendshapes.k), cfg.train, cfg.device,
@@ -91,7 +95,7 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     _log_stage(log, "evaluate", cache, stages)
     refinement = train_refinement_stage(cache, RefinementInput(
         sources, tracks, selection, basis, mesh, data, vae, whole, cfg.refinement, cfg.refinement_frames,
-        cfg.whole_head.enabled))
+        cfg.whole_head.enabled, alpha.atlas, alpha.key))
     _log_stage(log, "refine", cache, stages)
     animation = train_animation_network(cache, AnimationInput(tracks, selection, basis, relaxed, recombination, data,
                                                               vae, cfg.animation, cfg.recombine, recombination_key))
@@ -102,7 +106,7 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     sheet = preview(PreviewInput(sources, tracks, selection, basis, mesh, textures, data, vae))
     manifest = export(ExportInput(Path(cfg.out), sources, cfg.command, cfg.device, cfg.quick, cfg.train, selection,
                                   mesh, basis, textures, vae, evaluation, animation, tuple(cache.records), t0,
-                                  whole, refinement, kind_maps), sheet)
+                                  whole, refinement, kind_maps, alpha), sheet)
     stages.update(1)
     with writes_above_bars():
         log(f"  {'export':<9} {'done':<6} {time.monotonic() - te:7.1f} s")

@@ -5,7 +5,8 @@ loaded package to both functions here: the render node needs the mesh, the engin
 idle face of one slot, and each used to load (and hash) the package again.
 
 The decoder is the package's VAE decoder (``inference/head_model/vae.py`` ``Decoder``: z → (texture
-(B, 3, S, S), weights (B, K)), the engine's decoder interface). The animation network comes from
+(B, 3, S, S), weights (B, K)), the engine's decoder interface; a whole head's package wraps it in
+``AlphaDecoder``, whose texture has a fourth channel, the learned alpha). The animation network comes from
 the package's ``animation`` manifest block and its ``anim.*`` tensors in weights.safetensors
 (inference/animation/serialize.py). A package built before the animation step existed has neither;
 ``allow_untrained`` then substitutes an untrained network of the default shape (benchmarks only).
@@ -40,7 +41,7 @@ def avatar_model_from_package(package: "AvatarPackage") -> AvatarModel:
     if package.animation is None:
         raise ValueError(f"{package.path}: the package carries no animation network (built before that step?)")
     net, norm = package.animation  # validated by the package loader against the manifest's block
-    return AvatarModel(net, norm, package.vae_decoder.eval(), name=package.manifest.name,
+    return AvatarModel(net, norm, package.engine_decoder.eval(), name=package.manifest.name,
                        feature_kind=package.manifest.feature_kind, kind_maps=dict(package.kind_maps))
 
 
@@ -56,7 +57,7 @@ def load_avatar_model(path: str | Path, allow_untrained: bool = False, seed: int
 
     feature_dim = 1434 if package.manifest.feature_kind == "mp478" else 2048
     model = reference_avatar(feature_dim=feature_dim, z_dim=package.manifest.z_dim, seed=seed,
-                             decoder=package.vae_decoder.eval())
+                             decoder=package.engine_decoder.eval())
     return model, "package decoder; no animation network in the package: untrained stand-in of default shape"
 
 

@@ -54,7 +54,8 @@ class GltfError(HeadcastError, ValueError):
 
 
 def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = None, mode: int | None = None) -> None:
-    """Writes the glb atomically (core.atomic_files); ``mode``: its permission bits (default: umask)."""
+    """``texture_rgb``: (S, S, 3) RGB, or (S, S, 4) RGBA with the learned alpha (alphaMode BLEND).
+    Writes the glb atomically (core.atomic_files); ``mode``: its permission bits (default: umask)."""
     blob = bytearray()
     views: list[g.BufferView] = []
     accessors: list[g.Accessor] = []
@@ -92,7 +93,9 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
                        extras={"targetNames": names, "runtimeTargets": len(mesh.blendshapes)})],
     )
     if texture_rgb is not None:
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(texture_rgb[:, :, ::-1]))
+        # RGBA (a whole head's learned alpha): PNG keeps the alpha, the material blends it.
+        bgr = texture_rgb[:, :, [2, 1, 0, 3]] if texture_rgb.shape[2] == 4 else texture_rgb[:, :, ::-1]
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(bgr))
         if not ok:
             raise GltfError("could not encode the neutral texture")
         while len(blob) % 4:
@@ -103,7 +106,8 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
         gltf.samplers = [g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR)]
         gltf.textures = [g.Texture(sampler=0, source=0)]
         gltf.materials = [g.Material(name="head", pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.8))]
+            baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.8),
+            alphaMode="BLEND" if texture_rgb.shape[2] == 4 else "OPAQUE")]
         prim.material = 0
     gltf.accessors = accessors
     gltf.bufferViews = views

@@ -50,7 +50,7 @@ def render_in_view(verts_px: np.ndarray, faces: np.ndarray, uvs: np.ndarray, tex
                    height: int, width: int, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """The textured mesh in a source camera's view: ``verts_px`` (V, 3) pixel x, y and depth (smaller
     = nearer, the tracker's convention). Returns premultiplied RGB (H, W, 3) float32 in [0, 1] and
-    alpha (H, W) float32 = texture alpha × coverage, box-filtered from ``supersample``² samples so
+    alpha (H, W) float32 = texture alpha (as seen: alpha_atlas.view_alpha) × coverage, box-filtered from ``supersample``² samples so
     the silhouette is antialiased like the source matte."""
     ss = max(1, int(supersample))
     xy = verts_px[:, :2] * ss
@@ -66,6 +66,15 @@ def render_in_view(verts_px: np.ndarray, faces: np.ndarray, uvs: np.ndarray, tex
         tex = texture_rgba if texture_rgba.shape[2] == 4 else np.concatenate(
             [texture_rgba, np.full(texture_rgba.shape[:2] + (1,), 255, np.uint8)], axis=2)
         col = sample_bilinear(tex, mapx[:, 0], mapy[:, 0]) / 255.0
+        if texture_rgba.shape[2] == 4 and (texture_rgba[..., 3] < 255).any():
+            # The learned alpha is the edge-on value (head_model/alpha_atlas.py): applied by how
+            # edge-on each pixel's triangle is seen (its normal's depth component in this view).
+            from geometry.edge_alpha import view_alpha
+
+            v = verts_px[faces].astype(np.float64)
+            n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+            cos = n[:, 2] / np.maximum(np.linalg.norm(n, axis=1), 1e-12)
+            col[:, 3] = view_alpha(col[:, 3], cos[r.tri_id[hit]])
         col[:, :3] *= col[:, 3:4]
         rgba[hit] = col
     if ss > 1:

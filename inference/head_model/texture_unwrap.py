@@ -29,12 +29,12 @@ def triangle_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n / (np.linalg.norm(n, axis=1, keepdims=True) + 1e-12)
 
 
-def unwrap_frame(frame_bgr: np.ndarray, verts_canon: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
-                 scale: float, mesh: HeadMesh, table: TexelTable, config: UnwrapConfig = UnwrapConfig()
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (texture RGB uint8 (S, S, 3), valid mask (S, S) bool)."""
-    s = table.size
-    h, w = frame_bgr.shape[:2]
+def texel_projection(verts_canon: np.ndarray, rotation: np.ndarray, translation: np.ndarray, scale: float,
+                     mesh: HeadMesh, table: TexelTable, image_hw: tuple[int, int], config: UnwrapConfig
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Where each covered texel lands in the frame: (pos (N, 3) pixel x, y and depth, visible (N,)
+    bool) for the texels of ``table`` (module docstring: facing, nearest, inside the border)."""
+    h, w = image_hw
     px = scale * verts_canon @ rotation.T + translation  # (V, 3): x, y pixels, z pixel depth
     # Camera looks along +z in pixel space, so "towards the camera" is -z; in canonical space that is:
     to_cam = rotation.T @ np.array([0.0, 0.0, -1.0])
@@ -49,6 +49,15 @@ def unwrap_frame(frame_bgr: np.ndarray, verts_canon: np.ndarray, rotation: np.nd
     zbuf = np.full(h * w, np.inf)
     np.minimum.at(zbuf, cell[ok], pos[ok, 2])
     ok &= pos[:, 2] <= zbuf[cell] + config.depth_tolerance * scale
+    return pos, ok
+
+
+def unwrap_frame(frame_bgr: np.ndarray, verts_canon: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
+                 scale: float, mesh: HeadMesh, table: TexelTable, config: UnwrapConfig = UnwrapConfig()
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (texture RGB uint8 (S, S, 3), valid mask (S, S) bool)."""
+    s = table.size
+    pos, ok = texel_projection(verts_canon, rotation, translation, scale, mesh, table, frame_bgr.shape[:2], config)
     mapx = np.full(s * s, -1.0, np.float32)
     mapy = np.full(s * s, -1.0, np.float32)
     mapx[table.texel] = pos[:, 0]

@@ -141,18 +141,26 @@ class HeadVae(nn.Module):
 
 class RuntimeDecoder(nn.Module):
     """What the render node runs: z (Z,) or (1, Z) → (texture uint8 (S, S, 4) RGBA, row 0 = V 0 in
-    glTF UV convention, ready for a direct RGBA8 upload; weights (K,) float32)."""
+    glTF UV convention, ready for a direct RGBA8 upload; weights (K,) float32). With ``alpha`` (the
+    whole head's learned edge-on alpha, head_model/alpha_atlas.py) ``.decoder`` is an
+    ``AlphaDecoder`` and the texture's A channel carries it; without, A = 255 (opaque)."""
 
-    def __init__(self, decoder: Decoder):
+    def __init__(self, decoder: Decoder, alpha=None):
         super().__init__()
+        if alpha is not None:
+            from inference.head_model.alpha_atlas import AlphaDecoder
+
+            decoder = AlphaDecoder(decoder, alpha)
         self.decoder = decoder.eval()
 
     @torch.inference_mode()
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tex, w = self.decoder(z.reshape(1, -1))
-        rgb = (tex[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
-        alpha = torch.full(rgb.shape[:2] + (1,), 255, dtype=torch.uint8, device=rgb.device)
-        return torch.cat([rgb, alpha], dim=2).contiguous(), w[0]
+        rgba = (tex[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
+        if rgba.shape[2] == 3:
+            alpha = torch.full(rgba.shape[:2] + (1,), 255, dtype=torch.uint8, device=rgba.device)
+            rgba = torch.cat([rgba, alpha], dim=2)
+        return rgba.contiguous(), w[0]
 
 
 class PatchDiscriminator(nn.Module):

@@ -22,6 +22,7 @@ import numpy as np
 from OpenGL import GL
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as raw_vertex_attrib_pointer
 
+from geometry.edge_alpha import EDGE_COS, OPAQUE_ALPHA
 from xr_runtime.avatars.eyelids import GAZE_ELLIPSE, LID_SKIN_BELOW, LID_SKIN_SHIFT, LID_SKIN_X, EyelidRig
 from xr_runtime.avatars.mesh import MAX_BLENDSHAPES, AvatarMeshData
 from xr_runtime.gl.avatar_drawing import AvatarGPU
@@ -94,7 +95,9 @@ class Renderer:
         self._scene_program = build_program("scene.vert", "scene.frag")
         self._avatar_program = build_program("avatar.vert", "avatar.frag",
                                              {"MAX_BLENDSHAPES": MAX_BLENDSHAPES, "LID_X": f"{LID_SKIN_X:.3f}",
-                                              "GAZE_EX": f"{GAZE_ELLIPSE[0]:.3f}", "GAZE_EY": f"{GAZE_ELLIPSE[1]:.3f}"})
+                                              "GAZE_EX": f"{GAZE_ELLIPSE[0]:.3f}", "GAZE_EY": f"{GAZE_ELLIPSE[1]:.3f}",
+                                              "EDGE_COS_LO": f"{EDGE_COS[0]:.4f}", "EDGE_COS_HI": f"{EDGE_COS[1]:.4f}",
+                                              "OPAQUE_ALPHA": f"{OPAQUE_ALPHA:.5f}"})
         self._sky_uniforms = uniform_locations(
             self._sky_program, ["u_inv_view_proj", "u_zenith", "u_horizon", "u_ground"])
         self._scene_uniforms = uniform_locations(
@@ -104,7 +107,8 @@ class Renderer:
             self._avatar_program, ["u_view_proj", "u_model", "u_basis", "u_vertex_count",
                                    "u_blend_count", "u_weights", "u_texture", "u_opacity",
                                    "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv",
-                                   "u_eye_texture", "u_eye_mix", "u_closure", "u_lid_skin", "u_lid_skin_below"])
+                                   "u_eye_texture", "u_eye_mix", "u_closure", "u_lid_skin", "u_lid_skin_below",
+                                   "u_eye_pos", "u_pass"])
         GL.glUseProgram(self._avatar_program)
         GL.glUniform1i(self._avatar_uniforms["u_texture"], 0)
         GL.glUniform1i(self._avatar_uniforms["u_basis"], 1)
@@ -208,7 +212,8 @@ class Renderer:
         if self.style.show_room:
             self._draw_room(view_proj)
         if avatars:
-            self._draw_avatars(view_proj, avatars)
+            eye = np.linalg.inv(np.asarray(view, np.float64))[:3, 3]
+            self._draw_avatars(view_proj, avatars, eye)
         GL.glDisable(GL.GL_DEPTH_TEST)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
@@ -247,50 +252,64 @@ class Renderer:
         GL.glBindVertexArray(self._room_vao)
         GL.glDrawElements(GL.GL_TRIANGLES, self._room_index_count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(0))
 
-    def _draw_avatars(self, view_proj: np.ndarray, avatars: Sequence[AvatarDrawState]) -> None:
+    def _draw_avatars(self, view_proj: np.ndarray, avatars: Sequence[AvatarDrawState], eye_pos: np.ndarray) -> None:
         u = self._avatar_uniforms
         GL.glUseProgram(self._avatar_program)
         _upload_matrix(u["u_view_proj"], view_proj)
+        GL.glUniform3f(u["u_eye_pos"], *(float(v) for v in eye_pos))
         GL.glEnable(GL.GL_BLEND)
         GL.glBlendFunc(GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)
         weights_buffer = np.zeros(MAX_BLENDSHAPES, dtype=np.float32)
-        for state in sorted_back_to_front(view_proj, avatars):
-            gpu = self._avatars[state.avatar.id]
+        order = sorted_back_to_front(view_proj, avatars)
+        for state in order:
             if state.texture is not None:
-                gpu.set_texture(state.texture, state.texture_serial)
-            rig = self._rigs.get(state.avatar.id)
-            k = rig.base_count if rig else gpu.blendshape_count
-            weights_buffer[:] = 0.0
-            if state.weights is not None:
-                w = np.asarray(state.weights, dtype=np.float32).reshape(-1)
-                if w.size != k:
-                    raise ValueError(f"avatar {state.avatar.id} has {k} blendshapes, got {w.size} weights")
-                weights_buffer[:k] = w
-            eyes = state.eyes if rig is not None else None
-            GL.glUniform1i(u["u_eye_count"], 2 if eyes is not None else 0)
-            if eyes is not None:
-                weights_buffer[k:k + 2] = rig.lid_weights(weights_buffer[:k], eyes.closure)
-                GL.glUniform2fv(u["u_eye_centre"], 2, np.stack([rig.eyes_uv[s].centre for s in ("right", "left")]))
-                GL.glUniformMatrix2fv(u["u_eye_axes"], 2, GL.GL_TRUE,
-                                      np.stack([rig.eyes_uv[s].axes for s in ("right", "left")]))
-                GL.glUniform2fv(u["u_gaze_uv"], 2, rig.gaze_uv(eyes.gaze, eyes.closure))
-                GL.glUniform1fv(u["u_closure"], 2, np.asarray(eyes.closure, np.float32))
-                GL.glUniform1f(u["u_lid_skin"], LID_SKIN_SHIFT)
-                GL.glUniform1f(u["u_lid_skin_below"], LID_SKIN_BELOW)
-            eye_tex = self._eye_textures.get(state.avatar.id) if eyes is not None else None
-            GL.glUniform1i(u["u_eye_mix"], 1 if eye_tex else 0)
-            if eye_tex:
-                GL.glActiveTexture(GL.GL_TEXTURE2)
-                GL.glBindTexture(GL.GL_TEXTURE_2D, eye_tex)
-                GL.glActiveTexture(GL.GL_TEXTURE0)
-            k = gpu.blendshape_count
-            _upload_matrix(u["u_model"], state.model_matrix)
-            GL.glUniform1i(u["u_vertex_count"], gpu.vertex_count)
-            GL.glUniform1i(u["u_blend_count"], k)
-            GL.glUniform1fv(u["u_weights"], MAX_BLENDSHAPES, weights_buffer)
-            GL.glUniform1f(u["u_opacity"], float(state.opacity))
-            gpu.draw()
+                self._avatars[state.avatar.id].set_texture(state.texture, state.texture_serial)
+        # Pass 0: every avatar's opaque fragments, writing depth; pass 1: their soft outlines
+        # (the learned alpha), farthest avatar first, blended over whatever is nearer-opaque or
+        # behind, without writing depth, so no soft edge hides what lies behind it.
+        for render_pass in (0, 1):
+            GL.glDepthMask(GL.GL_TRUE if render_pass == 0 else GL.GL_FALSE)
+            GL.glUniform1i(u["u_pass"], render_pass)
+            for state in order:
+                self._draw_avatar(state, weights_buffer)
+        GL.glDepthMask(GL.GL_TRUE)
         GL.glDisable(GL.GL_BLEND)
+
+    def _draw_avatar(self, state: AvatarDrawState, weights_buffer: np.ndarray) -> None:
+        u = self._avatar_uniforms
+        gpu = self._avatars[state.avatar.id]
+        rig = self._rigs.get(state.avatar.id)
+        k = rig.base_count if rig else gpu.blendshape_count
+        weights_buffer[:] = 0.0
+        if state.weights is not None:
+            w = np.asarray(state.weights, dtype=np.float32).reshape(-1)
+            if w.size != k:
+                raise ValueError(f"avatar {state.avatar.id} has {k} blendshapes, got {w.size} weights")
+            weights_buffer[:k] = w
+        eyes = state.eyes if rig is not None else None
+        GL.glUniform1i(u["u_eye_count"], 2 if eyes is not None else 0)
+        if eyes is not None:
+            weights_buffer[k:k + 2] = rig.lid_weights(weights_buffer[:k], eyes.closure)
+            GL.glUniform2fv(u["u_eye_centre"], 2, np.stack([rig.eyes_uv[s].centre for s in ("right", "left")]))
+            GL.glUniformMatrix2fv(u["u_eye_axes"], 2, GL.GL_TRUE,
+                                  np.stack([rig.eyes_uv[s].axes for s in ("right", "left")]))
+            GL.glUniform2fv(u["u_gaze_uv"], 2, rig.gaze_uv(eyes.gaze, eyes.closure))
+            GL.glUniform1fv(u["u_closure"], 2, np.asarray(eyes.closure, np.float32))
+            GL.glUniform1f(u["u_lid_skin"], LID_SKIN_SHIFT)
+            GL.glUniform1f(u["u_lid_skin_below"], LID_SKIN_BELOW)
+        eye_tex = self._eye_textures.get(state.avatar.id) if eyes is not None else None
+        GL.glUniform1i(u["u_eye_mix"], 1 if eye_tex else 0)
+        if eye_tex:
+            GL.glActiveTexture(GL.GL_TEXTURE2)
+            GL.glBindTexture(GL.GL_TEXTURE_2D, eye_tex)
+            GL.glActiveTexture(GL.GL_TEXTURE0)
+        k = gpu.blendshape_count
+        _upload_matrix(u["u_model"], state.model_matrix)
+        GL.glUniform1i(u["u_vertex_count"], gpu.vertex_count)
+        GL.glUniform1i(u["u_blend_count"], k)
+        GL.glUniform1fv(u["u_weights"], MAX_BLENDSHAPES, weights_buffer)
+        GL.glUniform1f(u["u_opacity"], float(state.opacity))
+        gpu.draw()
 
     # ------------------------------------------------------------------------------ teardown
 
