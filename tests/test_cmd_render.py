@@ -99,6 +99,9 @@ def test_bench_render_writes_ratios_against_the_empty_scene(tmp_path):
         res = data["results"][count]
         assert res["frame"]["n"] == 5 and res["uploads"]["host"] == 15 * int(count)  # a new texture every frame
     assert data["results"]["2"]["draw_eye0"]["p50"] > 0
+    # Side by side in the same run: opaque avatars (one pass) as well as soft-edged ones.
+    assert data["alpha"] == "both" and set(data["results_opaque"]) == {"0", "1", "2"}
+    assert data["results_opaque"]["2"]["frame"]["n"] == 5 and "with the soft pass" in r.stdout
 
 
 def test_render_with_the_streaming_engine_animates_the_live_driven_avatar(tmp_path):

@@ -426,3 +426,8 @@ def test_learned_alpha_applies_edge_on_and_fades_face_on(renderer, target):
         renderer.draw(view, proj, list(order), target)
         r, g, _ = pixel(target.read_rgba(), centre)
         assert r > 60 and g > 60, (r, g)  # both: red blended over green
+    # An avatar added with soft_edges=False (the render node's choice for an opaque idle texture)
+    # skips the second pass: what its texture makes translucent is not drawn at all.
+    promised = renderer.add_avatar(quad_mesh(0.5), soft_edges=False)
+    renderer.draw(view, proj, [AvatarDrawState(promised, edge_on, texture=half)], target)
+    assert np.abs(np.array(pixel(target.read_rgba(), centre)) - background).max() <= 2

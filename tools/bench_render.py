@@ -1,5 +1,7 @@
 """`headcast bench render`: what each avatar costs the render loop, per stage, against the empty scene.
 
+Avatars with a learned alpha (whole-head packages) are drawn in a second, blended pass as well;
+``--alpha both`` (the default) measures them and opaque ones side by side in the same run.
 Every avatar gets a new texture and new weights every frame (the worst case: a live stream per
 avatar at the display rate), so upload cost is included. Stages are timed with a glFinish after
 each (`sync_timings`): on an asynchronous GL the CPU-side call times would otherwise hide GPU
@@ -37,15 +39,23 @@ def register(sub) -> None:
                         "default to the measured choice in docs/BENCHMARKS.md)")
     p.add_argument("--upload", default="auto", choices=["auto", "direct", "pbo"],
                    help="host texture upload: auto = the faster of direct / PBO, calibrated at start-up")
+    p.add_argument("--alpha", default="both", choices=["soft", "opaque", "both"],
+                   help="avatar textures with a learned alpha (the soft-outline second pass: whole-head "
+                        "packages), opaque ones (one pass), or both side by side (default)")
     p.set_defaults(func=run)
 
 
 class CyclingSource:
     """A new texture and new weights every call, from a few prebuilt textures (no generation cost)."""
 
-    def __init__(self, texture_size: int, k: int, cuda: bool = False) -> None:
+    def __init__(self, texture_size: int, k: int, cuda: bool = False, soft: bool = True) -> None:
         rng = np.random.default_rng(0)
         self.textures = [rng.integers(0, 255, (texture_size, texture_size, 4), dtype=np.uint8) for _ in range(4)]
+        for t in self.textures:
+            if soft:  # a whole head's learned alpha: opaque face, a soft band (a quarter of the texels)
+                t[..., 3] = np.where(t[..., 3] < 64, t[..., 3] * 4, 255)
+            else:
+                t[..., 3] = 255
         self.stream = None
         if cuda:
             import torch
@@ -67,7 +77,7 @@ class CyclingSource:
 
 
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
-            egl: str = "surfaceless", samples: int = 0, upload: str = "auto") -> dict:
+            egl: str = "surfaceless", samples: int = 0, upload: str = "auto", soft: bool = True) -> dict:
     from xr_runtime.avatars.assets import AvatarAssets
     from xr_runtime.avatars.dev_source import dev_head_mesh
     from xr_runtime.avatars.sampler import SamplerConfig
@@ -80,8 +90,9 @@ def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, c
     slots = [AvatarSlot(Path(f"a{i}"), f"s{i}", Transform(((i % 4 - 1.5) * 0.25, 1.4 + 0.3 * (i // 4), -1.2)))
              for i in range(count)]
     neutral = np.full((texture_size, texture_size, 4), 128, np.uint8)
+    neutral[..., 3] = 128 if soft else 255  # the render node reads "has a learned alpha" off the idle texture
     assets = [AvatarAssets(mesh, neutral) for _ in range(count)]
-    node = RenderNode(Scene(slots), assets, CyclingSource(texture_size, mesh.blendshape_count, cuda),
+    node = RenderNode(Scene(slots), assets, CyclingSource(texture_size, mesh.blendshape_count, cuda, soft),
                       RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), sync_timings=True, upload_method=upload))
     backend = HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=True, paced=False, samples=samples,
                                              gl=GLContextConfig(display=egl, cuda_device=0 if egl == "device" else None)))
@@ -110,12 +121,15 @@ def run(args) -> int:
         raise HeadcastError("--samples must be 0 or more")
     from core.progress import progress_bar
 
-    results = {}
-    with progress_bar(total=len(counts), desc="render", unit="case") as bar:
+    modes = {"both": (True, False), "soft": (True,), "opaque": (False,)}[args.alpha]
+    results, opaque = {}, {}
+    with progress_bar(total=len(counts) * len(modes), desc="render", unit="case") as bar:
         for c in counts:
-            results[c] = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
-                                 args.samples, args.upload)
-            bar.update(1)
+            for soft in modes:
+                r = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
+                            args.samples, args.upload, soft)
+                (results if soft or args.alpha == "opaque" else opaque)[c] = r
+                bar.update(1)
     base = results[0]
     ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
               for c, r in results.items()}
@@ -126,6 +140,12 @@ def run(args) -> int:
              f"(glFinish per stage), MSAA {args.samples}, GL: {base['gl_renderer']}; uploads at {counts[-1]} avatars: {last}", header]
     for c, r in results.items():
         lines.append(f"{c:>7} " + " ".join(f"{r[s]['p50']:>13.3f}" for s in STAGES) + f" {ratios[c]['frame']:>11.2f}")
+    if opaque:
+        lines.append(f"{'opaque':>7} (one pass, no learned alpha): frame p50 ms, and the soft second pass's cost")
+        for c, r in opaque.items():
+            soft_ms, one_ms = results[c]["frame"]["p50"], r["frame"]["p50"]
+            lines.append(f"{c:>7} frame {one_ms:8.3f} ms; with the soft pass {soft_ms:8.3f} ms "
+                         f"({soft_ms / one_ms if one_ms > 0 else float('nan'):.2f}x)")
     for size, cal in calibration.items():
         lines.append(f"upload calibration {size}: " + ", ".join(f"{m} {ms:.3f} ms" for m, ms in cal["ms"].items())
                      + f" → {cal['choice']}")
@@ -134,6 +154,7 @@ def run(args) -> int:
                            "textures_on": args.textures_on, "egl": args.egl, "samples": args.samples,
                            "upload": args.upload,
                            "texture_size": args.texture, "frames": args.frames, "sync_timings": True,
-                           "results": {str(c): r for c, r in results.items()},
+                           "alpha": args.alpha, "results": {str(c): r for c, r in results.items()},
+                           "results_opaque": {str(c): r for c, r in opaque.items()},
                            "ratios_vs_empty_p50": {str(c): r for c, r in ratios.items()}})
     return 0

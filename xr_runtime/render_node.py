@@ -137,7 +137,9 @@ class RenderNode:
         previous = {a.index: a for a in self.avatars}
         self.avatars = []
         for index, (slot, asset) in enumerate(zip(self.scene.avatars, self.assets)):
-            handle = self.renderer.add_avatar(asset.mesh, texture_size=asset.neutral_texture.shape[:2])
+            # A learned alpha (whole-head packages) shows in the idle texture's A channel.
+            handle = self.renderer.add_avatar(asset.mesh, texture_size=asset.neutral_texture.shape[:2],
+                                              soft_edges=bool((asset.neutral_texture[..., 3] < 255).any()))
             # Her idle (relaxed, open-eyed) texture: the eyelid rig draws the eye regions from it.
             self.renderer.set_eye_texture(handle, asset.neutral_texture)
             old = previous.get(index)

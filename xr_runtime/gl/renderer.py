@@ -90,6 +90,7 @@ class Renderer:
         self._avatars: dict[int, AvatarGPU] = {}
         self._rigs: dict[int, EyelidRig | None] = {}
         self._eye_textures: dict[int, int] = {}
+        self._soft: dict[int, bool] = {}  # avatars with a learned alpha: drawn in the second pass too
         self._next_avatar_id = 1
         self._sky_program = build_program("sky.vert", "sky.frag")
         self._scene_program = build_program("scene.vert", "scene.frag")
@@ -125,8 +126,11 @@ class Renderer:
     # ------------------------------------------------------------------------------ avatars
 
     def add_avatar(self, mesh: AvatarMeshData, texture_size: tuple[int, int] = (256, 256),
-                   mipmaps: bool | None = None) -> AvatarHandle:
+                   mipmaps: bool | None = None, soft_edges: bool = True) -> AvatarHandle:
         """Upload a mesh and its blendshape basis; `texture_size` is (height, width).
+
+        `soft_edges=False` promises an opaque texture (A = 255, no learned alpha): the avatar is
+        then drawn in the opaque pass only, and skips the second (soft-outline) pass.
 
         `mipmaps=None` decides by the GL implementation: on for GPUs, off for software
         rasterisers, where regenerating them costs 1–2.6 ms per 256²–512² upload (llvmpipe,
@@ -138,12 +142,14 @@ class Renderer:
         rig = EyelidRig.for_mesh(mesh)
         self._avatars[handle.id] = AvatarGPU(rig.mesh if rig else mesh, texture_size, mipmaps)
         self._rigs[handle.id] = rig
+        self._soft[handle.id] = bool(soft_edges)
         self._next_avatar_id += 1
         return handle
 
     def remove_avatar(self, handle: AvatarHandle) -> None:
         self._avatars.pop(handle.id).delete()
         self._rigs.pop(handle.id, None)
+        self._soft.pop(handle.id, None)
         tex = self._eye_textures.pop(handle.id, None)
         if tex:
             GL.glDeleteTextures([tex])
@@ -271,7 +277,8 @@ class Renderer:
             GL.glDepthMask(GL.GL_TRUE if render_pass == 0 else GL.GL_FALSE)
             GL.glUniform1i(u["u_pass"], render_pass)
             for state in order:
-                self._draw_avatar(state, weights_buffer)
+                if render_pass == 0 or self._soft.get(state.avatar.id, True):
+                    self._draw_avatar(state, weights_buffer)
         GL.glDepthMask(GL.GL_TRUE)
         GL.glDisable(GL.GL_BLEND)
 
