@@ -129,6 +129,46 @@ def test_turntable_has_no_holes(package_dir, tmp_path):
     assert out.stat().st_size > 1000
 
 
+def test_hair_leaving_the_frame_is_inferred_and_said(package_dir, tmp_path):
+    """Issue 12's bad input: the sample clip with its top 90 rows cut off, so her hair and the top
+    of her forehead leave the picture (the uncropped clip already runs off the top: 145 of 145
+    quick-build frames). The build still fits the whole head, marks more of it inferred, says in
+    the manifest what was beyond the frame, and the head has no holes."""
+    import cv2
+
+    from tools import cli
+
+    clip = tmp_path / "cut.mp4"
+    cap = cv2.VideoCapture(str(sample_path(WOMAN)))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    writer = None
+    ok, frame = cap.read()
+    while ok:
+        if writer is None:
+            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                     (frame.shape[1], frame.shape[0] - 90))
+        writer.write(np.ascontiguousarray(frame[90:]))
+        ok, frame = cap.read()
+    writer.release()
+    cap.release()
+    out = tmp_path / "cut-avatar"
+    assert cli.main(["build-avatar", "--video", str(clip), "--out", str(out), "--quick"]) == 0
+    wh = json.loads((out / "avatar.json").read_text())["whole_head"]
+    assert wh["status"] == "fitted", wh
+    usable = wh["mattes"]["usable"]
+    # Measured: the top edge cuts the head in 138 of 138 usable frames (her hair on the right in 95).
+    assert wh["mattes"]["head_cut_by_frame"]["top"] >= 0.9 * usable
+    assert any("beyond the frame's top edge (inferred" in c for c in wh["contains"]), wh["contains"]
+    full = json.loads((package_dir / "avatar.json").read_text())["whole_head"]
+    # Measured: 0.768 of the shell's sphere inferred against 0.663 for the uncropped clip.
+    assert wh["inferred_share_of_sphere"] > full["inferred_share_of_sphere"] + 0.05
+    js = tmp_path / "turn.json"
+    assert cli.main(["avatar", "turntable", str(out), "--out", str(tmp_path / "turn.mp4"), "--size", "96",
+                     "--yaws", "8", "--json", str(js)]) == 0
+    holes = json.loads(js.read_text())["holes_by_yaw"]
+    assert all(h <= 0.01 for rows in holes.values() for _, h in rows), holes
+
+
 def test_segmentation_failures_are_named(tmp_path):
     """No person, a person far away, a matte that misses the face: refused by name (the build then
     falls back to the face-and-skull model and records why)."""

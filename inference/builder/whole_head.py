@@ -94,7 +94,10 @@ def fit_whole_head(cache: StageCache, inp: WholeHeadInput) -> WholeHead:
             if q is not None and not q.ok:
                 reasons[q.reason] = reasons.get(q.reason, 0) + 1
         face_share = [q.face_share for q in quality if q is not None and q.ok]
+        cut = {edge: sum(1 for q in quality if q is not None and q.ok and edge in q.cut_by)
+               for edge in ("top", "left", "right")}
         info = {"frames": int(len(kept)), "usable_mattes": int(good.sum()), "unusable": reasons,
+                "head_cut_by_frame": cut,
                 "face_share_of_head_matte_median": round(float(np.median(face_share)), 3) if face_share else None}
         np.save(d / "mattes.npy", mattes)
         if good.mean() < MIN_GOOD_SHARE:
@@ -134,14 +137,19 @@ def whole_head_block(whole: WholeHead, mesh) -> dict:
     info = whole.info
     status = info.get("status", "off")
     contains = ["face (tracked)"]
+    cut = info.get("head_cut_by_frame") or {}
+    usable = max(int(info.get("usable_mattes") or 0), 1)
+    out_of_frame = [edge for edge, n in cut.items() if n >= 0.5 * usable]
     if status == "fitted":
         contains += ["hair volume and outline, ears, sides and top (carved from head mattes)",
                      "back of the head (inferred: completed from the sides)", "neck stub (inferred: prior)"]
+        contains += [f"the head beyond the frame's {edge} edge (inferred: skull prior; it leaves the frame in "
+                     f"{cut[edge]} of {usable} frames)" for edge in out_of_frame]
     else:
         contains += ["procedural skull and neck stub (face-and-skull model)"]
     return {"status": status, "reason": info.get("reason", ""), "contains": contains,
             "n_face_triangles": int(mesh.n_face_triangles),
             "inferred_share_of_sphere": info.get("inferred_share_of_sphere"),
             "mattes": {"frames": info.get("frames"), "usable": info.get("usable_mattes"),
-                       "unusable": info.get("unusable", {}),
+                       "unusable": info.get("unusable", {}), "head_cut_by_frame": cut,
                        "face_share_of_head_matte_median": info.get("face_share_of_head_matte_median")}}
