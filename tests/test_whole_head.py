@@ -129,30 +129,42 @@ def test_turntable_has_no_holes(package_dir, tmp_path):
     assert out.stat().st_size > 1000
 
 
-def test_hair_leaving_the_frame_is_inferred_and_said(package_dir, tmp_path):
-    """Issue 12's bad input: the sample clip with its top 90 rows cut off, so her hair and the top
-    of her forehead leave the picture (the uncropped clip already runs off the top: 145 of 145
-    quick-build frames). The build still fits the whole head, marks more of it inferred, says in
-    the manifest what was beyond the frame, and the head has no holes."""
+def _edited_sample(out: Path, edit) -> Path:
+    """Writes the sample woman's clip with ``edit(frame_bgr) -> frame_bgr`` applied to every frame
+    (mp4v) to ``out`` and returns it."""
     import cv2
 
-    from tools import cli
-
-    clip = tmp_path / "cut.mp4"
     cap = cv2.VideoCapture(str(sample_path(WOMAN)))
     fps = cap.get(cv2.CAP_PROP_FPS)
     writer = None
     ok, frame = cap.read()
     while ok:
+        edited = np.ascontiguousarray(edit(frame))
         if writer is None:
-            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                     (frame.shape[1], frame.shape[0] - 90))
-        writer.write(np.ascontiguousarray(frame[90:]))
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, edited.shape[1::-1])
+        writer.write(edited)
         ok, frame = cap.read()
     writer.release()
     cap.release()
-    out = tmp_path / "cut-avatar"
-    assert cli.main(["build-avatar", "--video", str(clip), "--out", str(out), "--quick"]) == 0
+    return out
+
+
+def _quick_avatar_of(clip: Path) -> Path:
+    from tools import cli
+
+    avatar = clip.with_name(clip.stem + "-avatar")
+    assert cli.main(["build-avatar", "--video", str(clip), "--out", str(avatar), "--quick"]) == 0
+    return avatar
+
+
+def test_hair_leaving_the_frame_is_inferred_and_said(package_dir, tmp_path):
+    """Issue 12's bad input: the sample clip with its top 90 rows cut off, so her hair and the top
+    of her forehead leave the picture (the uncropped clip already runs off the top: 145 of 145
+    quick-build frames). The build still fits the whole head, marks more of it inferred, says in
+    the manifest what was beyond the frame, and the head has no holes."""
+    from tools import cli
+
+    out = _quick_avatar_of(_edited_sample(tmp_path / "cut.mp4", lambda frame: frame[90:]))
     wh = json.loads((out / "avatar.json").read_text())["whole_head"]
     assert wh["status"] == "fitted", wh
     usable = wh["mattes"]["usable"]
@@ -182,26 +194,20 @@ def test_a_busy_background_still_gives_the_whole_head(tmp_path):
     from tools import cli
 
     clip = tmp_path / "busy.mp4"
-    cap = cv2.VideoCapture(str(sample_path(WOMAN)))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    ok, frame = cap.read()
-    h, w = frame.shape[:2]
+    h, w = 360, 640  # the sample clip's size
     rng = np.random.default_rng(7)
     bg = np.zeros((h, w, 3), np.uint8)
     for _ in range(400):
         x, y, side = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(6, 60))
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
         cv2.rectangle(bg, (x, y), (int(x + side * rng.uniform(0.3, 2)), y + side), colour, -1)
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     with PersonSegmenter() as seg:
-        while ok:
+        def composite(frame):
             m = seg.person(frame)[..., None]
-            writer.write((frame * m + bg * (1 - m)).astype(np.uint8))
-            ok, frame = cap.read()
-    writer.release()
-    cap.release()
-    out = tmp_path / "busy-avatar"
-    assert cli.main(["build-avatar", "--video", str(clip), "--out", str(out), "--quick"]) == 0
+            return (frame * m + bg * (1 - m)).astype(np.uint8)
+
+        _edited_sample(clip, composite)
+    out = _quick_avatar_of(clip)
     wh = json.loads((out / "avatar.json").read_text())["whole_head"]
     assert wh["status"] == "fitted" and wh["mattes"]["usable"] >= 0.9 * wh["mattes"]["frames"], wh
     assert 0.4 < wh["mattes"]["face_share_of_head_matte_median"] < 0.65, wh["mattes"]
