@@ -24,10 +24,11 @@ texel seen edge-on in too few frames (the back, the neck below the chin line: no
 otherwise). A small blur within the atlas' covered texels smooths single-texel noise.
 
 It is static (hair mostly is): at run time it becomes the decoder texture's A channel
-(``AlphaDecoder``), so the GL renderer, the software renderer (``render.render_in_view``), previews,
-recordings and the turntable all read it from the texture (geometry/edge_alpha.py applies it), and mesh.glb carries it in its
-base-colour texture (alphaMode BLEND; glTF has no view-dependent alpha, so there it is the
-edge-on value everywhere, noted in docs/AVATAR.md).
+(``AlphaDecoder``), so the GL renderer (and with it recordings and the web view), the software
+renderer (``render.render_in_view``: ``eval appearance``, the turntable) all read it from the
+texture, and geometry/edge_alpha.py applies it. mesh.glb carries it in its base-colour texture
+(alphaMode BLEND; glTF has no view-dependent alpha, so there it is the edge-on value everywhere,
+noted in docs/AVATAR.md). preview.png is drawn from the opaque neutral texture and does not show it.
 """
 from __future__ import annotations
 
