@@ -326,8 +326,10 @@ class AvatarPackage:
     def vae_decoder(self) -> Decoder:
         """The VAE decoder as a batched module: z (B, Z) → (texture (B, 3, S, S) float, weights (B, K));
         what a package is written from (write_package)."""
+        from inference.head_model.alpha_atlas import AlphaDecoder
+
         inner = self.decoder.decoder
-        return getattr(inner, "decoder", inner)  # under an AlphaDecoder
+        return inner.decoder if isinstance(inner, AlphaDecoder) else inner
 
     @property
     def engine_decoder(self) -> torch.nn.Module:

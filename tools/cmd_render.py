@@ -19,7 +19,7 @@ from pathlib import Path
 from core.atomic_files import atomic_write_json
 from core.errors import HeadcastError
 from tools.bench_common import write_json
-from tools.net_args import add_server_args, curve_client_from_keys, curve_server_from_args
+from tools.net_args import add_client_args, add_server_args, curve_client_from_args, curve_server_from_args
 from xr_runtime.avatars.sources import ENGINES
 from xr_runtime.avatars.worker_source import PACINGS
 from xr_runtime.backends.frame_pacer import WAKES
@@ -57,10 +57,7 @@ def register(sub) -> None:
                         "XR_ANDROID_face_tracking, when offered) as this expr52 stream")
     p.add_argument("--face-connect", metavar="ENDPOINT",
                    help="where --face-stream goes (a peer's render node or a room; default: this node's --bind)")
-    p.add_argument("--face-server-key", type=Path, metavar="PUBLIC_FILE",
-                   help="--face-connect's CURVE public key (server.key), when it requires CURVE")
-    p.add_argument("--face-client-key", type=Path, metavar="SECRET_FILE",
-                   help="this wearer's CURVE secret key (NAME.key_secret) for --face-connect")
+    add_client_args(p, prefix="face-", server="--face-connect")  # when it requires CURVE
     p.add_argument("--face-clock", metavar="ENDPOINT",
                    help="the receiving side's clock service, pinged as --face-stream (as a capture node's --clock)")
     p.add_argument("--reconnects", type=int, default=5, metavar="N",
@@ -207,8 +204,7 @@ def run(args) -> int:
             raise HeadcastError(f"--face-stream: {exc}") from exc
     elif args.face_server_key or args.face_client_key or args.face_clock:
         raise HeadcastError("--face-server-key, --face-client-key and --face-clock go with --face-stream")
-    face_curve = curve_client_from_keys(args.face_server_key, args.face_client_key, "--face-server-key",
-                                        "--face-client-key")
+    face_curve = curve_client_from_args(args, prefix="face-")
     scene = Scene.load(args.scene) if args.scene else single_avatar_scene(args.avatar, args.stream)
     if args.save_placements and not args.scene:
         raise HeadcastError("--save-placements needs --scene")

@@ -19,10 +19,12 @@ def add_server_args(p: argparse.ArgumentParser, default_bind: str = DEFAULT_ENDP
                    help="allow binding a non-loopback address without CURVE (anyone can send)")
 
 
-def add_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server-key", type=Path, metavar="PUBLIC_FILE",
-                   help="the server's CURVE public key file (server.key)")
-    p.add_argument("--client-key", type=Path, metavar="SECRET_FILE",
+def add_client_args(p: argparse.ArgumentParser, prefix: str = "", server: str = "the server") -> None:
+    """``--server-key`` / ``--client-key``; with ``prefix`` (e.g. "face-") a second pair for another
+    connection of the same command, whose far end ``server`` names."""
+    p.add_argument(f"--{prefix}server-key", type=Path, metavar="PUBLIC_FILE",
+                   help=f"{server}'s CURVE public key file (server.key)")
+    p.add_argument(f"--{prefix}client-key", type=Path, metavar="SECRET_FILE",
                    help="this client's CURVE secret key file (NAME.key_secret)")
 
 
@@ -43,16 +45,14 @@ def curve_server_from_args(args) -> CurveServer | None:
     return curve
 
 
-def curve_client_from_args(args) -> CurveClient | None:
-    return curve_client_from_keys(args.server_key, args.client_key)
-
-
-def curve_client_from_keys(server_key: Path | None, client_key: Path | None, server_flag: str = "--server-key",
-                           client_flag: str = "--client-key") -> CurveClient | None:
+def curve_client_from_args(args, prefix: str = "") -> CurveClient | None:
+    """The CURVE client of ``add_client_args(p, prefix)``'s options, or None when neither is given."""
+    attr = prefix.replace("-", "_")
+    server_key, client_key = getattr(args, f"{attr}server_key"), getattr(args, f"{attr}client_key")
     if server_key is None and client_key is None:
         return None
     if server_key is None or client_key is None:
-        raise HeadcastError(f"{server_flag} and {client_flag} go together")
+        raise HeadcastError(f"--{prefix}server-key and --{prefix}client-key go together")
     for path in (server_key, client_key):
         if not path.exists():
             raise HeadcastError(f"{path} does not exist")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.head_model.alpha_atlas import AlphaAccumulator, AlphaConfig, alpha_stats
-from inference.head_model.matte import CHIN, FOREHEAD
+from inference.head_model.matte import above_chin_at
 from inference.head_model.texture_unwrap import UnwrapConfig, texel_projection, triangle_normals
 from inference.head_model.uv_atlas import texel_table
 
@@ -57,10 +57,7 @@ def learn_alpha(cache: StageCache, inp: AlphaInput) -> LearnedAlpha:
             verts = mesh.deform(sel.canonical[g])
             pos, ok = texel_projection(verts, sel.rotation[g], sel.translation[g], float(sel.scale[g]), mesh, table,
                                        (h, w), view)
-            chin = t.px[g][CHIN, :2].astype(np.float64)
-            up = t.px[g][FOREHEAD, :2].astype(np.float64) - chin
-            up /= max(np.linalg.norm(up), 1e-9)
-            ok &= ((pos[:, 0] + 0.5 - chin[0]) * up[0] + (pos[:, 1] + 0.5 - chin[1]) * up[1]) >= 0.0  # above_chin
+            ok &= above_chin_at(pos[:, 0], pos[:, 1], t.px[g])
             if not ok.any():
                 continue
             to_cam = sel.rotation[g].T @ np.array([0.0, 0.0, -1.0])

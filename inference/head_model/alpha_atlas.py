@@ -40,8 +40,8 @@ from torch import nn
 
 from geometry.edge_alpha import edge_fade
 
-ALPHA_PREFIX = "alpha."
-ALPHA_TENSOR = "alpha.atlas"  # (S, S) uint8: 255 × alpha seen edge-on (1 − b)
+ALPHA_PREFIX = "alpha."  # the package's tensor prefix (avatar_package.ALPHA_PREFIX says the same)
+ALPHA_TENSOR = ALPHA_PREFIX + "atlas"  # (S, S) uint8: 255 × alpha seen edge-on (1 − b)
 @dataclass(frozen=True)
 class AlphaConfig:
     enabled: bool = True

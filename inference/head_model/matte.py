@@ -91,11 +91,17 @@ def refine_matte(mask: np.ndarray, frame_bgr: np.ndarray, config: MatteConfig) -
 def above_chin(shape: tuple[int, int], landmarks_px: np.ndarray) -> np.ndarray:
     """(H, W) bool: the half-plane above the chin line (perpendicular to the chin → forehead axis)."""
     h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    return above_chin_at(xs, ys, landmarks_px)
+
+
+def above_chin_at(x: np.ndarray, y: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
+    """``above_chin`` at pixel positions ``x``, ``y`` (any shape; the pixel (i, j) is at x = i,
+    y = j, its centre at + 0.5)."""
     chin = landmarks_px[CHIN, :2].astype(np.float64)
     up = landmarks_px[FOREHEAD, :2].astype(np.float64) - chin
     up /= max(np.linalg.norm(up), 1e-9)
-    ys, xs = np.mgrid[0:h, 0:w]
-    return ((xs + 0.5 - chin[0]) * up[0] + (ys + 0.5 - chin[1]) * up[1]) >= 0.0
+    return ((x + 0.5 - chin[0]) * up[0] + (y + 0.5 - chin[1]) * up[1]) >= 0.0
 
 
 def face_hull_mask(shape: tuple[int, int], landmarks_px: np.ndarray) -> np.ndarray:
