@@ -2,6 +2,9 @@
 
 Avatars with a learned alpha (whole-head packages) are drawn in a second, blended pass as well;
 ``--alpha both`` (the default) measures them and opaque ones side by side in the same run.
+``--refine both`` adds the screen-space refinement (gl/refinement_pass.py; the full build's
+network size, 128², width 16) to every avatar and measures it against the same scene without, in
+the same run: on the CUDA path where CUDA-GL interop works, else the CPU path.
 Every avatar gets a new texture and new weights every frame (the worst case: a live stream per
 avatar at the display rate), so upload cost is included. Stages are timed with a glFinish after
 each (`sync_timings`): on an asynchronous GL the CPU-side call times would otherwise hide GPU
@@ -42,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--alpha", default="both", choices=["soft", "opaque", "both"],
                    help="avatar textures with a learned alpha (the soft-outline second pass: whole-head "
                         "packages), opaque ones (one pass), or both side by side (default)")
+    p.add_argument("--refine", default="off", choices=["off", "on", "both"],
+                   help="the screen-space refinement on every avatar (on), off (default), or both side by side")
     p.set_defaults(func=run)
 
 
@@ -77,7 +82,8 @@ class CyclingSource:
 
 
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
-            egl: str = "surfaceless", samples: int = 0, upload: str = "auto", soft: bool = True) -> dict:
+            egl: str = "surfaceless", samples: int = 0, upload: str = "auto", soft: bool = True,
+            refine: bool = False) -> dict:
     from xr_runtime.avatars.assets import AvatarAssets
     from xr_runtime.avatars.dev_source import dev_head_mesh
     from xr_runtime.avatars.sampler import SamplerConfig
@@ -91,9 +97,16 @@ def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, c
              for i in range(count)]
     neutral = np.full((texture_size, texture_size, 4), 128, np.uint8)
     neutral[..., 3] = 128 if soft else 255  # the render node reads "has a learned alpha" off the idle texture
-    assets = [AvatarAssets(mesh, neutral) for _ in range(count)]
+    refinement = None
+    if refine:
+        from inference.head_model.refinement import RefinementConfig, RefineNet
+
+        cfg = RefinementConfig()
+        refinement = (RefineNet(cfg.width).eval(), cfg)  # its cost does not depend on its weights
+    assets = [AvatarAssets(mesh, neutral, refinement=refinement) for _ in range(count)]
     node = RenderNode(Scene(slots), assets, CyclingSource(texture_size, mesh.blendshape_count, cuda, soft),
-                      RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), sync_timings=True, upload_method=upload))
+                      RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), sync_timings=True, upload_method=upload,
+                                       refinement="on" if refine else "off"))
     backend = HeadlessBackend(HeadlessConfig(width=size[0], height=size[1], stereo=True, paced=False, samples=samples,
                                              gl=GLContextConfig(display=egl, cuda_device=0 if egl == "device" else None)))
     node.run(backend, max_frames=frames + 10)
@@ -106,6 +119,8 @@ def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, c
     out["uploads"] = {k: uploads[k] for k in ("host", "host_pbo", "cuda", "cuda_to_host", "interop_disabled",
                                               "host_methods", "calibration")}
     out["gl_renderer"] = node.backend_stats.info.get("gl_renderer")
+    if refine:
+        out["refinement"] = node.summary()["refinement"]
     return out
 
 
@@ -122,14 +137,20 @@ def run(args) -> int:
     from core.progress import progress_bar
 
     modes = {"both": (True, False), "soft": (True,), "opaque": (False,)}[args.alpha]
-    results, opaque = {}, {}
-    with progress_bar(total=len(counts) * len(modes), desc="render", unit="case") as bar:
+    refine_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.refine]
+    results, opaque, refined = {}, {}, {}
+    with progress_bar(total=len(counts) * len(modes) * len(refine_modes), desc="render", unit="case") as bar:
         for c in counts:
             for soft in modes:
-                r = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
-                            args.samples, args.upload, soft)
-                (results if soft or args.alpha == "opaque" else opaque)[c] = r
-                bar.update(1)
+                for refine in refine_modes:
+                    r = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
+                                args.samples, args.upload, soft, refine and c > 0)
+                    if refine and args.refine == "both":
+                        if soft and c > 0:
+                            refined[c] = r
+                    else:
+                        (results if soft or args.alpha == "opaque" else opaque)[c] = r
+                    bar.update(1)
     base = results[0]
     ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
               for c, r in results.items()}
@@ -146,6 +167,15 @@ def run(args) -> int:
             soft_ms, one_ms = results[c]["frame"]["p50"], r["frame"]["p50"]
             lines.append(f"{c:>7} frame {one_ms:8.3f} ms; with the soft pass {soft_ms:8.3f} ms "
                          f"({soft_ms / one_ms if one_ms > 0 else float('nan'):.2f}x)")
+    if refined:
+        lines.append(f"{'refined':>7} (screen-space refinement, 128² width 16, per eye): frame p50 ms against the same "
+                     "avatars without it")
+        for c, r in refined.items():
+            ref_ms, base_ms = r["frame"]["p50"], results[c]["frame"]["p50"]
+            info = r["refinement"]
+            lines.append(f"{c:>7} frame {base_ms:8.3f} ms; refined {ref_ms:8.3f} ms ({ref_ms / base_ms:.2f}x, "
+                         f"{1e3 / ref_ms:.0f} Hz); path {sorted(set(info['paths'].values()))}, correction p50 "
+                         f"{info['correction_ms_p50']} ms per eye")
     for size, cal in calibration.items():
         lines.append(f"upload calibration {size}: " + ", ".join(f"{m} {ms:.3f} ms" for m, ms in cal["ms"].items())
                      + f" → {cal['choice']}")
@@ -156,5 +186,6 @@ def run(args) -> int:
                            "texture_size": args.texture, "frames": args.frames, "sync_timings": True,
                            "alpha": args.alpha, "results": {str(c): r for c, r in results.items()},
                            "results_opaque": {str(c): r for c, r in opaque.items()},
+                           "refine": args.refine, "results_refined": {str(c): r for c, r in refined.items()},
                            "ratios_vs_empty_p50": {str(c): r for c, r in ratios.items()}})
     return 0

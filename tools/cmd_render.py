@@ -81,6 +81,10 @@ def register(sub) -> None:
                    help="write every displayed frame's stage timestamps (JSON columns, ns) for headcast bench latency")
     p.add_argument("--latency-bind", metavar="ENDPOINT",
                    help="publish latency records live here for `headcast bench latency --attach` (loopback unless --insecure)")
+    p.add_argument("--refine", default="auto", choices=["auto", "on", "off"],
+                   help="the avatars' screen-space refinement (whole-head packages): auto = where the package "
+                        "made it the default (with CUDA where it measured better; on the CPU only within "
+                        "budget), on = wherever a package has one, off (default auto)")
     p.add_argument("--optical-marker", action="store_true",
                    help="draw an optical frame counter (ArUco marker) in each eye's corner, for headcast bench glass")
     p.add_argument("--frame-feed", metavar="ENDPOINT",
@@ -224,12 +228,18 @@ def run(args) -> int:
                                  head_motion=HeadMotionConfig() if args.head_motion else None),
         frames=args.frames, seconds=args.seconds, reconnects=args.reconnects, clock_bind=args.clock_bind,
         latency_bind=args.latency_bind, save_scene_to=args.scene if args.save_placements else None,
-        optical_marker=args.optical_marker, spectator=spectator_config(args, scene))
+        optical_marker=args.optical_marker, refinement=args.refine, spectator=spectator_config(args, scene))
     stats, node = run_render_session(cfg, say=lambda line: print(line, flush=True))
     s = stats["stages_ms"]
     p50 = lambda d: float("nan") if d.get("p50") is None else d["p50"]  # noqa: E731
     print(f"{stats['frames']} frames in {stats['seconds']:.2f} s ({stats['fps']:.1f} fps); frame "
           f"p50 {p50(s['frame']):.2f} ms, draw p50 {p50(s['draw']):.2f} ms", flush=True)
+    refine = stats.get("refinement", {})
+    if refine.get("paths"):
+        paths = ", ".join(f"{k}: {v}" for k, v in refine["paths"].items())
+        ms = refine.get("correction_ms_p50")
+        print(f"refinement: {paths}" + (f"; {refine['eyes_refined']} eyes refined, correction p50 {ms:.2f} ms"
+                                        if ms is not None else ""), flush=True)
     if args.out is not None:
         print(f"wrote {args.out}", flush=True)
     if args.latency_trace:

@@ -58,6 +58,12 @@ class RenderNodeConfig:
     # Draw the optical frame counter (media.optical_marker) in every eye's corner and log when
     # each frame was shown, for `headcast bench glass`.
     optical_marker: bool = False
+    # The packages' screen-space refinement (gl/refinement_pass.py): "auto" runs it where the
+    # package's manifest made it the default for this path (CUDA: where it measured better; CPU:
+    # better and within budget — no package so far, docs/AVATAR.md), "on" wherever a package
+    # carries one (CUDA-GL interop when available, else the CPU), "off" never.
+    refinement: Literal["auto", "on", "off"] = "auto"
+    refinement_threads: int = 1           # torch threads of the CPU path
 
 
 @dataclass
@@ -119,6 +125,8 @@ class RenderNode:
         self._traces: list = []               # traces of the states polled this frame
         self._t_upload_ns = 0
         self.spectator = spectator
+        self.refinement_paths: dict[str, str] = {}   # stream → cpu / cuda / off (why)
+        self._refinement_summary: dict = {}
 
     # ------------------------------------------------------------------------------ set-up
 
@@ -142,6 +150,7 @@ class RenderNode:
                                               soft_edges=bool((asset.neutral_texture[..., 3] < 255).any()))
             # Her idle (relaxed, open-eyed) texture: the eyelid rig draws the eye regions from it.
             self.renderer.set_eye_texture(handle, asset.neutral_texture)
+            self.refinement_paths[slot.stream] = self._attach_refinement(handle, asset)
             old = previous.get(index)
             if old is not None:
                 self.avatars.append(_Avatar(index, slot.stream, handle, old.placement, old.scale, old.sampler,
@@ -152,6 +161,35 @@ class RenderNode:
             self.avatars.append(_Avatar(index, slot.stream, handle, rigid_matrix(t.position, t.rotation),
                                         t.scale, sampler))
 
+    def _attach_refinement(self, handle, asset) -> str:
+        """Give the renderer this avatar's refinement on the path the config and the manifest
+        choose; returns that path ("cuda", "cpu") or "off: why"."""
+        mode = self.config.refinement
+        if asset.refinement is None:
+            return "off: the package has no refinement"
+        if mode == "off":
+            return "off: --refine off"
+        from xr_runtime.gl import refinement_pass
+
+        default = asset.refinement_default or {}
+        net, cfg = asset.refinement
+        if not self.renderer.software_rasteriser and (mode == "on" or default.get("cuda")):
+            import torch
+
+            if torch.cuda.is_available():
+                try:
+                    self.renderer.set_refinement(handle, refinement_pass.CudaCorrection(net, cfg))
+                    return "cuda"
+                except Exception as exc:  # no interop on this GL: the CPU path, if asked for
+                    self._log_once("refinement_cuda", f"CUDA refinement unavailable ({exc}); CPU path or off")
+        if mode == "on" or default.get("cpu"):
+            from inference.head_model.refinement import Refiner
+
+            self.renderer.set_refinement(handle, refinement_pass.HostCorrection(
+                Refiner(net, cfg, threads=self.config.refinement_threads)))
+            return "cpu"
+        return "off: not the package's default on this path (--refine on runs it)"
+
     def teardown_gl(self) -> None:
         if self.spectator is not None:
             self.spectator.teardown_gl()
@@ -160,6 +198,7 @@ class RenderNode:
             self.uploader.close()
             self.uploader = None
         if self.renderer is not None:
+            self._refinement_summary = self.renderer.refinement_summary()
             self.renderer.close()
             self.renderer = None
 
@@ -440,6 +479,8 @@ class RenderNode:
             "streams": self.stream_states(),
             "sync_timings": self.config.sync_timings,
             "latency": self.latency.report(),
+            "refinement": {"paths": dict(self.refinement_paths),
+                           **(self.renderer.refinement_summary() if self.renderer else self._refinement_summary)},
             **({"spectator": self.spectator.summary()} if self.spectator is not None else {}),
             **({"room": self.scene_link.summary()} if self.scene_link is not None else {}),
         }

@@ -42,6 +42,7 @@ class RenderSessionConfig:
     latency_bind: str | None = None                # publish latency records here (bench latency --attach)
     save_scene_to: Path | None = None              # write moved placements back here on exit
     optical_marker: bool = False                   # draw the optical frame counter (bench glass)
+    refinement: str = "auto"                       # the packages' screen-space refinement: auto, on, off
     spectator: object | None = None                # spectator.outputs.SpectatorConfig: --web, --virtual-camera
     # In a room: the receiver connects to the room's relay (XPUB) instead of binding, subscribed to
     # the scene's streams only; `scene_link` (xr_runtime/room_link.RoomSceneLink) keeps placements in
@@ -105,7 +106,7 @@ def run_render_session(cfg: RenderSessionConfig, say: Callable[[str], None] = lo
         fade_s = 0.1 if setup.engine_driven else SamplerConfig().fade_s
         node = RenderNode(cfg.scene, setup.assets, setup.source,
                           RenderNodeConfig(sampler=SamplerConfig(fade_s=fade_s), scene_save_path=cfg.save_scene_to,
-                                           optical_marker=cfg.optical_marker),
+                                           optical_marker=cfg.optical_marker, refinement=cfg.refinement),
                           spectator=outputs.tap if outputs is not None else None, scene_link=cfg.scene_link)
         backend = make_backend(choice.name, cfg.backend_options, cfg.scene.viewer)
         if outputs is not None:

@@ -8,6 +8,9 @@
 // *seen edge-on*; it is applied by how edge-on this fragment's triangle faces the eye, so the hair's
 // outline is soft from any side and the same hair seen face-on is opaque. Two passes (renderer.py):
 // 0 draws what is opaque and writes depth, 1 blends the rest over it without writing depth.
+// Layer (u_layer = 1, xr_runtime/gl/refinement_pass.py): the avatar alone into its refinement
+// layer, as premultiplied sRGB-encoded colour (what the screen-space network was trained on:
+// texture bytes / 255 × alpha), into a linear float target blended with ONE, ONE_MINUS_SRC_ALPHA.
 in vec2 v_uv;
 in vec3 v_world;
 
@@ -24,6 +27,7 @@ uniform int u_eye_mix;          // 1: u_eye_texture is set
 uniform float u_closure[2];     // lid closure per eye (0 open, 1 shut)
 uniform float u_lid_skin_below; // the same for the lower half, as a share of u_lid_skin
 uniform float u_lid_skin;       // half eye widths the shut lid's texture is taken from above (LID_SKIN_SHIFT)
+uniform int u_layer;            // 1: premultiplied sRGB-encoded output (refinement layer)
 
 out vec4 o_color;
 
@@ -56,6 +60,11 @@ void main() {
     float a = 1.0 - (1.0 - c.a) * (1.0 - smoothstep(EDGE_COS_LO, EDGE_COS_HI, facing));
     if ((u_pass == 0) != (a >= OPAQUE_ALPHA)) {
         discard;
+    }
+    if (u_layer == 1) {
+        vec3 srgb = mix(12.92 * c.rgb, 1.055 * pow(c.rgb, vec3(1.0 / 2.4)) - 0.055, step(0.0031308, c.rgb));
+        o_color = vec4(srgb * a, a);
+        return;
     }
     o_color = vec4(c.rgb, a * u_opacity);
 }

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from inference.head_model.matte import above_chin
 from inference.head_model.refinement import (
-    RefinementConfig, RefineNet, crop_pair, refinement_block, tensors_of, train_refinement,
+    RefinementConfig, RefineNet, crop_pair, crop_square, refinement_block, tensors_of, train_refinement,
 )
 from inference.head_model.render import render_in_view
 from inference.head_model.topology import NUM_MESH_POINTS
@@ -95,10 +95,7 @@ def _render_frames(inp: RefinementInput, frames: list[int]):
                 face = sel.neutral[:NUM_MESH_POINTS] + bs.blendshapes.displacement(wd[k:k + 1].numpy())[0]
                 px = sel.scale[g] * mesh.deform(face) @ sel.rotation[g].T + sel.translation[g]
                 h, w = frame.shape[:2]
-                lo, hi = np.floor(px[:, :2].min(0)), np.ceil(px[:, :2].max(0))
-                cx, cy = 0.5 * (lo + hi)
-                side = int(np.ceil((hi - lo).max() * cfg.margin))
-                box = (int(round(cx - side / 2)), int(round(cy - side / 2)), max(side, 8))
+                box = crop_square(px, cfg.margin)
                 sc = size / box[2]
                 local = np.concatenate([(px[:, :2] - np.array(box[:2])) * sc, px[:, 2:] * sc], 1)
                 a = inp.alpha[..., None] if inp.alpha is not None else np.full(tex[k].shape[:2] + (1,), 255, np.uint8)

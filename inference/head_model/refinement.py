@@ -16,7 +16,9 @@ render, so the face's texture detail passes through untouched.
 
 Runtime paths: ``Refiner`` on the CPU (torch, one thread) and ``CudaRefiner`` (torch CUDA, fp16,
 channels-last, the forward captured once in a CUDA graph; written for the GPU render node, not run
-here: this machine has no GPU).
+here: this machine has no GPU). The render node runs either inside its GL frame
+(``xr_runtime/gl/refinement_pass.py``: the avatar drawn alone into a layer, that layer's crop the
+network's input, the correction composited with depth).
 """
 from __future__ import annotations
 
@@ -80,6 +82,15 @@ def crop_box(alpha: np.ndarray, margin: float) -> tuple[int, int, int] | None:
         return None
     cx, cy = 0.5 * (xs.min() + xs.max() + 1), 0.5 * (ys.min() + ys.max() + 1)
     side = int(np.ceil(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) * margin))
+    return int(round(cx - side / 2)), int(round(cy - side / 2)), max(side, 8)
+
+
+def crop_square(points_px: np.ndarray, margin: float) -> tuple[int, int, int]:
+    """Square (x0, y0, side) around projected mesh points (N, ≥2) in pixels: their bounding
+    square × ``margin``. The crop the builder trains on and the render node refines in."""
+    lo, hi = np.floor(points_px[:, :2].min(0)), np.ceil(points_px[:, :2].max(0))
+    cx, cy = 0.5 * (lo + hi)
+    side = int(np.ceil((hi - lo).max() * margin))
     return int(round(cx - side / 2)), int(round(cy - side / 2)), max(side, 8)
 
 
@@ -181,9 +192,9 @@ def tensors_of(net: RefineNet) -> dict[str, torch.Tensor]:
 def refinement_block(config: RefinementConfig, metrics: dict, default_on_cpu: bool) -> dict:
     return {"included": True, "arch": "unet3", "config": config.to_dict(), "metrics": metrics,
             "default": {"cpu": default_on_cpu, "cuda": True},
-            # Where it runs today: headcast eval appearance (CPU path). The GL render node has no
-            # screen-space pass yet, so the headset shows the geometry without it.
-            "runs_in": ["eval appearance"]}
+            # Where it runs: headcast eval appearance (CPU path) and the render node's screen-space
+            # pass (xr_runtime/gl/refinement_pass.py: CPU, or CUDA-GL interop), per `default`.
+            "runs_in": ["eval appearance", "render node"]}
 
 
 def check_refinement(block: dict, tensors: dict) -> tuple[RefineNet, RefinementConfig]:

@@ -21,6 +21,11 @@ class AvatarAssets:
     mesh: AvatarMeshData
     neutral_texture: np.ndarray          # (H, W, 4) uint8: the idle look, and the texture size
     neutral_weights: np.ndarray | None = None   # (K,), default zeros
+    # The package's screen-space refinement (RefineNet, RefinementConfig) and its manifest's
+    # default per path ({"cpu": bool, "cuda": bool}: on where it measured better and, on the CPU,
+    # within budget); None: the avatar has none.
+    refinement: tuple | None = None
+    refinement_default: dict | None = None
 
     def weights0(self) -> np.ndarray:
         if self.neutral_weights is None:
@@ -64,7 +69,9 @@ def idle_assets(package) -> AvatarAssets:
     neutral latent — the face the engine relaxes to — whichever source drives the slot)."""
     from inference.engine.package_loader import idle_face
 
-    return AvatarAssets(mesh_data(package), *idle_face(package))
+    default = dict(package.manifest.raw.get("refinement", {}).get("default", {})) if package.refinement else None
+    return AvatarAssets(mesh_data(package), *idle_face(package), refinement=package.refinement,
+                        refinement_default=default)
 
 
 __all__ = ["AvatarAssets", "dev_assets", "idle_assets", "load_packages", "mesh_data", "package_for"]

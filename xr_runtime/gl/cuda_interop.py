@@ -17,6 +17,7 @@ from core.errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 GL_TEXTURE_2D = 0x0DE1
+_REGISTER_READ_ONLY = 1  # cudaGraphicsRegisterFlagsReadOnly
 _REGISTER_WRITE_DISCARD = 2  # cudaGraphicsRegisterFlagsWriteDiscard
 
 
@@ -55,24 +56,58 @@ class RegisteredTexture:
     width: int
     height: int
     resource: object
+    texel_bytes: int = 4
 
 
 class CudaGLTextures:
-    """A set of GL RGBA8 textures written from CUDA tensors each frame."""
+    """A set of GL RGBA textures written from (or read into) CUDA tensors each frame: RGBA8 (the
+    avatars' textures) or RGBA16F (the refinement's layer and correction, ``texel_bytes=8``)."""
 
     def __init__(self):
         self._cudart = _cudart()
         self._textures: list[RegisteredTexture] = []
 
-    def register(self, gl_texture: int, width: int, height: int) -> int:
-        """Registers an allocated GL_RGBA8 (or SRGB8_ALPHA8) 2D texture; returns its slot."""
-        res = _check(self._cudart.cudaGraphicsGLRegisterImage(int(gl_texture), GL_TEXTURE_2D, _REGISTER_WRITE_DISCARD),
+    def register(self, gl_texture: int, width: int, height: int, *, read_only: bool = False,
+                 texel_bytes: int = 4) -> int:
+        """Registers an allocated 2D texture (GL_RGBA8 / SRGB8_ALPHA8, or GL_RGBA16F with
+        ``texel_bytes=8``): written whole each frame, or only read (``read_only``); returns its slot."""
+        flags = _REGISTER_READ_ONLY if read_only else _REGISTER_WRITE_DISCARD
+        res = _check(self._cudart.cudaGraphicsGLRegisterImage(int(gl_texture), GL_TEXTURE_2D, flags),
                      f"cudaGraphicsGLRegisterImage(texture {gl_texture})")
-        self._textures.append(RegisteredTexture(int(gl_texture), width, height, res))
+        self._textures.append(RegisteredTexture(int(gl_texture), width, height, res, texel_bytes))
         return len(self._textures) - 1
 
+    def read(self, tensors: dict[int, "object"], level: int = 0, stream: int = 0) -> None:
+        """Copies mip ``level`` of each slot's texture into ``{slot: contiguous CUDA tensor
+        (H >> level, W >> level, 4)}`` of the texture's texel size, on ``stream``."""
+        if not tensors:
+            return
+        cudart = self._cudart
+        slots = sorted(tensors)
+        resources = [self._textures[s].resource for s in slots]
+        self._map(resources, stream)
+        try:
+            for slot in slots:
+                tex, t = self._textures[slot], tensors[slot]
+                w, h = max(tex.width >> level, 1), max(tex.height >> level, 1)
+                self._check_tensor(slot, t, h, w, tex.texel_bytes)
+                array = _check(cudart.cudaGraphicsSubResourceGetMappedArray(tex.resource, 0, level),
+                               "get mapped array")
+                pitch = w * tex.texel_bytes
+                _check(cudart.cudaMemcpy2DFromArrayAsync(
+                    t.data_ptr(), pitch, array, 0, 0, pitch, h,
+                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream), "cudaMemcpy2DFromArrayAsync")
+        finally:
+            self._unmap(resources, stream)
+
+    @staticmethod
+    def _check_tensor(slot: int, t, h: int, w: int, texel_bytes: int) -> None:
+        if tuple(t.shape) != (h, w, 4) or t.element_size() * 4 != texel_bytes or not t.is_contiguous():
+            raise ValueError(f"slot {slot}: need a contiguous ({h}, {w}, 4) tensor of {texel_bytes // 4}-byte "
+                             f"channels, got {tuple(t.shape)} {t.dtype}")
+
     def copy(self, tensors: dict[int, "object"], stream: int = 0) -> None:
-        """Copies ``{slot: uint8 CUDA tensor (H, W, 4), contiguous}`` into the textures.
+        """Copies ``{slot: CUDA tensor (H, W, 4), contiguous, of the texture's texel size}`` into the textures.
 
         ``stream`` is the raw CUDA stream handle the tensors were produced on (e.g.
         ``torch.cuda.current_stream().cuda_stream``), so the copies queue after the decoder.
@@ -87,11 +122,9 @@ class CudaGLTextures:
             for slot in slots:
                 tex = self._textures[slot]
                 t = tensors[slot]
-                if tuple(t.shape) != (tex.height, tex.width, 4) or str(t.dtype) != "torch.uint8" or not t.is_contiguous():
-                    raise ValueError(f"slot {slot}: need a contiguous uint8 ({tex.height}, {tex.width}, 4) tensor, "
-                                     f"got {tuple(t.shape)} {t.dtype}")
+                self._check_tensor(slot, t, tex.height, tex.width, tex.texel_bytes)
                 array = _check(cudart.cudaGraphicsSubResourceGetMappedArray(tex.resource, 0, 0), "get mapped array")
-                pitch = tex.width * 4
+                pitch = tex.width * tex.texel_bytes
                 _check(cudart.cudaMemcpy2DToArrayAsync(
                     array, 0, 0, t.data_ptr(), pitch, pitch, tex.height,
                     cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream), "cudaMemcpy2DToArrayAsync")

@@ -8,6 +8,10 @@ Usage, with a current GL context:
     renderer.draw(view, proj, [AvatarDrawState(head, model, weights, rgba, serial)], target)
     pixels = target.read_rgba()
 
+An avatar given a screen-space refinement (`set_refinement`: the package's network, on the CPU or
+through CUDA-GL interop; `refinement_pass.py`) is drawn, per eye, into its own layer first, then
+corrected and composited in place of its mesh.
+
 `view` and `proj` are 4×4 float32 matrices in math layout (see `geometry.transforms`); one `draw` per eye.
 All colours are linear; targets are sRGB and GL_FRAMEBUFFER_SRGB is on while drawing, so the
 stored bytes are correctly encoded sRGB (what displays and OpenXR's sRGB swapchains expect).
@@ -91,6 +95,8 @@ class Renderer:
         self._rigs: dict[int, EyelidRig | None] = {}
         self._eye_textures: dict[int, int] = {}
         self._soft: dict[int, bool] = {}  # avatars with a learned alpha: drawn in the second pass too
+        self._meshes: dict[int, AvatarMeshData] = {}
+        self._refinement = None  # refinement_pass.RefinementPass, made with the first refined avatar
         self._next_avatar_id = 1
         self._sky_program = build_program("sky.vert", "sky.frag")
         self._scene_program = build_program("scene.vert", "scene.frag")
@@ -109,7 +115,7 @@ class Renderer:
                                    "u_blend_count", "u_weights", "u_texture", "u_opacity",
                                    "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv",
                                    "u_eye_texture", "u_eye_mix", "u_closure", "u_lid_skin", "u_lid_skin_below",
-                                   "u_eye_pos", "u_pass"])
+                                   "u_eye_pos", "u_pass", "u_layer"])
         GL.glUseProgram(self._avatar_program)
         GL.glUniform1i(self._avatar_uniforms["u_texture"], 0)
         GL.glUniform1i(self._avatar_uniforms["u_basis"], 1)
@@ -143,6 +149,7 @@ class Renderer:
         self._avatars[handle.id] = AvatarGPU(rig.mesh if rig else mesh, texture_size, mipmaps)
         self._rigs[handle.id] = rig
         self._soft[handle.id] = bool(soft_edges)
+        self._meshes[handle.id] = mesh
         self._next_avatar_id += 1
         return handle
 
@@ -150,9 +157,30 @@ class Renderer:
         self._avatars.pop(handle.id).delete()
         self._rigs.pop(handle.id, None)
         self._soft.pop(handle.id, None)
+        self._meshes.pop(handle.id, None)
+        if self._refinement is not None:
+            self._refinement.detach(handle.id)
         tex = self._eye_textures.pop(handle.id, None)
         if tex:
             GL.glDeleteTextures([tex])
+
+    def set_refinement(self, handle: AvatarHandle, correction) -> None:
+        """Refine this avatar in screen space from now on: ``correction`` is a
+        `refinement_pass.HostCorrection` (CPU) or `CudaCorrection` (CUDA-GL interop). An eye where
+        its head is behind the viewer or off screen, or a correction that fails (logged, counted,
+        never the frame), draws the mesh as without one."""
+        from xr_runtime.gl.refinement_pass import RefinementPass
+
+        if self._refinement is None:
+            self._refinement = RefinementPass()
+        self._refinement.attach(handle.id, correction, self._meshes[handle.id])
+
+    def refinement_summary(self) -> dict:
+        """Counters of the screen-space pass, and which avatars it refines (id → cpu / cuda)."""
+        if self._refinement is None:
+            return {"avatars": {}}
+        return {"avatars": {str(k): v for k, v in self._refinement.kinds().items()},
+                **self._refinement.stats.summary()}
 
     def set_eye_texture(self, handle: AvatarHandle, rgba: np.ndarray) -> bool:
         """The avatar's relaxed open-eyed texture (her decoded neutral face, (H, W, 4) uint8 sRGB):
@@ -202,6 +230,11 @@ class Renderer:
              overlay: Callable[[int, int], None] | None = None) -> None:
         """Draw one view: sky, room, then avatars. Into `target`, else the bound framebuffer.
         `overlay(width, height)` draws last, in target pixels, before a multisampled target resolves."""
+        for state in avatars:
+            if state.texture is not None:
+                self._avatars[state.avatar.id].set_texture(state.texture, state.texture_serial)
+        view_proj = (projection @ view).astype(np.float32)
+        plans = self._refine_layers(view, view_proj, avatars, target) if self._refinement is not None else {}
         if target is not None:
             target.bind()
         GL.glEnable(GL.GL_FRAMEBUFFER_SRGB)
@@ -210,7 +243,6 @@ class Renderer:
         GL.glClearColor(*self.style.sky_horizon, 1.0)  # linear; encoded because of FRAMEBUFFER_SRGB
         GL.glClearDepth(1.0)
         GL.glClear(GL.GL_COLOR_BUFFER_BIT | GL.GL_DEPTH_BUFFER_BIT)
-        view_proj = (projection @ view).astype(np.float32)
         if self.style.show_sky:
             self._draw_sky(view, projection)
         GL.glEnable(GL.GL_DEPTH_TEST)
@@ -219,7 +251,7 @@ class Renderer:
             self._draw_room(view_proj)
         if avatars:
             eye = np.linalg.inv(np.asarray(view, np.float64))[:3, 3]
-            self._draw_avatars(view_proj, avatars, eye)
+            self._draw_avatars(view_proj, avatars, eye, plans)
         GL.glDisable(GL.GL_DEPTH_TEST)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
@@ -227,6 +259,51 @@ class Renderer:
             overlay(target.width, target.height)
         if target is not None:
             target.resolve()
+
+    def _refine_layers(self, view, view_proj, avatars: Sequence[AvatarDrawState], target) -> dict:
+        """Each refined avatar's layer for this eye, rendered and corrected (before the eye's own
+        draws, which they would otherwise interrupt): avatar id → CropPlan."""
+        refining = [s for s in avatars if self._refinement.refines(s.avatar.id)]
+        if not refining:
+            return {}
+        if target is not None:
+            width, height = target.width, target.height
+        else:
+            vp = [int(v) for v in GL.glGetIntegerv(GL.GL_VIEWPORT)]
+            width, height = vp[2], vp[3]
+            bound = int(GL.glGetIntegerv(GL.GL_DRAW_FRAMEBUFFER_BINDING))
+        eye = np.linalg.inv(np.asarray(view, np.float64))[:3, 3]
+        u = self._avatar_uniforms
+        plans = {}
+        GL.glDisable(GL.GL_CULL_FACE)
+        GL.glEnable(GL.GL_DEPTH_TEST)
+        GL.glDepthFunc(GL.GL_LESS)
+        GL.glEnable(GL.GL_BLEND)
+        GL.glBlendFunc(GL.GL_ONE, GL.GL_ONE_MINUS_SRC_ALPHA)  # premultiplied into a cleared layer
+        weights_buffer = np.zeros(MAX_BLENDSHAPES, dtype=np.float32)
+        for state in refining:
+            def draw_layer(crop_view_proj, state=state):
+                GL.glUseProgram(self._avatar_program)
+                _upload_matrix(u["u_view_proj"], crop_view_proj)
+                GL.glUniform3f(u["u_eye_pos"], *(float(v) for v in eye))
+                GL.glUniform1i(u["u_layer"], 1)
+                for render_pass in (0, 1):
+                    GL.glDepthMask(GL.GL_TRUE if render_pass == 0 else GL.GL_FALSE)
+                    GL.glUniform1i(u["u_pass"], render_pass)
+                    self._draw_avatar(state, weights_buffer, opacity=1.0)  # fading is the composite's
+                GL.glUniform1i(u["u_layer"], 0)
+                GL.glDepthMask(GL.GL_TRUE)
+            plan = self._refinement.prepare(state.avatar.id, state.model_matrix, state.weights, view_proj,
+                                            width, height, draw_layer)
+            if plan is not None:
+                plans[state.avatar.id] = plan
+        GL.glDisable(GL.GL_BLEND)
+        GL.glDisable(GL.GL_DEPTH_TEST)
+        GL.glUseProgram(0)
+        if target is None:
+            GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, bound)
+            GL.glViewport(*vp)
+        return plans
 
     def _draw_sky(self, view: np.ndarray, projection: np.ndarray) -> None:
         rotation_only = view.copy()
@@ -258,7 +335,8 @@ class Renderer:
         GL.glBindVertexArray(self._room_vao)
         GL.glDrawElements(GL.GL_TRIANGLES, self._room_index_count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(0))
 
-    def _draw_avatars(self, view_proj: np.ndarray, avatars: Sequence[AvatarDrawState], eye_pos: np.ndarray) -> None:
+    def _draw_avatars(self, view_proj: np.ndarray, avatars: Sequence[AvatarDrawState], eye_pos: np.ndarray,
+                      plans: dict) -> None:
         u = self._avatar_uniforms
         GL.glUseProgram(self._avatar_program)
         _upload_matrix(u["u_view_proj"], view_proj)
@@ -267,9 +345,6 @@ class Renderer:
         GL.glBlendFunc(GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)
         weights_buffer = np.zeros(MAX_BLENDSHAPES, dtype=np.float32)
         order = sorted_back_to_front(view_proj, avatars)
-        for state in order:
-            if state.texture is not None:
-                self._avatars[state.avatar.id].set_texture(state.texture, state.texture_serial)
         # Pass 0: every avatar's opaque fragments, writing depth; pass 1: their soft outlines
         # (the learned alpha), farthest avatar first, blended over whatever is nearer-opaque or
         # behind, without writing depth, so no soft edge hides what lies behind it.
@@ -277,12 +352,16 @@ class Renderer:
             GL.glDepthMask(GL.GL_TRUE if render_pass == 0 else GL.GL_FALSE)
             GL.glUniform1i(u["u_pass"], render_pass)
             for state in order:
-                if render_pass == 0 or self._soft.get(state.avatar.id, True):
+                plan = plans.get(state.avatar.id)
+                if plan is not None:  # the refined layer in place of the mesh, in the same two passes
+                    self._refinement.composite(plan, render_pass, state.opacity)
+                    GL.glUseProgram(self._avatar_program)
+                elif render_pass == 0 or self._soft.get(state.avatar.id, True):
                     self._draw_avatar(state, weights_buffer)
         GL.glDepthMask(GL.GL_TRUE)
         GL.glDisable(GL.GL_BLEND)
 
-    def _draw_avatar(self, state: AvatarDrawState, weights_buffer: np.ndarray) -> None:
+    def _draw_avatar(self, state: AvatarDrawState, weights_buffer: np.ndarray, opacity: float | None = None) -> None:
         u = self._avatar_uniforms
         gpu = self._avatars[state.avatar.id]
         rig = self._rigs.get(state.avatar.id)
@@ -315,7 +394,7 @@ class Renderer:
         GL.glUniform1i(u["u_vertex_count"], gpu.vertex_count)
         GL.glUniform1i(u["u_blend_count"], k)
         GL.glUniform1fv(u["u_weights"], MAX_BLENDSHAPES, weights_buffer)
-        GL.glUniform1f(u["u_opacity"], float(state.opacity))
+        GL.glUniform1f(u["u_opacity"], float(state.opacity if opacity is None else opacity))
         gpu.draw()
 
     # ------------------------------------------------------------------------------ teardown
@@ -325,6 +404,9 @@ class Renderer:
         for gpu in self._avatars.values():
             gpu.delete()
         self._avatars.clear()
+        if self._refinement is not None:
+            self._refinement.close()
+            self._refinement = None
         if self._eye_textures:
             GL.glDeleteTextures(list(self._eye_textures.values()))
             self._eye_textures.clear()
