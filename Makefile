@@ -46,7 +46,12 @@ GLTF_VALIDATOR := $(VENV)/node_modules/gltf-validator/package.json
 $(GLTF_VALIDATOR): $(STAMP)
 	npm install --prefix $(VENV) --no-audit --no-fund --silent gltf-validator@2.0.0-dev.3.10
 
-test: install $(TEST_APT_STAMP) $(GLTF_VALIDATOR)
+# Test-only: three.js (npm), in which tests/test_gltf_threejs.py renders a built mesh.glb in Chromium.
+THREEJS := $(VENV)/node_modules/three/package.json
+$(THREEJS): $(GLTF_VALIDATOR)
+	npm install --prefix $(VENV) --no-audit --no-fund --silent three@0.187.0
+
+test: install $(TEST_APT_STAMP) $(GLTF_VALIDATOR) $(THREEJS)
 	bash scripts/run_tests.sh
 
 clean:

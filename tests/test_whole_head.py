@@ -73,7 +73,16 @@ def test_quick_package_carries_a_learned_soft_outline(package_dir):
     texture, _ = idle_face(pkg)
     np.testing.assert_array_equal(texture[..., 3], pkg.alpha)
     glb = pygltflib.GLTF2().load_binary(str(package_dir / "mesh.glb"))
-    assert glb.materials[0].alphaMode == "BLEND"
+    # The head opaque (all its triangles), and its soft triangles again as a BLEND fringe 3 mm out
+    # (gltf_io.write_glb: why not one BLEND primitive), with their own morph targets.
+    head, fringe = glb.meshes[0].primitives
+    assert [glb.materials[p.material].alphaMode for p in (head, fringe)] == ["OPAQUE", "BLEND"]
+    assert glb.accessors[head.indices].count == mesh.indices.size
+    n_fringe = glb.accessors[fringe.indices].count // 3
+    assert 0.05 < n_fringe / len(mesh.indices) < 0.6, n_fringe
+    assert len(fringe.targets) == len(head.targets)
+    lo, hi = np.array(glb.accessors[fringe.attributes.POSITION].min), np.array(glb.accessors[fringe.attributes.POSITION].max)
+    assert (lo >= mesh.positions.min(0) - 0.0035).all() and (hi <= mesh.positions.max(0) + 0.0035).all()
     view = glb.bufferViews[glb.images[0].bufferView]
     png = glb.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength]
     rgba = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)

@@ -53,9 +53,36 @@ class GltfError(HeadcastError, ValueError):
     """mesh.glb cannot be written or read back as the runtime needs it."""
 
 
+SOFT_BELOW = 250  # a triangle whose texels reach below this alpha (of 255) gets an outline fringe
+FRINGE_M = 0.003  # how far the fringe stands off the head (metres): the soft band beyond its outline
+
+
+def soft_triangles(uvs: np.ndarray, indices: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """(F,) bool: triangles whose texture alpha, sampled at their corners, edge midpoints and
+    centre (nearest texel), falls below SOFT_BELOW anywhere."""
+    tri = uvs[indices.reshape(-1, 3)].astype(np.float64)  # (F, 3, 2)
+    pts = np.concatenate([tri, 0.5 * (tri + tri[:, [1, 2, 0]]), tri.mean(1, keepdims=True)], 1)
+    h, w = alpha.shape
+    col = np.clip((pts[..., 0] * w).astype(int), 0, w - 1)
+    row = np.clip((pts[..., 1] * h).astype(int), 0, h - 1)
+    return alpha[row, col].min(1) < SOFT_BELOW
+
+
 def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = None, mode: int | None = None) -> None:
-    """``texture_rgb``: (S, S, 3) RGB, or (S, S, 4) RGBA with the learned alpha (alphaMode BLEND).
-    Writes the glb atomically (core.atomic_files); ``mode``: its permission bits (default: umask)."""
+    """``texture_rgb``: (S, S, 3) RGB, or (S, S, 4) RGBA with the learned alpha.
+    Writes the glb atomically (core.atomic_files); ``mode``: its permission bits (default: umask).
+
+    With an alpha, the head itself is opaque (material "head", OPAQUE: glTF ignores the alpha
+    there) and a second primitive carries the learned outline: the soft triangles again, pushed
+    FRINGE_M out along the normals, with their own morph targets (material "head outline", BLEND,
+    the same texture). Seen face-on the fringe lies over the same hair and vanishes; at the
+    silhouette it is the soft band beyond the opaque edge. glTF has no view-dependent alpha, and
+    the two obvious encodings fail in a real viewer (three.js in headless Chromium,
+    tests/test_gltf_threejs.py): one BLEND primitive for the whole head is drawn without depth
+    writes, so the head's own triangles cover each other in index order (the inside of the back
+    of the head over the face); an opaque head plus a BLEND outline on the head's own surface
+    shows the background through the hair wherever that outline is seen face-on (the closed
+    head has nothing behind it but its culled inside)."""
     blob = bytearray()
     views: list[g.BufferView] = []
     accessors: list[g.Accessor] = []
@@ -84,10 +111,26 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
                for d in deltas]
     prim = g.Primitive(attributes=g.Attributes(POSITION=pos, NORMAL=nrm, TEXCOORD_0=uv), indices=idx,
                        targets=targets or None)
+    prims = [prim]
+    if texture_rgb is not None and texture_rgb.shape[2] == 4:
+        tris = mesh.indices.astype(np.int64).reshape(-1, 3)
+        soft = soft_triangles(mesh.uvs, tris, texture_rgb[..., 3])
+        if soft.any():
+            used, local = np.unique(tris[soft], return_inverse=True)
+            normals = smooth_normals(mesh.positions, mesh.indices)
+            f_pos = add((mesh.positions[used] + FRINGE_M * normals[used]).astype(np.float32), g.VEC3, FLOAT,
+                        g.ARRAY_BUFFER, True)
+            f_nrm = add(normals[used], g.VEC3, FLOAT, g.ARRAY_BUFFER)
+            f_uv = add(mesh.uvs[used].astype(np.float32), g.VEC2, FLOAT, g.ARRAY_BUFFER)
+            f_idx = add(local.astype(np.uint32).reshape(-1), g.SCALAR, UINT32, g.ELEMENT_ARRAY_BUFFER)
+            f_targets = [g.Attributes(POSITION=add(np.asarray(d, np.float32)[used], g.VEC3, FLOAT, g.ARRAY_BUFFER,
+                                                   True)) for d in deltas]
+            prims.append(g.Primitive(attributes=g.Attributes(POSITION=f_pos, NORMAL=f_nrm, TEXCOORD_0=f_uv),
+                                     indices=f_idx, targets=f_targets or None))
     gltf = g.GLTF2(
         asset=g.Asset(version="2.0", generator="headcast build-avatar"),
         scene=0, scenes=[g.Scene(nodes=[0])], nodes=[g.Node(mesh=0, name="head")],
-        meshes=[g.Mesh(name="head", primitives=[prim], weights=[0.0] * len(targets) or None,
+        meshes=[g.Mesh(name="head", primitives=prims, weights=[0.0] * len(targets) or None,
                        # runtimeTargets: the first N targets are the avatar's own blendshapes (what
                        # its decoder's weights drive); the named ones after them are for other tools.
                        extras={"targetNames": names, "runtimeTargets": len(mesh.blendshapes)})],
@@ -105,10 +148,15 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
         gltf.images = [g.Image(bufferView=len(views) - 1, mimeType="image/png")]
         gltf.samplers = [g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR)]
         gltf.textures = [g.Texture(sampler=0, source=0)]
-        gltf.materials = [g.Material(name="head", pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.8),
-            alphaMode="BLEND" if texture_rgb.shape[2] == 4 else "OPAQUE")]
+        pbr = dict(baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.8)
+        # OPAQUE ignores the texture's alpha (glTF 2.0, 3.9.4): the face and the solid hair.
+        gltf.materials = [g.Material(name="head", pbrMetallicRoughness=g.PbrMetallicRoughness(**pbr),
+                                     alphaMode="OPAQUE")]
         prim.material = 0
+        if len(prims) > 1:
+            gltf.materials.append(g.Material(name="head outline", pbrMetallicRoughness=g.PbrMetallicRoughness(**pbr),
+                                             alphaMode="BLEND"))
+            prims[1].material = 1
     gltf.accessors = accessors
     gltf.bufferViews = views
     gltf.buffers = [g.Buffer(byteLength=len(blob))]
@@ -126,8 +174,9 @@ MESH_LIMITS = GltfLimits(max_file_bytes=256 << 20, max_buffer_bytes=256 << 20, m
 
 
 def read_glb(path: Path) -> MeshArrays:
-    """The first primitive of the first mesh, validated (core.gltf_document) before anything is
-    allocated: a tampered mesh.glb is a `GltfError`, never a traceback or a huge allocation."""
+    """The first primitive of the first mesh (the head; a whole head's outline fringe after it is
+    for other viewers), validated (core.gltf_document) before anything is allocated: a tampered
+    mesh.glb is a `GltfError`, never a traceback or a huge allocation."""
     path = Path(path)
     try:
         doc = GltfDocument.open(path, MESH_LIMITS)
