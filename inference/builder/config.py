@@ -24,8 +24,10 @@ from inference.head_model.whole_head import WholeHeadConfig
 # 8: the whole head — head mattes, a head shell carved from them (hair, ears, outline), its atlas
 # strip a third of the texture, alpha (manifest ``whole_head`` block). 9: the expr52 map split at the
 # mouth (kind_maps.face_bands): only the kindmaps stage reruns, so the default avatar's rebuild
-# reuses every other stage of its work directory.
-BUILDER_VERSION = "9"
+# reuses every other stage of its work directory. 10: a whole head's unseen back takes the colour of
+# the seen top of the head (texture_unwrap.hair_regions), mesh.glb an opaque head + outline fringe:
+# textures and everything after them rerun.
+BUILDER_VERSION = "10"
 
 
 class BuildError(HeadcastError, RuntimeError):

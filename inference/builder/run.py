@@ -81,7 +81,8 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     recombination_key = cfg.recombination_key()
     basis = fit_basis(cache, BasisInput(selection, recombination, cfg.basis, recombination_key))
     _log_stage(log, "basis", cache, stages)
-    textures = unwrap_textures(cache, TexturesInput(sources, tracks, selection, mesh, cfg.res, cfg.unwrap))
+    textures = unwrap_textures(cache, TexturesInput(sources, tracks, selection, mesh, cfg.res, cfg.unwrap,
+                                                     hair_fill=whole.shell is not None))
     _log_stage(log, "textures", cache, stages)
     alpha = learn_alpha(cache, AlphaInput(tracks, selection, mesh, whole, cfg.res, cfg.unwrap, cfg.alpha))
     if alpha.atlas is not None:

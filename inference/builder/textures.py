@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
-from inference.head_model.texture_unwrap import UnwrapConfig, neutral_texture, unwrap_frame
+from inference.head_model.texture_unwrap import UnwrapConfig, hair_regions, neutral_texture, unwrap_frame
 from inference.head_model.uv_atlas import texel_table
 from inference.head_model.video_io import iter_frames
 
@@ -28,6 +28,9 @@ class TexturesInput:
     mesh: PersonalMesh
     res: int
     unwrap: UnwrapConfig
+    # A whole head's carved shell: its unseen part above the nose tip takes the seen top of the
+    # head's colour (texture_unwrap.neutral_texture); False keeps builder 7's key and texture.
+    hair_fill: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,7 +44,10 @@ class Textures:
 
 def unwrap_textures(cache: StageCache, inp: TexturesInput) -> Textures:
     sel, mesh, res = inp.selection, inp.mesh.mesh, inp.res
-    key = builder_stage_key("textures", {"res": res, "unwrap": asdict(inp.unwrap)}, [inp.mesh.key])
+    params = {"res": res, "unwrap": asdict(inp.unwrap)}
+    if inp.hair_fill:
+        params["hair_fill"] = "top-median"
+    key = builder_stage_key("textures", params, [inp.mesh.key])
 
     def run(d: Path) -> dict:
         t = inp.tracks
@@ -66,7 +72,8 @@ def unwrap_textures(cache: StageCache, inp: TexturesInput) -> Textures:
                     bar.update(1)
         neutral_rows = [slot[int(g)] for g in sel.neutral_frames if int(g) in slot]
         split = int(round(mesh.atlas_split * res))
-        ntex, seen = neutral_texture(tex[neutral_rows], valid[neutral_rows], split)
+        hair = hair_regions(mesh.positions, mesh.faces, table, mesh.neutral_face) if inp.hair_fill else None
+        ntex, seen = neutral_texture(tex[neutral_rows], valid[neutral_rows], split, hair)
         np.save(d / "textures.npy", tex)
         np.save(d / "valid.npy", valid)
         save_np({"neutral": ntex, "kept": kept.astype(np.int64), "covered": table.covered.astype(np.uint8)},

@@ -91,13 +91,51 @@ def push_pull_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def neutral_texture(textures: np.ndarray, valid: np.ndarray, split_row: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class HairRegions:
+    """Where a whole head's unseen texels are hair: ``above`` (S, S) bool, the shell above the
+    nose tip's height (the back of the head down to about the ears' lower ends); and where the
+    clip shows that hair's colour: ``top`` (S, S) bool, the shell above the forehead landmark."""
+
+    above: np.ndarray
+    top: np.ndarray
+
+
+FOREHEAD_LANDMARK, NOSE_TIP_LANDMARK = 10, 1
+MIN_HAIR_TEXELS = 20
+
+
+def hair_regions(positions: np.ndarray, faces: np.ndarray, table, face_points: np.ndarray) -> HairRegions:
+    """``positions`` (V, 3) the neutral head mesh (y up), ``face_points`` its tracked face's
+    neutral points (FaceMesh order), ``table`` its texel table (uv_atlas.texel_table)."""
+    s = table.size
+    y = np.full(s * s, -np.inf, np.float32)
+    y[table.texel] = (positions[faces[table.tri]][..., 1] * table.bary).sum(1)
+    y = y.reshape(s, s)
+    shell = table.covered & ~table.face_region
+    return HairRegions(shell & (y > face_points[NOSE_TIP_LANDMARK, 1]), shell & (y > face_points[FOREHEAD_LANDMARK, 1]))
+
+
+def hair_colour(med: np.ndarray, seen: np.ndarray, hair: HairRegions) -> np.ndarray | None:
+    """The median colour of the seen top of the head (the hair, or the scalp of a bald person),
+    else of the seen shell above the nose tip; None when the clip shows too little of either."""
+    for region in (hair.top, hair.above):
+        texels = med[seen & region]
+        if len(texels) >= MIN_HAIR_TEXELS:
+            return np.median(texels, axis=0)
+    return None
+
+
+def neutral_texture(textures: np.ndarray, valid: np.ndarray, split_row: int | None = None,
+                    hair: HairRegions | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-texel median of the neutral frames' valid samples, holes push-pull filled.
 
     ``split_row`` separates the face region (above) from the back-of-head strip (below): each is
     filled from its own texels, so the unseen back of the head takes the colour of the visible
     hair and neck around it, not of the face skin that sits next to it in the atlas.
+    ``hair`` (whole heads): the unseen shell above the nose tip takes the colour of the seen top
+    of the head first, and only the rest (the neck) is diffused — diffusion alone carried the skin
+    of the ears and temples round the back of a short-haired man's head (the single_face clip).
     Returns (RGB uint8 (S, S, 3), seen mask)."""
     t = textures.astype(np.float32)
     t[~valid] = np.nan
@@ -108,6 +146,13 @@ def neutral_texture(textures: np.ndarray, valid: np.ndarray, split_row: int | No
             med = np.nanmedian(t, axis=0)
     seen = valid.any(0)
     med = np.nan_to_num(med)
+    observed = seen
+    if hair is not None:
+        colour = hair_colour(med, seen, hair)
+        if colour is not None:
+            seed = hair.above & ~seen
+            med[seed] = colour
+            seen = seen | seed
     if split_row is None:
         filled = push_pull_fill(med, seen)
     else:
@@ -116,4 +161,4 @@ def neutral_texture(textures: np.ndarray, valid: np.ndarray, split_row: int | No
             push_pull_fill(med[top], seen[top]) if seen[top].any() else med[top],
             push_pull_fill(med[bottom], seen[bottom]) if seen[bottom].any() else push_pull_fill(med, seen)[bottom],
         ])
-    return np.clip(np.round(filled), 0, 255).astype(np.uint8), seen
+    return np.clip(np.round(filled), 0, 255).astype(np.uint8), observed
