@@ -80,6 +80,17 @@ class CudaGLTextures:
     def read(self, tensors: dict[int, "object"], level: int = 0, stream: int = 0) -> None:
         """Copies mip ``level`` of each slot's texture into ``{slot: contiguous CUDA tensor
         (H >> level, W >> level, 4)}`` of the texture's texel size, on ``stream``."""
+        self._transfer(tensors, level, stream, into_texture=False)
+
+    def copy(self, tensors: dict[int, "object"], stream: int = 0) -> None:
+        """Copies ``{slot: CUDA tensor (H, W, 4), contiguous, of the texture's texel size}`` into the textures.
+
+        ``stream`` is the raw CUDA stream handle the tensors were produced on (e.g.
+        ``torch.cuda.current_stream().cuda_stream``), so the copies queue after the decoder.
+        """
+        self._transfer(tensors, 0, stream, into_texture=True)
+
+    def _transfer(self, tensors: dict, level: int, stream: int, into_texture: bool) -> None:
         if not tensors:
             return
         cudart = self._cudart
@@ -90,44 +101,19 @@ class CudaGLTextures:
             for slot in slots:
                 tex, t = self._textures[slot], tensors[slot]
                 w, h = max(tex.width >> level, 1), max(tex.height >> level, 1)
-                self._check_tensor(slot, t, h, w, tex.texel_bytes)
+                if tuple(t.shape) != (h, w, 4) or t.element_size() * 4 != tex.texel_bytes or not t.is_contiguous():
+                    raise ValueError(f"slot {slot}: need a contiguous ({h}, {w}, 4) tensor of "
+                                     f"{tex.texel_bytes // 4}-byte channels, got {tuple(t.shape)} {t.dtype}")
                 array = _check(cudart.cudaGraphicsSubResourceGetMappedArray(tex.resource, 0, level),
                                "get mapped array")
                 pitch = w * tex.texel_bytes
-                _check(cudart.cudaMemcpy2DFromArrayAsync(
-                    t.data_ptr(), pitch, array, 0, 0, pitch, h,
-                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream), "cudaMemcpy2DFromArrayAsync")
-        finally:
-            self._unmap(resources, stream)
-
-    @staticmethod
-    def _check_tensor(slot: int, t, h: int, w: int, texel_bytes: int) -> None:
-        if tuple(t.shape) != (h, w, 4) or t.element_size() * 4 != texel_bytes or not t.is_contiguous():
-            raise ValueError(f"slot {slot}: need a contiguous ({h}, {w}, 4) tensor of {texel_bytes // 4}-byte "
-                             f"channels, got {tuple(t.shape)} {t.dtype}")
-
-    def copy(self, tensors: dict[int, "object"], stream: int = 0) -> None:
-        """Copies ``{slot: CUDA tensor (H, W, 4), contiguous, of the texture's texel size}`` into the textures.
-
-        ``stream`` is the raw CUDA stream handle the tensors were produced on (e.g.
-        ``torch.cuda.current_stream().cuda_stream``), so the copies queue after the decoder.
-        """
-        if not tensors:
-            return
-        cudart = self._cudart
-        slots = sorted(tensors)
-        resources = [self._textures[s].resource for s in slots]
-        self._map(resources, stream)
-        try:
-            for slot in slots:
-                tex = self._textures[slot]
-                t = tensors[slot]
-                self._check_tensor(slot, t, tex.height, tex.width, tex.texel_bytes)
-                array = _check(cudart.cudaGraphicsSubResourceGetMappedArray(tex.resource, 0, 0), "get mapped array")
-                pitch = tex.width * tex.texel_bytes
-                _check(cudart.cudaMemcpy2DToArrayAsync(
-                    array, 0, 0, t.data_ptr(), pitch, pitch, tex.height,
-                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream), "cudaMemcpy2DToArrayAsync")
+                kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+                if into_texture:
+                    _check(cudart.cudaMemcpy2DToArrayAsync(array, 0, 0, t.data_ptr(), pitch, pitch, h, kind, stream),
+                           "cudaMemcpy2DToArrayAsync")
+                else:
+                    _check(cudart.cudaMemcpy2DFromArrayAsync(t.data_ptr(), pitch, array, 0, 0, pitch, h, kind, stream),
+                           "cudaMemcpy2DFromArrayAsync")
         finally:
             self._unmap(resources, stream)
 
