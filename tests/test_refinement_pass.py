@@ -326,3 +326,21 @@ def test_the_network_sees_in_the_node_what_the_builder_trained_it_on(gl, quick_p
     assert iou > 0.97, iou
     assert np.abs(node[..., :3] - builder[..., :3]).mean() < 0.01
     assert np.abs(node[..., 3] - builder[..., 3]).mean() < 0.02
+
+
+def test_drawing_into_the_bound_framebuffer_refines_the_same(gl):
+    """The desktop backend draws into whatever framebuffer is bound (target None): the layer pass
+    must bind its own and give the eye's back, with its viewport."""
+    renderer, target = gl
+    handle = renderer.add_avatar(card_mesh())
+    renderer.set_refinement(handle, HostCorrection(Refiner(bias_net(), CONFIG)))
+    state = AvatarDrawState(handle, np.eye(4, dtype=np.float32), texture=grey())
+    expected = draw(renderer, target, [state])
+    from OpenGL import GL
+
+    view, proj = camera()
+    target.bind()
+    GL.glClearColor(1.0, 0.0, 1.0, 1.0)  # what a draw that missed this framebuffer would leave
+    GL.glClear(GL.GL_COLOR_BUFFER_BIT)
+    renderer.draw(view, proj, [state], None)
+    assert (target.read_rgba()[..., :3].astype(int) == expected).all()
