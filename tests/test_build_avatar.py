@@ -133,14 +133,16 @@ def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
 # The stage keys of a --quick build of the woman clip. What goes into a stage key is the work
 # directory's format: while these stay, every existing work directory stays valid. Change them only
 # with a stage's algorithm (and STAGE_VERSION). Builder 8 (the whole head) adds whole_head and
-# refinement, issue 16 adds kindmaps, builder 9 alpha (and the refinement renders with it); the carved shell changes mesh and everything after it. track/select/basis keep the keys
+# refinement, issue 16 adds kindmaps, builder 9 alpha (and the refinement renders with it), builder 10
+# the whole head's textures (the unseen back's hair colour, the gutters' nearest-island fill) and so
+# vae, evaluate, refinement and animation; the carved shell changes mesh and everything after it. track/select/basis keep the keys
 # builder 6 wrote, and a --no-whole-head build keeps builder 6's keys for every earlier stage
 # (mesh e74cafba2c20bb06, textures c71924d5d218d486, vae 641c95fab20dfc75, evaluate 35d949748be5bdd1,
 # animation a38904b4c72ff629: measured).
 QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "whole_head": "297027ac82ab93c8",
-                    "mesh": "dda906e1c3131422", "basis": "ab4c70901727562a", "textures": "8a4638c1ab0e8fc6",
-                    "vae": "74dc24fb8bd2ec21", "evaluate": "019b19a69e3f8ac2", "refinement": "7a6d0dec02940eb4",
-                    "animation": "8fd5c6c73e0d2be7",
+                    "mesh": "dda906e1c3131422", "basis": "ab4c70901727562a", "textures": "53fbf6a0307fd825",
+                    "vae": "4104ecf0574bc347", "evaluate": "4a02178a5208f110", "refinement": "9b5602181c18c231",
+                    "animation": "04066e1f59f5c8b1",
                     "kindmaps": "6a237b7b02321910", "alpha": "c2a65d514b974879"}
 
 

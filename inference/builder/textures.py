@@ -29,7 +29,8 @@ class TexturesInput:
     res: int
     unwrap: UnwrapConfig
     # A whole head's carved shell: its unseen part above the nose tip takes the seen top of the
-    # head's colour (texture_unwrap.neutral_texture); False keeps builder 7's key and texture.
+    # head's colour, and the atlas's gutters their nearest island's (texture_unwrap.neutral_texture);
+    # False keeps builder 7's key and texture.
     hair_fill: bool = False
 
 
@@ -46,7 +47,7 @@ def unwrap_textures(cache: StageCache, inp: TexturesInput) -> Textures:
     sel, mesh, res = inp.selection, inp.mesh.mesh, inp.res
     params = {"res": res, "unwrap": asdict(inp.unwrap)}
     if inp.hair_fill:
-        params["hair_fill"] = "top-median"
+        params["hair_fill"], params["gutters"] = "top-median", "nearest-island"
     key = builder_stage_key("textures", params, [inp.mesh.key])
 
     def run(d: Path) -> dict:
@@ -73,7 +74,8 @@ def unwrap_textures(cache: StageCache, inp: TexturesInput) -> Textures:
         neutral_rows = [slot[int(g)] for g in sel.neutral_frames if int(g) in slot]
         split = int(round(mesh.atlas_split * res))
         hair = hair_regions(mesh.positions, mesh.faces, table, mesh.neutral_face) if inp.hair_fill else None
-        ntex, seen = neutral_texture(tex[neutral_rows], valid[neutral_rows], split, hair)
+        ntex, seen = neutral_texture(tex[neutral_rows], valid[neutral_rows], split, hair,
+                                     table.covered if inp.hair_fill else None)
         np.save(d / "textures.npy", tex)
         np.save(d / "valid.npy", valid)
         save_np({"neutral": ntex, "kept": kept.astype(np.int64), "covered": table.covered.astype(np.uint8)},

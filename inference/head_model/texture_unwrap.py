@@ -126,8 +126,24 @@ def hair_colour(med: np.ndarray, seen: np.ndarray, hair: HairRegions) -> np.ndar
     return None
 
 
+def dilate_islands(image: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """Every texel outside the atlas's islands (``covered`` False: the gutters) takes the value of
+    the nearest covered texel, so bilinear samples at an island's border read only that island."""
+    if covered.all() or not covered.any():
+        return image
+    _, labels = cv2.distanceTransformWithLabels((~covered).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(covered)  # the labels number the covered texels in this (row-major) order
+    gy, gx = np.nonzero(~covered)
+    nearest = labels[gy, gx] - 1
+    out = image.copy()
+    out[gy, gx] = image[ys[nearest], xs[nearest]]
+    return out
+
+
 def neutral_texture(textures: np.ndarray, valid: np.ndarray, split_row: int | None = None,
-                    hair: HairRegions | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    hair: HairRegions | None = None, covered: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Per-texel median of the neutral frames' valid samples, holes push-pull filled.
 
     ``split_row`` separates the face region (above) from the back-of-head strip (below): each is
@@ -136,6 +152,10 @@ def neutral_texture(textures: np.ndarray, valid: np.ndarray, split_row: int | No
     ``hair`` (whole heads): the unseen shell above the nose tip takes the colour of the seen top
     of the head first, and only the rest (the neck) is diffused — diffusion alone carried the skin
     of the ears and temples round the back of a short-haired man's head (the single_face clip).
+    ``covered`` (the atlas's islands): the gutters between them take the nearest island texel's
+    colour (dilate_islands) instead of a diffusion of both sides — the shell's first ring lies
+    at the cap strip's edge, next to the gutter under the face island's chin, and sampled that
+    mix as a thin light seam along the forehead.
     Returns (RGB uint8 (S, S, 3), seen mask)."""
     t = textures.astype(np.float32)
     t[~valid] = np.nan
@@ -161,4 +181,6 @@ def neutral_texture(textures: np.ndarray, valid: np.ndarray, split_row: int | No
             push_pull_fill(med[top], seen[top]) if seen[top].any() else med[top],
             push_pull_fill(med[bottom], seen[bottom]) if seen[bottom].any() else push_pull_fill(med, seen)[bottom],
         ])
+    if covered is not None:
+        filled = dilate_islands(filled, covered)
     return np.clip(np.round(filled), 0, 255).astype(np.uint8), observed
