@@ -344,3 +344,45 @@ def test_xr_tests_run_under_the_core_validation_layer_and_it_reports(tmp_path):
     text = probe_log.read_text()
     assert "Core Validation Layer is initialized" in text
     assert "VALID_ERROR" in text and "xrStringToPath" in text
+
+
+class RefiningNode(RenderNode):
+    """Places its one avatar 0.6 m in front of the simulated head at the first frame, then reads
+    every third frame's eye images back before release."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.placed = False
+        self.images: dict[int, list] = {0: [], 1: []}
+
+    def draw_eye(self, frame, eye):
+        if not self.placed:
+            head = np.linalg.inv(eye.view.astype(np.float64)).astype(np.float32)
+            self.avatars[0].placement = head @ transforms.translation(0.0, 0.0, -0.6)
+            self.placed = True
+            self.begin_frame(frame)
+        super().draw_eye(frame, eye)
+        if frame.index % 3 == 0:
+            self.images[eye.index].append(eye.target.read_rgba()[..., :3].astype(int))
+
+
+def test_openxr_refines_the_avatar_in_both_eyes():
+    """The screen-space refinement through OpenXR swapchains (both eyes, sRGB swapchain images):
+    a network whose only output is red coverage in the crop (tests/test_refinement_pass.py) shows
+    in each eye, on every frame, and the validation layer reports nothing."""
+    from test_refinement_pass import CONFIG, bias_net, card_mesh, grey
+
+    scene = Scene([AvatarSlot(Path("a"), "alice", Transform((0, 1.6, -0.6)))])
+    source = StaticAvatarStateSource({"alice": StaticStream(grey(), np.zeros(0, np.float32))})
+    assets = [AvatarAssets(card_mesh(), grey(), refinement=(bias_net(), CONFIG),
+                           refinement_default={"cpu": False, "cuda": True})]
+    node = RefiningNode(scene, assets, source, RenderNodeConfig(sampler=SamplerConfig(fade_s=0.0), refinement="on"))
+    stats = node.run(OpenXRBackend(), max_frames=12, seconds=30)
+    r = stats["refinement"]
+    assert stats["frames"] >= 10 and r["paths"] == {"alice": "cpu"}
+    assert r["eyes_refined"] == stats["views"] and r["errors"] == 0 and r["eyes_skipped"] == 0
+    for eye, images in node.images.items():
+        assert images, eye
+        for image in images:
+            red = int((image[..., 0] - image[..., 1] > 80).sum())
+            assert red > 200, f"eye {eye}: {red} pixels of added red coverage"
