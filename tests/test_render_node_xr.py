@@ -19,6 +19,8 @@ if os.environ.get("HEADCAST_MONADO_ENV") != "1" and not os.environ.get("XR_RUNTI
 
 from pathlib import Path  # noqa: E402
 
+from _xr_placement import place_before_head  # noqa: E402
+
 from geometry import transforms  # noqa: E402
 from xr_runtime.backends.openxr import OpenXRBackend  # noqa: E402
 from xr_runtime.backends.select import choose_backend  # noqa: E402
@@ -47,11 +49,8 @@ class CheckingNode(RenderNode):
 
     def draw_eye(self, frame, eye):
         if not self.placed:
-            head = np.linalg.inv(eye.view.astype(np.float64)).astype(np.float32)
-            for avatar, dx in zip(self.avatars, (-0.09, 0.09)):
-                avatar.placement = head @ transforms.translation(dx, 0.0, -0.6)
+            place_before_head(self, frame, eye, ((-0.09, -0.6), (0.09, -0.6)))
             self.placed = True
-            self.begin_frame(frame)  # recompute model matrices with the new placements
         super().draw_eye(frame, eye)
         self.eye_sizes.add((eye.width, eye.height))
         if frame.index % 6 == 0 and self.check_quadrants:
@@ -357,10 +356,8 @@ class RefiningNode(RenderNode):
 
     def draw_eye(self, frame, eye):
         if not self.placed:
-            head = np.linalg.inv(eye.view.astype(np.float64)).astype(np.float32)
-            self.avatars[0].placement = head @ transforms.translation(0.0, 0.0, -0.6)
+            place_before_head(self, frame, eye, ((0.0, -0.6),))
             self.placed = True
-            self.begin_frame(frame)
         super().draw_eye(frame, eye)
         if frame.index % 3 == 0:
             self.images[eye.index].append(eye.target.read_rgba()[..., :3].astype(int))

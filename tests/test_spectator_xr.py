@@ -15,7 +15,7 @@ if os.environ.get("HEADCAST_MONADO_ENV") != "1" and not os.environ.get("XR_RUNTI
 
 from pathlib import Path  # noqa: E402
 
-from geometry import transforms  # noqa: E402
+from _xr_placement import place_before_head  # noqa: E402
 from xr_runtime.avatars.assets import AvatarAssets  # noqa: E402
 from xr_runtime.avatars.dev_source import StaticAvatarStateSource, StaticStream, dev_head_mesh, dev_texture  # noqa: E402
 from xr_runtime.avatars.sampler import SamplerConfig  # noqa: E402
@@ -47,10 +47,8 @@ class RightEyeNode(RenderNode):
 
     def draw_eye(self, frame, eye):
         if not self.placed:
-            head = np.linalg.inv(eye.view.astype(np.float64)).astype(np.float32)
-            self.avatars[0].placement = head @ transforms.translation(0.0, 0.0, -0.5)
+            place_before_head(self, frame, eye, ((0.0, -0.5),))
             self.placed = True
-            self.begin_frame(frame)
         super().draw_eye(frame, eye)
         if eye.index == 1:
             self.right_eye[frame.index] = eye.target.read_rgba()
