@@ -102,7 +102,8 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
 
     pos = add(mesh.positions.astype(np.float32), g.VEC3, FLOAT, g.ARRAY_BUFFER, True)
     # Smooth normals: without them three.js and Blender shade the head faceted.
-    nrm = add(smooth_normals(mesh.positions, mesh.indices), g.VEC3, FLOAT, g.ARRAY_BUFFER)
+    normals = smooth_normals(mesh.positions, mesh.indices)
+    nrm = add(normals, g.VEC3, FLOAT, g.ARRAY_BUFFER)
     uv = add(mesh.uvs.astype(np.float32), g.VEC2, FLOAT, g.ARRAY_BUFFER)
     idx = add(mesh.indices.astype(np.uint32).reshape(-1), g.SCALAR, UINT32, g.ELEMENT_ARRAY_BUFFER)
     names = [f"bs{k:02d}" for k in range(len(mesh.blendshapes))] + list(mesh.named_targets)
@@ -117,7 +118,6 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
         soft = soft_triangles(mesh.uvs, tris, texture_rgb[..., 3])
         if soft.any():
             used, local = np.unique(tris[soft], return_inverse=True)
-            normals = smooth_normals(mesh.positions, mesh.indices)
             f_pos = add((mesh.positions[used] + FRINGE_M * normals[used]).astype(np.float32), g.VEC3, FLOAT,
                         g.ARRAY_BUFFER, True)
             f_nrm = add(normals[used], g.VEC3, FLOAT, g.ARRAY_BUFFER)

@@ -80,9 +80,8 @@ def crop_box(alpha: np.ndarray, margin: float) -> tuple[int, int, int] | None:
     ys, xs = np.nonzero(alpha > 0)
     if len(xs) == 0:
         return None
-    cx, cy = 0.5 * (xs.min() + xs.max() + 1), 0.5 * (ys.min() + ys.max() + 1)
-    side = int(np.ceil(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) * margin))
-    return int(round(cx - side / 2)), int(round(cy - side / 2)), max(side, 8)
+    # The drawn pixels' outer corners: pixel (x, y) covers [x, x + 1) × [y, y + 1).
+    return crop_square(np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], np.float64), margin)
 
 
 def crop_square(points_px: np.ndarray, margin: float) -> tuple[int, int, int]:

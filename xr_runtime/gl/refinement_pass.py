@@ -26,6 +26,7 @@ of its input (``head_model/refinement.py``); each eye runs it on its own view.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from OpenGL import GL
 
+from core.percentiles import percentiles
 from geometry.edge_alpha import OPAQUE_ALPHA
 from inference.head_model.matte import CHIN, FOREHEAD, above_chin
 from inference.head_model.refinement import crop_square
@@ -50,12 +52,13 @@ class RefinementStats:
     eyes_refined: int = 0
     eyes_skipped: int = 0        # head behind the eye or off screen: drawn without refinement
     errors: int = 0              # a correction that failed: that avatar falls back to the mesh
-    correction_ms: list = field(default_factory=list)  # per refined eye (CPU wall, incl. transfers)
+    # Per refined eye (CPU wall, incl. transfers), the most recent ones: a render node runs for hours.
+    correction_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
 
     def summary(self) -> dict:
-        ms = sorted(self.correction_ms)
+        p50 = percentiles(self.correction_ms, (50,))["p50"]
         return {"eyes_refined": self.eyes_refined, "eyes_skipped": self.eyes_skipped, "errors": self.errors,
-                "correction_ms_p50": round(ms[len(ms) // 2], 3) if ms else None}
+                "correction_ms_p50": None if p50 is None else round(p50, 3)}
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,8 @@ class Renderer:
             if state.texture is not None:
                 self._avatars[state.avatar.id].set_texture(state.texture, state.texture_serial)
         view_proj = (projection @ view).astype(np.float32)
-        plans = self._refine_layers(view, view_proj, avatars, target) if self._refinement is not None else {}
+        eye = np.linalg.inv(np.asarray(view, np.float64))[:3, 3]
+        plans = self._refine_layers(eye, view_proj, avatars, target) if self._refinement is not None else {}
         if target is not None:
             target.bind()
         GL.glEnable(GL.GL_FRAMEBUFFER_SRGB)
@@ -250,7 +251,6 @@ class Renderer:
         if self.style.show_room:
             self._draw_room(view_proj)
         if avatars:
-            eye = np.linalg.inv(np.asarray(view, np.float64))[:3, 3]
             self._draw_avatars(view_proj, avatars, eye, plans)
         GL.glDisable(GL.GL_DEPTH_TEST)
         GL.glBindVertexArray(0)
@@ -260,7 +260,7 @@ class Renderer:
         if target is not None:
             target.resolve()
 
-    def _refine_layers(self, view, view_proj, avatars: Sequence[AvatarDrawState], target) -> dict:
+    def _refine_layers(self, eye: np.ndarray, view_proj, avatars: Sequence[AvatarDrawState], target) -> dict:
         """Each refined avatar's layer for this eye, rendered and corrected (before the eye's own
         draws, which they would otherwise interrupt): avatar id → CropPlan."""
         refining = [s for s in avatars if self._refinement.refines(s.avatar.id)]
@@ -272,7 +272,6 @@ class Renderer:
             vp = [int(v) for v in GL.glGetIntegerv(GL.GL_VIEWPORT)]
             width, height = vp[2], vp[3]
             bound = int(GL.glGetIntegerv(GL.GL_DRAW_FRAMEBUFFER_BINDING))
-        eye = np.linalg.inv(np.asarray(view, np.float64))[:3, 3]
         u = self._avatar_uniforms
         plans = {}
         GL.glDisable(GL.GL_CULL_FACE)
