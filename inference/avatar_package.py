@@ -186,6 +186,8 @@ MANIFEST_SCHEMA = {
                        "properties": {"included": {"type": "boolean"}, "config": {"type": "object"}}},
         # Optional (builder 9): the whole head's learned alpha (inference/head_model/alpha_atlas.py).
         "alpha": {"type": "object", "required": ["included"], "properties": {"included": {"type": "boolean"}}},
+        # Optional (builder 11): the shoulders and upper chest (inference/head_model/torso.py), in mesh.glb.
+        "torso": {"type": "object", "required": ["included"], "properties": {"included": {"type": "boolean"}}},
         "provenance": {"type": "object", "required": ["sources", "build_command", "libraries"],
                        "properties": {"sources": {"type": "array", "minItems": 1, "items": {
                            "type": "object", "required": ["name", "sha256"],
@@ -600,6 +602,11 @@ def load_package(path: Path) -> AvatarPackage:
     if mesh.blendshapes.shape[0] != hm["n_blendshapes"]:
         raise AvatarPackageError(f"{path}: {MESH} has {mesh.blendshapes.shape[0]} morph targets, manifest says "
                                  f"{hm['n_blendshapes']} blendshapes")
+    torso_declared = bool(raw.get("torso", {}).get("included"))
+    if torso_declared != (mesh.torso is not None) or (mesh.torso is not None) != (mesh.body_weight is not None):
+        raise AvatarPackageError(f"{path}: the manifest says torso.included = {torso_declared}, but {MESH} "
+                                 f"{'has' if mesh.torso is not None else 'has no'} torso and "
+                                 f"{'a' if mesh.body_weight is not None else 'no'} neck skin")
     _check_header(path, raw)
     refinement = None
     if manifest.refinement_included:

@@ -35,7 +35,7 @@ def test_quick_build_produces_a_valid_package(package_dir):
     assert b["rejected"]["hand_over_face"] >= 30
     assert b["kept"] >= 100
     assert set(b["stages"]) == {"track", "select", "whole_head", "mesh", "basis", "textures", "alpha", "vae",
-                                "evaluate", "refinement", "animation", "kindmaps"}
+                                "evaluate", "refinement", "animation", "kindmaps", "torso"}
     assert 3 <= pkg.manifest.n_blendshapes <= 48
     assert (package_dir / "preview.png").stat().st_size > 10_000
 
@@ -138,12 +138,12 @@ def test_rebuild_reuses_every_stage(package_dir, tmp_path_factory, capsys):
 # vae, evaluate, refinement and animation; the carved shell changes mesh and everything after it. track/select/basis keep the keys
 # builder 6 wrote, and a --no-whole-head build keeps builder 6's keys for every earlier stage
 # (mesh e74cafba2c20bb06, textures c71924d5d218d486, vae 641c95fab20dfc75, evaluate 35d949748be5bdd1,
-# animation a38904b4c72ff629: measured).
+# animation a38904b4c72ff629: measured). Builder 11 adds torso and changes no other key.
 QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "whole_head": "297027ac82ab93c8",
                     "mesh": "dda906e1c3131422", "basis": "ab4c70901727562a", "textures": "53fbf6a0307fd825",
                     "vae": "4104ecf0574bc347", "evaluate": "4a02178a5208f110", "refinement": "9b5602181c18c231",
                     "animation": "04066e1f59f5c8b1",
-                    "kindmaps": "6a237b7b02321910", "alpha": "c2a65d514b974879"}
+                    "kindmaps": "6a237b7b02321910", "alpha": "c2a65d514b974879", "torso": "aa1ab5cb7931eaab"}
 
 
 def test_stage_keys_keep_existing_work_directories_valid(package_dir, tmp_path_factory):

@@ -104,6 +104,17 @@ def test_bench_render_writes_ratios_against_the_empty_scene(tmp_path):
     assert data["results_opaque"]["2"]["frame"]["n"] == 5 and "with the soft pass" in r.stdout
 
 
+def test_bench_render_measures_a_torso_side_by_side(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run(HEADCAST + ["bench", "render", "--json", str(out), "--avatars", "1", "--frames", "5",
+                                   "--size", "96x64", "--texture", "64", "--alpha", "soft", "--torso", "both"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"0", "1"} and set(data["results_torso"]) == {"1"}
+    assert data["results_torso"]["1"]["frame"]["n"] == 5 and "with a torso" in r.stdout
+
+
 def test_render_with_the_streaming_engine_animates_the_live_driven_avatar(tmp_path):
     """Socket → receiver → streaming engine (reference avatar: real shapes, untrained weights) →
     texture upload → headless frames: the driven avatar's texture changes while the features do."""

@@ -9,13 +9,8 @@ the back of the head covered the face, and once the head was opaque with a blend
 background showed through the hair wherever that outline was seen face-on (gltf_io.write_glb)."""
 from __future__ import annotations
 
-import functools
-import http.server
-import json
 import math
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,38 +22,12 @@ cv2 = pytest.importorskip("cv2")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _avatar_quick import quick_build  # noqa: E402
-from _browser import canvas_pixels, save_artifact, start_chromium, stop_chromium  # noqa: E402
+from _browser import save_artifact  # noqa: E402
+from _threejs import background, loaded_page, serve, shoot  # noqa: E402
 
-THREE = Path(__file__).resolve().parents[1] / ".venv" / "node_modules" / "three"
 SIZE = 256
 YAWS = (0, 45, 90, 180, 270)
 FOV = 30.0
-
-PAGE = """<!doctype html><html><body style="margin:0">
-<canvas id="view" width="{size}" height="{size}"></canvas>
-<script type="importmap">{{"imports": {{"three": "./three/build/three.module.js",
-  "three/addons/": "./three/examples/jsm/"}}}}</script>
-<script type="module">
-import * as THREE from 'three';
-import {{ GLTFLoader }} from 'three/addons/loaders/GLTFLoader.js';
-const renderer = new THREE.WebGLRenderer({{canvas: document.getElementById('view'), antialias: false,
-                                           preserveDrawingBuffer: true}});
-renderer.setClearColor(0x00ff00, 1);
-const scene = new THREE.Scene();
-scene.add(new THREE.AmbientLight(0xffffff, 3.0));
-new GLTFLoader().load('mesh.glb', (gltf) => {{
-  scene.add(gltf.scene);
-  const materials = [];
-  gltf.scene.traverse(o => {{ if (o.isMesh) materials.push({{transparent: o.material.transparent,
-                                                             textured: !!o.material.map}}); }});
-  window.view = (eye, target) => {{
-    const camera = new THREE.PerspectiveCamera({fov}, 1, 0.01, 10);
-    camera.position.set(...eye); camera.lookAt(new THREE.Vector3(...target));
-    renderer.render(scene, camera);
-  }};
-  window.loaded = {{materials}};
-}}, undefined, (e) => {{ window.loaded = {{error: String(e)}}; }});
-</script></body></html>"""
 
 
 @pytest.fixture(scope="module")
@@ -68,26 +37,8 @@ def package(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site(package, tmp_path_factory):
-    if not (THREE / "build" / "three.module.js").is_file():
-        pytest.fail("three.js is missing: `make test` installs it (npm, .venv/node_modules/three)")
-    root = tmp_path_factory.mktemp("threejs")
-    (root / "three").symlink_to(THREE)
-    (root / "mesh.glb").write_bytes((package / "mesh.glb").read_bytes())
-    (root / "index.html").write_text(PAGE.format(size=SIZE, fov=FOV))
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-    server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript"}
-
-    def log_message(self, *args):
-        pass
+    with serve(package / "mesh.glb", tmp_path_factory.mktemp("threejs"), SIZE, FOV) as url:
+        yield url
 
 
 def cameras(positions: np.ndarray):
@@ -133,33 +84,16 @@ def ours(package, views) -> dict:
     return out
 
 
-def background(image: np.ndarray) -> np.ndarray:
-    return (image[..., 1] > 240) & (image[..., 0] < 20) & (image[..., 2] < 20)
-
-
 def test_threejs_shows_the_whole_head_from_every_side(package, site):
     from inference.avatar_package import AvatarPackage
 
     views = list(cameras(AvatarPackage.load(package).mesh.positions))
     reference = ours(package, views)
-    driver = start_chromium()
-    try:
-        driver.get(site)
-        deadline = time.monotonic() + 60
-        loaded = None
-        while loaded is None and time.monotonic() < deadline:
-            loaded = driver.execute_script("return window.loaded || null;")
-            time.sleep(0.1)
-        assert loaded and "error" not in loaded, f"three.js did not load mesh.glb: {loaded}"
+    with loaded_page(site) as (driver, loaded):
         # The opaque head and its blended outline fringe, both textured.
         assert [m["transparent"] for m in loaded["materials"]] == [False, True], loaded
         assert all(m["textured"] for m in loaded["materials"])
-        shots = {}
-        for yaw, eye, centre in views:
-            driver.execute_script(f"window.view({json.dumps(eye.tolist())}, {json.dumps(centre.tolist())});")
-            shots[yaw] = canvas_pixels(driver, "view")
-    finally:
-        stop_chromium(driver)
+        shots = {yaw: shoot(driver, eye, centre) for yaw, eye, centre in views}
     report = {}
     for yaw in YAWS:
         theirs, mine = ~background(shots[yaw]), ~background(reference[yaw])

@@ -4,7 +4,9 @@ Avatars with a learned alpha (whole-head packages) are drawn in a second, blende
 ``--alpha both`` (the default) measures them and opaque ones side by side in the same run.
 ``--refine both`` adds the screen-space refinement (gl/refinement_pass.py; the full build's
 network size, 128², width 16) to every avatar and measures it against the same scene without, in
-the same run: on the CUDA path where CUDA-GL interop works, else the CPU path.
+the same run: on the CUDA path where CUDA-GL interop works, else the CPU path. ``--torso both``
+puts a bust of the builder's topology under every head and measures it against the same scene
+without (one more draw call per avatar and eye, and the body-weight attribute).
 Every avatar gets a new texture and new weights every frame (the worst case: a live stream per
 avatar at the display rate), so upload cost is included. Stages are timed with a glFinish after
 each (`sync_timings`): on an asynchronous GL the CPU-side call times would otherwise hide GPU
@@ -47,7 +49,32 @@ def register(sub) -> None:
                         "packages), opaque ones (one pass), or both side by side (default)")
     p.add_argument("--refine", default="off", choices=["off", "on", "both"],
                    help="the screen-space refinement on every avatar (on), off (default), or both side by side")
+    p.add_argument("--torso", default="off", choices=["off", "on", "both"],
+                   help="a torso on every avatar (shoulders and upper chest, drawn with the body transform: "
+                        "avatars built from a clip that shows the shoulders), or both side by side")
     p.set_defaults(func=run)
+
+
+def bench_torso(mesh):
+    """``mesh`` with a bust of the builder's topology (head_model/torso.py, 24 rings × 48) under it
+    and its lowest tenth weighted to the body: what an avatar built from a clip that shows the
+    shoulders costs the renderer (one more draw call per avatar and eye, a body-weight attribute)."""
+    from dataclasses import replace
+
+    from inference.head_model.torso import TorsoProfile, torso_mesh
+    from xr_runtime.avatars.mesh import TorsoMeshData
+
+    p = mesh.positions
+    lo, hi = float(p[:, 1].min()), float(p[:, 1].max())
+    h = hi - lo
+    ys = np.linspace(lo + 0.05 * h, lo - 0.9 * h, 24)
+    a = np.minimum(0.25 * h + 2.0 * (lo + 0.05 * h - ys), 1.2 * h)
+    profile = TorsoProfile(ys, a, np.minimum(0.5 * a, 0.35 * h), np.zeros(24), np.zeros(24), np.zeros(24, bool),
+                           float(ys[6]), 2.6)
+    t = torso_mesh(profile, 48)
+    texture = np.full((128, 128, 3), 40, np.uint8)
+    body = np.clip((lo + 0.1 * h - p[:, 1]) / (0.1 * h), 0, 1).astype(np.float32)
+    return replace(mesh, body_weights=body, torso=TorsoMeshData(t.positions, t.uvs, t.faces, texture))
 
 
 class CyclingSource:
@@ -83,7 +110,7 @@ class CyclingSource:
 
 def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, cuda: bool = False,
             egl: str = "surfaceless", samples: int = 0, upload: str = "auto", soft: bool = True,
-            refine: bool = False) -> dict:
+            refine: bool = False, torso: bool = False) -> dict:
     from xr_runtime.avatars.assets import AvatarAssets
     from xr_runtime.avatars.dev_source import dev_head_mesh
     from xr_runtime.avatars.sampler import SamplerConfig
@@ -93,6 +120,8 @@ def measure(count: int, frames: int, size: tuple[int, int], texture_size: int, c
     from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
 
     mesh = dev_head_mesh(rows=48, cols=40)  # ~1.9k vertices, 3.6k triangles: a light head mesh
+    if torso:
+        mesh = bench_torso(mesh)
     slots = [AvatarSlot(Path(f"a{i}"), f"s{i}", Transform(((i % 4 - 1.5) * 0.25, 1.4 + 0.3 * (i // 4), -1.2)))
              for i in range(count)]
     neutral = np.full((texture_size, texture_size, 4), 128, np.uint8)
@@ -138,19 +167,26 @@ def run(args) -> int:
 
     modes = {"both": (True, False), "soft": (True,), "opaque": (False,)}[args.alpha]
     refine_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.refine]
-    results, opaque, refined = {}, {}, {}
-    with progress_bar(total=len(counts) * len(modes) * len(refine_modes), desc="render", unit="case") as bar:
+    torso_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.torso]
+    results, opaque, refined, torsos = {}, {}, {}, {}
+    with progress_bar(total=len(counts) * len(modes) * len(refine_modes) * len(torso_modes), desc="render",
+                      unit="case") as bar:
         for c in counts:
             for soft in modes:
                 for refine in refine_modes:
-                    r = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
-                                args.samples, args.upload, soft, refine and c > 0)
-                    if refine and args.refine == "both":
-                        if soft and c > 0:
-                            refined[c] = r
-                    else:
-                        (results if soft or args.alpha == "opaque" else opaque)[c] = r
-                    bar.update(1)
+                    for torso in torso_modes:
+                        bar.update(1)
+                        if torso and args.torso == "both" and (refine or not soft or c == 0):
+                            continue  # the torso's cost: measured on the soft, unrefined avatars
+                        r = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
+                                    args.samples, args.upload, soft, refine and c > 0, torso and c > 0)
+                        if torso and args.torso == "both":
+                            torsos[c] = r
+                        elif refine and args.refine == "both":
+                            if soft and c > 0:
+                                refined[c] = r
+                        else:
+                            (results if soft or args.alpha == "opaque" else opaque)[c] = r
     base = results[0]
     ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
               for c, r in results.items()}
@@ -176,6 +212,12 @@ def run(args) -> int:
             lines.append(f"{c:>7} frame {base_ms:8.3f} ms; refined {ref_ms:8.3f} ms ({ref_ms / base_ms:.2f}x, "
                          f"{1e3 / ref_ms:.0f} Hz); path {sorted(set(info['paths'].values()))}, correction p50 "
                          f"{info['correction_ms_p50']} ms per eye")
+    if torsos:
+        lines.append(f"{'torso':>7} (a bust under every head, 1.2k vertices, drawn with the body transform): frame "
+                     "p50 ms against the same avatars without it")
+        for c, r in torsos.items():
+            t_ms, base_ms = r["frame"]["p50"], results[c]["frame"]["p50"]
+            lines.append(f"{c:>7} frame {base_ms:8.3f} ms; with a torso {t_ms:8.3f} ms ({t_ms / base_ms:.2f}x)")
     for size, cal in calibration.items():
         lines.append(f"upload calibration {size}: " + ", ".join(f"{m} {ms:.3f} ms" for m, ms in cal["ms"].items())
                      + f" → {cal['choice']}")
@@ -187,5 +229,6 @@ def run(args) -> int:
                            "alpha": args.alpha, "results": {str(c): r for c, r in results.items()},
                            "results_opaque": {str(c): r for c, r in opaque.items()},
                            "refine": args.refine, "results_refined": {str(c): r for c, r in refined.items()},
+                           "torso": args.torso, "results_torso": {str(c): r for c, r in torsos.items()},
                            "ratios_vs_empty_p50": {str(c): r for c, r in ratios.items()}})
     return 0

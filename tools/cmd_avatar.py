@@ -147,6 +147,11 @@ def _info(pkg, as_json: bool) -> int:
                     "not_included": m.get("weights", {}).get("not_included", {}),
                     "header": read_weights_header(pkg.path / WEIGHTS)},
     }
+    torso = m.get("torso")
+    summary["torso"] = None if torso is None else {
+        "included": bool(torso.get("included")), "reason": torso.get("reason", ""),
+        "vertices": int(len(pkg.mesh.torso.positions)) if pkg.mesh.torso is not None else 0,
+        "shoulder_width_m": torso.get("shoulder_width_m")}
     if as_json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -171,6 +176,10 @@ def _info(pkg, as_json: bool) -> int:
               f"residual code {a['residual_code_dim']}, {a['parameters']:,} parameters, features {a['feature_kind']} "
               f"({a['feature_dim']}); held-out z R² {_fmt(ho.get('z_r2'))}, weights R² {_fmt(ho.get('weights_r2'))}, "
               f"z r {_fmt(ho.get('z_corr'))}")
+    t = summary["torso"]
+    if t is not None:
+        print(f"  torso: {t['vertices']} vertices, {t['shoulder_width_m']} m across the shoulders (drawn with the body "
+              "transform)" if t["included"] else f"  torso: none ({t['reason']})")
     for s in summary["sources"]:
         print(f"  source {s['name']} sha256 {s['sha256'][:16]}…")
     return 0

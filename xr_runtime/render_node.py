@@ -40,7 +40,7 @@ from xr_runtime.gl.texture_upload import TextureUploader
 from xr_runtime.latency.frame_stats import FrameRecord, FrameStats
 from xr_runtime.latency.recorder import LatencyRecorder
 from xr_runtime.scene.grab import GrabConfig, GrabController
-from xr_runtime.scene.placement import head_model_matrix, rigid_matrix, transform_from_rigid
+from xr_runtime.scene.placement import body_model_matrix, head_model_matrix, rigid_matrix, transform_from_rigid
 from xr_runtime.scene.scene_file import Scene
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class _Avatar:
     sampler: AvatarSampler
     look: SampledLook | None = None
     model: np.ndarray | None = None
+    body: np.ndarray | None = None  # the torso's (and the neck base's) model matrix
     states_ok: int = 0
     live_frames: int = 0                 # frames shown fully live (fade ≈ 1)
     visible: bool = True                 # False: a room slot that is gone (not drawn)
@@ -315,6 +316,7 @@ class RenderNode:
             self._follow_link()
         for avatar in self.avatars:
             avatar.model = head_model_matrix(avatar.placement, avatar.scale, avatar.look.pose)
+            avatar.body = body_model_matrix(avatar.placement, avatar.scale, avatar.look.pose)
         t_sampled = time.perf_counter()
         items = [(a.handle, a.look.texture, a.look.texture_key, a.look.cuda_stream) for a in self.avatars]
         self._passthrough = self.uploader.upload(items)
@@ -364,7 +366,8 @@ class RenderNode:
         for a in self.avatars:
             texture = self._passthrough.pop(a.handle.id, None)  # first eye only
             if a.visible:
-                states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture, eyes=a.look.eyes))
+                states.append(AvatarDrawState(a.handle, a.model, a.look.weights, texture, eyes=a.look.eyes,
+                                              body_matrix=a.body))
         overlay = None
         if self.config.optical_marker:
             from xr_runtime.gl.marker_overlay import draw_marker
@@ -380,7 +383,7 @@ class RenderNode:
         """The scene from a free spectator camera (textures are already uploaded by the eyes)."""
         from xr_runtime.gl.renderer import AvatarDrawState
 
-        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None, eyes=a.look.eyes)
+        states = [AvatarDrawState(a.handle, a.model, a.look.weights, None, eyes=a.look.eyes, body_matrix=a.body)
                   for a in self.avatars if a.visible]
         self.renderer.draw(view, projection, states, target)
 

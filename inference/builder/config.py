@@ -15,6 +15,7 @@ from inference.head_model.train_vae import TrainConfig
 from inference.head_model.vae import VaeConfig
 from inference.head_model.alpha_atlas import AlphaConfig
 from inference.head_model.refinement import RefinementConfig
+from inference.head_model.torso import TorsoConfig
 from inference.head_model.whole_head import WholeHeadConfig
 
 # Recorded in the manifest (5: packages carry the animation network; 6: regional recombination, the
@@ -26,8 +27,9 @@ from inference.head_model.whole_head import WholeHeadConfig
 # mouth (kind_maps.face_bands): only the kindmaps stage reruns, so the default avatar's rebuild
 # reuses every other stage of its work directory. 10: a whole head's unseen back takes the colour of
 # the seen top of the head (texture_unwrap.hair_regions), mesh.glb an opaque head + outline fringe:
-# textures and everything after them rerun.
-BUILDER_VERSION = "10"
+# textures and everything after them rerun. 11: the torso (shoulders and upper chest, where the clip
+# shows them; manifest ``torso`` block) and mesh.glb's two-joint skin: a new stage, no other reruns.
+BUILDER_VERSION = "11"
 
 
 class BuildError(HeadcastError, RuntimeError):
@@ -64,6 +66,7 @@ class BuildConfig:
     refinement: RefinementConfig = field(default_factory=RefinementConfig)  # screen-space U-Net
     refinement_frames: int = 160  # training frames rendered for it (spread over the clip)
     alpha: AlphaConfig = field(default_factory=AlphaConfig)  # the shell's soft outline, from the mattes
+    torso: TorsoConfig = field(default_factory=TorsoConfig)  # shoulders and upper chest, where the clip shows them
 
     @staticmethod
     def preset(videos, out, work, res: int | None = None, quick: bool = False, device: str = "cpu",
@@ -91,7 +94,7 @@ class BuildConfig:
         refinement = RefinementConfig(steps=100, size=64, width=12) if quick else RefinementConfig()
         return replace(cfg, train=train, threads=threads, animation=animation,
                        whole_head=WholeHeadConfig(enabled=whole_head), refinement=refinement,
-                       alpha=AlphaConfig(enabled=whole_head),
+                       alpha=AlphaConfig(enabled=whole_head), torso=TorsoConfig(enabled=whole_head),
                        refinement_frames=32 if quick else 160)
 
     @property

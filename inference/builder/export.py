@@ -42,6 +42,7 @@ class PreviewInput:
     textures: Textures
     data: HeadModelData
     vae: TrainedVae
+    torso: object | None = None  # torso.Torso: in the neutral row when fitted
 
 
 def preview(inp: PreviewInput) -> np.ndarray:
@@ -68,7 +69,14 @@ def preview(inp: PreviewInput) -> np.ndarray:
             if len(found) == len(picks) or i >= max(wanted):
                 break
     crops = [found[g] for g in picks if g in found]
-    return contact_sheet(mesh.positions, mesh.faces, mesh.uvs, inp.textures.neutral, expressions, crops)
+    whole = None
+    if inp.torso is not None and inp.torso.mesh is not None:
+        from inference.head_model.torso import append_torso
+
+        t = inp.torso.mesh
+        whole = append_torso(mesh.positions, mesh.faces, mesh.uvs, inp.textures.neutral, t.positions, t.faces, t.uvs,
+                             inp.torso.texture)
+    return contact_sheet(mesh.positions, mesh.faces, mesh.uvs, inp.textures.neutral, expressions, crops, whole=whole)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +100,7 @@ class ExportInput:
     refinement: "TrainedRefinement | None" = None
     kind_maps: object | None = None  # kind_maps.KindMaps: other feature kinds the avatar accepts
     alpha: object | None = None  # alpha.LearnedAlpha: the shell's soft outline (None or atlas None: opaque)
+    torso: object | None = None  # torso.Torso: shoulders and upper chest (None or mesh None: the head alone)
 
 
 def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
@@ -123,6 +132,12 @@ def export(inp: ExportInput, preview_rgb: np.ndarray) -> dict:
     else:
         manifest["refinement"] = {"included": False, "reason": (ref.info.get("reason") if ref else "not built")}
     mesh = export_mesh(inp.mesh.mesh, inp.basis.blendshapes)
+    if inp.torso is not None:
+        from .torso import torso_block, with_torso
+
+        manifest["torso"] = torso_block(inp.torso)
+        if inp.torso.mesh is not None:
+            mesh = with_torso(mesh, inp.torso, inp.mesh.mesh, inp.selection.neutral[:NUM_MESH_POINTS])
     if anim and inp.kind_maps is not None:
         from inference.avatar_package import CANONICAL_UNIT_M
 

@@ -27,6 +27,7 @@ from .recombination import draw_recombination, target_relaxed_face
 from .select import SelectInput, select
 from .sources import probe_sources
 from .textures import TexturesInput, unwrap_textures
+from .torso import TorsoInput, fit_torso
 from .track import TrackInput, track
 from .vae import VaeInput, head_model_data, train_head_model
 from .refinement import RefinementInput, train_refinement_stage
@@ -103,11 +104,13 @@ def _build(cfg: BuildConfig, log, t0: float, sources, cache: StageCache, stages)
     _log_stage(log, "animation", cache, stages)
     kind_maps = fit_kind_maps(cache, KindMapInput(tracks, selection, relaxed, recombination.point_weight))  # the avatar accepts expr52 too
     _log_stage(log, "kindmaps", cache)
+    torso = fit_torso(cache, TorsoInput(sources, tracks, selection, cfg.torso))
+    _log_stage(log, "torso", cache)
     te = time.monotonic()
-    sheet = preview(PreviewInput(sources, tracks, selection, basis, mesh, textures, data, vae))
+    sheet = preview(PreviewInput(sources, tracks, selection, basis, mesh, textures, data, vae, torso))
     manifest = export(ExportInput(Path(cfg.out), sources, cfg.command, cfg.device, cfg.quick, cfg.train, selection,
                                   mesh, basis, textures, vae, evaluation, animation, tuple(cache.records), t0,
-                                  whole, refinement, kind_maps, alpha), sheet)
+                                  whole, refinement, kind_maps, alpha, torso), sheet)
     stages.update(1)
     with writes_above_bars():
         log(f"  {'export':<9} {'done':<6} {time.monotonic() - te:7.1f} s")

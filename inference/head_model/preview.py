@@ -20,9 +20,12 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 def contact_sheet(neutral_pos: np.ndarray, faces: np.ndarray, uvs: np.ndarray, neutral_tex: np.ndarray,
                   expressions: list[tuple[np.ndarray, np.ndarray]], sources: list[np.ndarray],
-                  tile: int = 192) -> np.ndarray:
-    """expressions: (vertex positions, decoded RGB texture) pairs; sources: RGB crops. Returns RGB."""
-    row1 = [_label(render_textured(neutral_pos, faces, uvs, neutral_tex, tile, yaw_pitch(a)), t)
+                  tile: int = 192, whole: tuple | None = None) -> np.ndarray:
+    """expressions: (vertex positions, decoded RGB texture) pairs; sources: RGB crops. ``whole``:
+    (positions, faces, uvs, texture) of the head with its torso (torso.append_torso) for the first
+    row's four views. Returns RGB."""
+    p0, f0, uv0, tex0 = whole if whole is not None else (neutral_pos, faces, uvs, neutral_tex)
+    row1 = [_label(render_textured(p0, f0, uv0, tex0, tile, yaw_pitch(a)), t)
             for a, t in ((0, "neutral"), (35, "3/4"), (90, "profile"), (180, "back"))]
     row1.append(_label(cv2.resize(neutral_tex, (tile, tile), interpolation=cv2.INTER_AREA), "UV atlas"))
     cols = len(row1)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from inference.head_model.render import render_in_view
+from inference.head_model.torso import append_torso
 
 MOUTH_CORNERS = (61, 291)
 LIPS = (13, 14)
@@ -65,18 +66,24 @@ def _yaw(deg: float) -> np.ndarray:
     return np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
 
 
-def render_turn(pkg, texture: np.ndarray, weights: np.ndarray, yaw_deg: float, config: TurntableConfig
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 (S, S, 3) over the background, and alpha (S, S) float32, at one yaw."""
+def render_turn(pkg, texture: np.ndarray, weights: np.ndarray, yaw_deg: float, config: TurntableConfig,
+                with_torso: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 (S, S, 3) over the background, and alpha (S, S) float32, at one yaw (the head
+    alone, framed alone, with ``with_torso=False``)."""
     m = pkg.mesh
     v = m.positions + np.einsum("k,kvc->vc", weights, m.blendshapes)
-    centre = (m.positions.min(0) + m.positions.max(0)) / 2
-    radius = float(np.linalg.norm(m.positions - centre, axis=1).max())
+    rest, faces, uvs = m.positions, m.indices.astype(np.int64), m.uvs
+    if m.torso is not None and with_torso:  # the whole avatar turns, shoulders too (at rest body and head agree)
+        t = m.torso
+        v, faces, uvs, texture = append_torso(v, faces, uvs, texture, t.positions, t.indices, t.uvs, t.texture)
+        rest = np.concatenate([rest, t.positions])
+    centre = (rest.min(0) + rest.max(0)) / 2
+    radius = float(np.linalg.norm(rest - centre, axis=1).max())
     p = (v - centre) @ _yaw(yaw_deg).T
     s = config.size / (2.05 * radius)
     # Camera looks along −z (model +z towards the viewer); image y down.
     px = np.stack([p[:, 0] * s + config.size / 2, config.size / 2 - p[:, 1] * s, -p[:, 2] * s], 1)
-    rgb, alpha = render_in_view(px, m.indices.astype(np.int64), m.uvs, texture, config.size, config.size, 2)
+    rgb, alpha = render_in_view(px, faces, uvs, texture, config.size, config.size, 2)
     bg = np.array(config.background, np.float32) / 255.0
     out = rgb + (1 - alpha[..., None]) * bg
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8), alpha

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xr_runtime.avatars.mesh import AvatarMeshData
+from xr_runtime.avatars.mesh import AvatarMeshData, TorsoMeshData
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,12 @@ class AvatarAssets:
 def mesh_data(package) -> AvatarMeshData:
     """The renderer's mesh of a loaded `AvatarPackage`."""
     mesh = package.mesh
-    return AvatarMeshData(mesh.positions, mesh.uvs, mesh.indices, mesh.blendshapes)
+    torso = None
+    if mesh.torso is not None:
+        t = mesh.torso
+        torso = TorsoMeshData(t.positions, t.uvs, t.indices, t.texture)
+    return AvatarMeshData(mesh.positions, mesh.uvs, mesh.indices, mesh.blendshapes,
+                          body_weights=mesh.body_weight if torso is not None else None, torso=torso)
 
 
 def dev_assets(count: int) -> list[AvatarAssets]:

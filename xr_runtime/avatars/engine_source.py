@@ -26,15 +26,13 @@ import numpy as np
 
 from calibration.head_pose import HeadMotion, HeadMotionConfig, HeadMotionTracker
 from inference.avatar_package import CANONICAL_UNIT_M
+from inference.head_model.torso import NECK_PIVOT  # noqa: F401  (re-exported: where the head turns)
 from streaming.receiver import FrameArrivals
 from xr_runtime.avatars.assets import AvatarAssets, idle_assets, load_packages, package_for
 from xr_runtime.avatars.state import IDENTITY_POSE, AvatarFrameState, AvatarPose
 from xr_runtime.avatars.worker_source import PACINGS, WorkerPacing, WorkerStateSource, receiver_wake
 from xr_runtime.latency.recorder import LatencyTrace
 
-# Where a head turns and nods: the top of the neck, behind and below the canonical origin (the
-# bridge of the nose), in interocular units of the canonical frame (y up, z out of the face).
-NECK_PIVOT = (0.0, -1.3, -1.5)
 
 
 def avatar_head_pose(motion: HeadMotion) -> AvatarPose:

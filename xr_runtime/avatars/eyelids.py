@@ -21,7 +21,7 @@ Needs the builder's head mesh (its first 468 vertices are FaceMesh points); othe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -84,8 +84,7 @@ class EyelidRig:
 
     def __init__(self, mesh: AvatarMeshData, deltas: np.ndarray, eyes_uv: dict[str, EyeUV]):
         self.base_count = mesh.blendshape_count
-        self.mesh = AvatarMeshData(mesh.positions, mesh.uvs, mesh.indices,
-                                   np.concatenate([mesh.blendshapes, deltas], axis=0))
+        self.mesh = replace(mesh, blendshapes=np.concatenate([mesh.blendshapes, deltas], axis=0))
         self.eyes_uv = eyes_uv
         self._deltas = deltas
         ids = sorted({v for side in EYES.values() for v in (*side[0], *side[1], *side[2])})

@@ -36,9 +36,12 @@ class AvatarGPU:
 
         self.vao = int(GL.glGenVertexArrays(1))
         GL.glBindVertexArray(self.vao)
-        self.buffers = [int(b) for b in GL.glGenBuffers(4)]
-        position_vbo, uv_vbo, index_ebo, basis_tbo = self.buffers
-        for location, vbo, data, size in ((0, position_vbo, mesh.positions, 3), (1, uv_vbo, mesh.uvs, 2)):
+        self.buffers = [int(b) for b in GL.glGenBuffers(5)]
+        position_vbo, uv_vbo, index_ebo, basis_tbo, body_vbo = self.buffers
+        body = (mesh.body_weights if mesh.body_weights is not None
+                else np.zeros(mesh.vertex_count, np.float32)).reshape(-1, 1)
+        for location, vbo, data, size in ((0, position_vbo, mesh.positions, 3), (1, uv_vbo, mesh.uvs, 2),
+                                          (2, body_vbo, np.ascontiguousarray(body, np.float32), 1)):
             GL.glBindBuffer(GL.GL_ARRAY_BUFFER, vbo)
             GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, data, GL.GL_STATIC_DRAW)
             GL.glEnableVertexAttribArray(location)
@@ -64,6 +67,7 @@ class AvatarGPU:
         GL.glTexBuffer(GL.GL_TEXTURE_BUFFER, GL.GL_RGBA32F, basis_tbo)
         GL.glBindTexture(GL.GL_TEXTURE_BUFFER, 0)
 
+        self.torso = TorsoGPU(mesh.torso, mipmaps) if mesh.torso is not None else None
         self.storage_texture = self.texture = 0
         self.texture_size = (0, 0)
         self._allocate_texture(texture_size)
@@ -153,8 +157,61 @@ class AvatarGPU:
         GL.glActiveTexture(GL.GL_TEXTURE0)
 
     def delete(self) -> None:
+        if self.torso is not None:
+            self.torso.delete()
+            self.torso = None
         self._delete_textures()
         GL.glDeleteTextures([self.basis_texture])
+        GL.glDeleteBuffers(len(self.buffers), self.buffers)
+        GL.glDeleteVertexArrays(1, [self.vao])
+        self.buffers = []
+
+
+class TorsoGPU:
+    """An avatar's torso: its own vertex arrays (body weight 1 everywhere) and static sRGB texture,
+    drawn with the avatar program and no blendshapes."""
+
+    def __init__(self, torso, mipmaps: bool) -> None:
+        self.index_count = torso.indices.size
+        self.vao = int(GL.glGenVertexArrays(1))
+        GL.glBindVertexArray(self.vao)
+        self.buffers = [int(b) for b in GL.glGenBuffers(4)]
+        ones = np.ones((len(torso.positions), 1), np.float32)
+        for location, vbo, data, size in ((0, self.buffers[0], torso.positions, 3), (1, self.buffers[1], torso.uvs, 2),
+                                          (2, self.buffers[2], ones, 1)):
+            GL.glBindBuffer(GL.GL_ARRAY_BUFFER, vbo)
+            GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, data, GL.GL_STATIC_DRAW)
+            GL.glEnableVertexAttribArray(location)
+            raw_vertex_attrib_pointer(location, size, GL.GL_FLOAT, GL.GL_FALSE, 0, ctypes.c_void_p(0))
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.buffers[3])
+        GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, torso.indices.nbytes, torso.indices, GL.GL_STATIC_DRAW)
+        GL.glBindVertexArray(0)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+        tex = np.ascontiguousarray(torso.texture, np.uint8)
+        self.texture = int(GL.glGenTextures(1))
+        GL.glBindTexture(GL.GL_TEXTURE_2D, self.texture)
+        GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 4)
+        GL.glTexImage2D(GL.GL_TEXTURE_2D, 0, GL.GL_SRGB8_ALPHA8, tex.shape[1], tex.shape[0], 0,
+                        GL.GL_RGBA, GL.GL_UNSIGNED_BYTE, tex)
+        if mipmaps:
+            GL.glGenerateMipmap(GL.GL_TEXTURE_2D)
+        GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MIN_FILTER,
+                           GL.GL_LINEAR_MIPMAP_LINEAR if mipmaps else GL.GL_LINEAR)
+        GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MAG_FILTER, GL.GL_LINEAR)
+        GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_WRAP_S, GL.GL_CLAMP_TO_EDGE)
+        GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_WRAP_T, GL.GL_CLAMP_TO_EDGE)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
+
+    def draw(self) -> None:
+        """The caller has bound the avatar program with u_model = u_body = the body matrix."""
+        GL.glActiveTexture(GL.GL_TEXTURE0)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, self.texture)
+        GL.glBindVertexArray(self.vao)
+        GL.glDrawElements(GL.GL_TRIANGLES, self.index_count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(0))
+        GL.glBindVertexArray(0)
+
+    def delete(self) -> None:
+        GL.glDeleteTextures([self.texture])
         GL.glDeleteBuffers(len(self.buffers), self.buffers)
         GL.glDeleteVertexArrays(1, [self.vao])
         self.buffers = []

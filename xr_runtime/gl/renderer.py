@@ -71,6 +71,9 @@ class AvatarDrawState:
     # The driver's lids and gaze (inference.engine.eye_state.EyeState) for avatars with an eyelid
     # rig (xr_runtime.avatars.eyelids); None: the network's own eyes.
     eyes: object | None = None
+    # Model → world of the body (an avatar with a torso: the head's placement and translation
+    # without its rotation, xr_runtime.scene.placement.body_model_matrix); None: the head's.
+    body_matrix: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class Renderer:
             self._scene_program, ["u_view_proj", "u_light_dir", "u_light_color", "u_ambient",
                                   "u_grid_color", "u_grid_spacing"])
         self._avatar_uniforms = uniform_locations(
-            self._avatar_program, ["u_view_proj", "u_model", "u_basis", "u_vertex_count",
+            self._avatar_program, ["u_view_proj", "u_model", "u_body", "u_basis", "u_vertex_count",
                                    "u_blend_count", "u_weights", "u_texture", "u_opacity",
                                    "u_eye_count", "u_eye_centre", "u_eye_axes", "u_gaze_uv",
                                    "u_eye_texture", "u_eye_mix", "u_closure", "u_lid_skin", "u_lid_skin_below",
@@ -351,6 +354,9 @@ class Renderer:
             GL.glDepthMask(GL.GL_TRUE if render_pass == 0 else GL.GL_FALSE)
             GL.glUniform1i(u["u_pass"], render_pass)
             for state in order:
+                torso = self._avatars[state.avatar.id].torso
+                if torso is not None and render_pass == 0:  # opaque: drawn whether or not the head is refined
+                    self._draw_torso(torso, state)
                 plan = plans.get(state.avatar.id)
                 if plan is not None:  # the refined layer in place of the mesh, in the same two passes
                     self._refinement.composite(plan, render_pass, state.opacity)
@@ -390,11 +396,23 @@ class Renderer:
             GL.glActiveTexture(GL.GL_TEXTURE0)
         k = gpu.blendshape_count
         _upload_matrix(u["u_model"], state.model_matrix)
+        _upload_matrix(u["u_body"], state.model_matrix if state.body_matrix is None else state.body_matrix)
         GL.glUniform1i(u["u_vertex_count"], gpu.vertex_count)
         GL.glUniform1i(u["u_blend_count"], k)
         GL.glUniform1fv(u["u_weights"], MAX_BLENDSHAPES, weights_buffer)
         GL.glUniform1f(u["u_opacity"], float(state.opacity if opacity is None else opacity))
         gpu.draw()
+
+    def _draw_torso(self, torso, state: AvatarDrawState) -> None:
+        u = self._avatar_uniforms
+        body = state.model_matrix if state.body_matrix is None else state.body_matrix
+        _upload_matrix(u["u_model"], body)
+        _upload_matrix(u["u_body"], body)
+        GL.glUniform1i(u["u_blend_count"], 0)
+        GL.glUniform1i(u["u_eye_count"], 0)
+        GL.glUniform1i(u["u_eye_mix"], 0)
+        GL.glUniform1f(u["u_opacity"], float(state.opacity))
+        torso.draw()
 
     # ------------------------------------------------------------------------------ teardown
 

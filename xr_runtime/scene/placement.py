@@ -27,5 +27,15 @@ def head_model_matrix(placement: np.ndarray, slot_scale: float, pose: AvatarPose
     return (placement @ head @ transforms.scaling(s)).astype(np.float32)
 
 
+def body_model_matrix(placement: np.ndarray, slot_scale: float, pose: AvatarPose) -> np.ndarray:
+    """The body's model → world matrix: the head's without its rotation about the pivot. The body
+    follows the head's translation (a lean moves the shoulders along) but not its turns and nods:
+    the render node knows nothing else of the driver's body. Equal to ``head_model_matrix`` at rest,
+    and both map the pivot to the same point, so the neck joins them."""
+    s = slot_scale * pose.scale
+    return (placement @ transforms.translation(*np.asarray(pose.translation, np.float64))
+            @ transforms.scaling(s)).astype(np.float32)
+
+
 def transform_from_rigid(m: np.ndarray, scale: float) -> Transform:
     return Transform(tuple(float(v) for v in np.asarray(m)[:3, 3]), rotation_to_quaternion(m), scale)
