@@ -168,22 +168,20 @@ class AvatarGPU:
 
 
 class TorsoGPU:
-    """An avatar's torso: its own vertex arrays (body weight 1 everywhere) and static sRGB texture,
-    drawn with the avatar program and no blendshapes."""
+    """An avatar's torso: its own vertex arrays and static sRGB texture, drawn with the torso
+    program (assets/shaders/torso.vert/.frag)."""
 
     def __init__(self, torso, mipmaps: bool) -> None:
         self.index_count = torso.indices.size
         self.vao = int(GL.glGenVertexArrays(1))
         GL.glBindVertexArray(self.vao)
-        self.buffers = [int(b) for b in GL.glGenBuffers(4)]
-        ones = np.ones((len(torso.positions), 1), np.float32)
-        for location, vbo, data, size in ((0, self.buffers[0], torso.positions, 3), (1, self.buffers[1], torso.uvs, 2),
-                                          (2, self.buffers[2], ones, 1)):
+        self.buffers = [int(b) for b in GL.glGenBuffers(3)]
+        for location, vbo, data, size in ((0, self.buffers[0], torso.positions, 3), (1, self.buffers[1], torso.uvs, 2)):
             GL.glBindBuffer(GL.GL_ARRAY_BUFFER, vbo)
             GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, data, GL.GL_STATIC_DRAW)
             GL.glEnableVertexAttribArray(location)
             raw_vertex_attrib_pointer(location, size, GL.GL_FLOAT, GL.GL_FALSE, 0, ctypes.c_void_p(0))
-        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.buffers[3])
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.buffers[2])
         GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, torso.indices.nbytes, torso.indices, GL.GL_STATIC_DRAW)
         GL.glBindVertexArray(0)
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
@@ -203,7 +201,7 @@ class TorsoGPU:
         GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
 
     def draw(self) -> None:
-        """The caller has bound the avatar program with u_model = u_body = the body matrix."""
+        """The caller has bound the torso program and set its uniforms."""
         GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindTexture(GL.GL_TEXTURE_2D, self.texture)
         GL.glBindVertexArray(self.vao)

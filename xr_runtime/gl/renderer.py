@@ -108,6 +108,9 @@ class Renderer:
                                               "GAZE_EX": f"{GAZE_ELLIPSE[0]:.3f}", "GAZE_EY": f"{GAZE_ELLIPSE[1]:.3f}",
                                               "EDGE_COS_LO": f"{EDGE_COS[0]:.4f}", "EDGE_COS_HI": f"{EDGE_COS[1]:.4f}",
                                               "OPAQUE_ALPHA": f"{OPAQUE_ALPHA:.5f}"})
+        self._torso_program = build_program("torso.vert", "torso.frag")
+        self._torso_uniforms = uniform_locations(self._torso_program,
+                                                 ["u_view_proj", "u_body", "u_texture", "u_opacity"])
         self._sky_uniforms = uniform_locations(
             self._sky_program, ["u_inv_view_proj", "u_zenith", "u_horizon", "u_ground"])
         self._scene_uniforms = uniform_locations(
@@ -354,15 +357,17 @@ class Renderer:
             GL.glDepthMask(GL.GL_TRUE if render_pass == 0 else GL.GL_FALSE)
             GL.glUniform1i(u["u_pass"], render_pass)
             for state in order:
-                torso = self._avatars[state.avatar.id].torso
-                if torso is not None and render_pass == 0:  # opaque: drawn whether or not the head is refined
-                    self._draw_torso(torso, state)
                 plan = plans.get(state.avatar.id)
                 if plan is not None:  # the refined layer in place of the mesh, in the same two passes
                     self._refinement.composite(plan, render_pass, state.opacity)
                     GL.glUseProgram(self._avatar_program)
                 elif render_pass == 0 or self._soft.get(state.avatar.id, True):
                     self._draw_avatar(state, weights_buffer)
+            if render_pass == 0:
+                # Torsos are opaque: after the heads' opaque fragments (depth rejects what a head
+                # hides), before the soft outlines, which must blend over them.
+                self._draw_torsos(view_proj, order)
+                GL.glUseProgram(self._avatar_program)
         GL.glDepthMask(GL.GL_TRUE)
         GL.glDisable(GL.GL_BLEND)
 
@@ -403,16 +408,18 @@ class Renderer:
         GL.glUniform1f(u["u_opacity"], float(state.opacity if opacity is None else opacity))
         gpu.draw()
 
-    def _draw_torso(self, torso, state: AvatarDrawState) -> None:
-        u = self._avatar_uniforms
-        body = state.model_matrix if state.body_matrix is None else state.body_matrix
-        _upload_matrix(u["u_model"], body)
-        _upload_matrix(u["u_body"], body)
-        GL.glUniform1i(u["u_blend_count"], 0)
-        GL.glUniform1i(u["u_eye_count"], 0)
-        GL.glUniform1i(u["u_eye_mix"], 0)
-        GL.glUniform1f(u["u_opacity"], float(state.opacity))
-        torso.draw()
+    def _draw_torsos(self, view_proj: np.ndarray, states: Sequence[AvatarDrawState]) -> None:
+        drawn = [(s, self._avatars[s.avatar.id].torso) for s in states if self._avatars[s.avatar.id].torso is not None]
+        if not drawn:
+            return
+        u = self._torso_uniforms
+        GL.glUseProgram(self._torso_program)
+        _upload_matrix(u["u_view_proj"], view_proj)
+        GL.glUniform1i(u["u_texture"], 0)
+        for state, torso in drawn:
+            _upload_matrix(u["u_body"], state.model_matrix if state.body_matrix is None else state.body_matrix)
+            GL.glUniform1f(u["u_opacity"], float(state.opacity))
+            torso.draw()
 
     # ------------------------------------------------------------------------------ teardown
 
@@ -429,7 +436,7 @@ class Renderer:
             self._eye_textures.clear()
         GL.glDeleteBuffers(len(self._room_buffers), self._room_buffers)
         GL.glDeleteVertexArrays(2, [self._room_vao, self._empty_vao])
-        for program in (self._sky_program, self._scene_program, self._avatar_program):
+        for program in (self._sky_program, self._scene_program, self._avatar_program, self._torso_program):
             GL.glDeleteProgram(program)
         self._room_buffers = []
 
