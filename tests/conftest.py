@@ -21,6 +21,19 @@ def egl_available():
         pytest.skip(f"no headless EGL OpenGL here: {error}")
 
 
+@pytest.fixture
+def egl_context():
+    """A current headless EGL OpenGL context for the test (skips, with the reason, without one)."""
+    from xr_runtime.gl.egl_context import GLContextError, HeadlessGLContext
+
+    try:
+        ctx = HeadlessGLContext()
+    except GLContextError as error:
+        pytest.skip(f"no headless EGL OpenGL here: {error}")
+    yield ctx
+    ctx.close()
+
+
 @pytest.fixture(autouse=True)
 def _openxr_validation(request):
     """XR tests run with the Khronos core validation layer (scripts/monado_env.sh enables it and

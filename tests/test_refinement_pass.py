@@ -83,18 +83,6 @@ def gl(egl_context):
     renderer.close()
 
 
-@pytest.fixture
-def egl_context():
-    from xr_runtime.gl.egl_context import GLContextError, HeadlessGLContext
-
-    try:
-        ctx = HeadlessGLContext()
-    except GLContextError as error:
-        pytest.skip(f"no headless EGL OpenGL here: {error}")
-    yield ctx
-    ctx.close()
-
-
 def draw(renderer, target, states, view=None, proj=None) -> np.ndarray:
     if view is None:
         view, proj = camera()

@@ -170,19 +170,6 @@ def test_a_torso_texture_claiming_a_huge_size_is_refused_before_decoding(man, tm
         read_glb(tmp_path / "mesh.glb")
 
 
-@pytest.fixture
-def egl_context():
-    pytest.importorskip("xr_runtime.gl.egl_context")
-    from xr_runtime.gl.egl_context import GLContextError, HeadlessGLContext
-
-    try:
-        ctx = HeadlessGLContext()
-    except GLContextError as error:
-        pytest.skip(f"no headless EGL OpenGL here: {error}")
-    yield ctx
-    ctx.close()
-
-
 def test_the_head_turns_over_still_shoulders_in_gl(man, egl_context):
     """Real GL: a 35° head turn moves the head and leaves every torso-only row of the picture as
     it was at rest; drawing the body with the head's matrix (the rigid avatar) swings the shoulders
@@ -206,7 +193,7 @@ def test_the_head_turns_over_still_shoulders_in_gl(man, egl_context):
         view = transforms.look_at((0.0, -0.12, 0.75), (0.0, -0.12, 0.0)).astype(np.float32)
         proj = transforms.projection_symmetric(40, 1.0, 0.05, 10).astype(np.float32)
         placement = np.eye(4, dtype=np.float32)
-        pivot = tuple(float(v) for v in mesh_pivot(mesh))
+        pivot = tuple(float(v) for v in AvatarPackage.load(man[0]).mesh.pivot)
 
         def pose(yaw_deg: float) -> AvatarPose:
             a = np.radians(yaw_deg) / 2
@@ -241,13 +228,6 @@ def test_the_head_turns_over_still_shoulders_in_gl(man, egl_context):
     finally:
         target.delete()
         renderer.close()
-
-
-def mesh_pivot(mesh) -> np.ndarray:
-    from inference.avatar_package import CANONICAL_UNIT_M
-    from inference.head_model.torso import NECK_PIVOT
-
-    return np.asarray(NECK_PIVOT) * CANONICAL_UNIT_M
 
 
 def test_threejs_turns_the_head_over_still_shoulders_as_we_do(man, tmp_path, egl_context):
@@ -340,24 +320,18 @@ def test_body_matrix_is_the_head_without_its_turn():
     assert np.allclose(body, body_model_matrix(placement, 1.2, rest), atol=1e-6)  # a turn leaves the body
 
 
-def test_the_render_node_draws_the_torso_with_the_body_transform(man):
+def test_the_render_node_draws_the_torso_with_the_body_transform(man, egl_available):
     """The render node end to end (headless backend, real EGL): a stream turning the head 35°
     leaves the shoulders' rows of the eye's picture as they were, and turns the head."""
-    from inference.avatar_package import AvatarPackage
+    from inference.avatar_package import CANONICAL_UNIT_M, AvatarPackage
     from inference.head_model.torso import NECK_PIVOT
-    from inference.avatar_package import CANONICAL_UNIT_M
     from xr_runtime.avatars.assets import idle_assets
     from xr_runtime.avatars.sampler import SamplerConfig
     from xr_runtime.avatars.state import AvatarFrameState, AvatarPose
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
-    from xr_runtime.gl.egl_context import GLContextError, HeadlessGLContext
     from xr_runtime.render_node import RenderNode, RenderNodeConfig
     from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
 
-    try:
-        HeadlessGLContext().close()
-    except GLContextError as error:
-        pytest.skip(f"no headless EGL OpenGL here: {error}")
     assets = idle_assets(AvatarPackage.load(man[0]))
     pivot = tuple(v * CANONICAL_UNIT_M for v in NECK_PIVOT)
 

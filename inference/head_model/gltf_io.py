@@ -195,20 +195,26 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
                                                                        indices=t_idx)]))
         gltf.nodes.append(g.Node(mesh=1, skin=0 if skinned else None, name="torso"))
         gltf.scenes[0].nodes.append(len(gltf.nodes) - 1)
-    if texture_rgb is not None:
-        # RGBA (a whole head's learned alpha): PNG keeps the alpha, the material blends it.
-        bgr = texture_rgb[:, :, [2, 1, 0, 3]] if texture_rgb.shape[2] == 4 else texture_rgb[:, :, ::-1]
+    def add_texture(rgb: np.ndarray, what: str) -> int:
+        """An embedded PNG (RGB, or RGBA whose alpha PNG keeps) as a texture; its index."""
+        bgr = rgb[:, :, [2, 1, 0, 3]] if rgb.shape[2] == 4 else rgb[:, :, ::-1]
         ok, png = cv2.imencode(".png", np.ascontiguousarray(bgr))
         if not ok:
-            raise GltfError("could not encode the neutral texture")
+            raise GltfError(f"could not encode the {what} texture")
         while len(blob) % 4:
             blob.append(0)
         views.append(g.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(png)))
         blob.extend(png.tobytes())
-        gltf.images = [g.Image(bufferView=len(views) - 1, mimeType="image/png")]
-        gltf.samplers = [g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR)]
-        gltf.textures = [g.Texture(sampler=0, source=0)]
-        pbr = dict(baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.8)
+        gltf.images.append(g.Image(bufferView=len(views) - 1, mimeType="image/png"))
+        if not gltf.samplers:
+            gltf.samplers = [g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR)]
+        gltf.textures.append(g.Texture(sampler=0, source=len(gltf.images) - 1))
+        return len(gltf.textures) - 1
+
+    if texture_rgb is not None:
+        # RGBA (a whole head's learned alpha): PNG keeps the alpha, the material blends it.
+        pbr = dict(baseColorTexture=g.TextureInfo(index=add_texture(texture_rgb, "neutral")), metallicFactor=0.0,
+                   roughnessFactor=0.8)
         # OPAQUE ignores the texture's alpha (glTF 2.0, 3.9.4): the face and the solid hair.
         gltf.materials = [g.Material(name="head", pbrMetallicRoughness=g.PbrMetallicRoughness(**pbr),
                                      alphaMode="OPAQUE")]
@@ -218,19 +224,9 @@ def write_glb(path: Path, mesh: MeshArrays, texture_rgb: np.ndarray | None = Non
                                              alphaMode="BLEND"))
             prims[1].material = 1
     if mesh.torso is not None:
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(mesh.torso.texture[:, :, ::-1]))
-        if not ok:
-            raise GltfError("could not encode the torso texture")
-        while len(blob) % 4:
-            blob.append(0)
-        views.append(g.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(png)))
-        blob.extend(png.tobytes())
-        gltf.images.append(g.Image(bufferView=len(views) - 1, mimeType="image/png"))
-        if not gltf.samplers:
-            gltf.samplers = [g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR)]
-        gltf.textures.append(g.Texture(sampler=0, source=len(gltf.images) - 1))
+        tex = add_texture(np.asarray(mesh.torso.texture)[..., :3], "torso")
         gltf.materials.append(g.Material(name="torso", alphaMode="OPAQUE", pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorTexture=g.TextureInfo(index=len(gltf.textures) - 1), metallicFactor=0.0, roughnessFactor=0.8)))
+            baseColorTexture=g.TextureInfo(index=tex), metallicFactor=0.0, roughnessFactor=0.8)))
         gltf.meshes[1].primitives[0].material = len(gltf.materials) - 1
     gltf.accessors = accessors
     gltf.bufferViews = views
