@@ -166,10 +166,12 @@ def run_appearance(args) -> int:
     with progress_bar(desc="score", unit="f") as bar:
         r = evaluate_appearance(AppearanceConfig(args.avatar, video, args.baseline, args.video_out, args.max_frames),
                                 progress=callback(bar))
-    print(f"{'model':<11}{'IoU':>7}{'PSNR dB':>9}{'SSIM':>7}{'shimmer':>9}   ({r['scored_frames']} held-out frames, "
-          f"{r['size'][0]}x{r['size'][1]})")
+    print(f"{'model':<11}{'IoU':>7}{'over':>7}{'under':>7}{'PSNR dB':>9}{'SSIM':>7}{'shimmer':>9}   "
+          f"({r['scored_frames']} held-out frames, {r['size'][0]}x{r['size'][1]}; over/under: the outline beyond "
+          "the head / the head uncovered, shares of the union)")
     for k, m in r["models"].items():
-        print(f"{k:<11}{m['iou']:>7.3f}{m['psnr_db']:>9.2f}{m['ssim']:>7.3f}{r['still_shimmer'].get(k, 0.0):>9.3f}")
+        print(f"{k:<11}{m['iou']:>7.3f}{m['over']:>7.3f}{m['under']:>7.3f}{m['psnr_db']:>9.2f}{m['ssim']:>7.3f}"
+              f"{r['still_shimmer'].get(k, 0.0):>9.3f}")
     met = r["targets"]["met"]
     best = r["models"][r["best"]]
     gain_key = "psnr_gain_db_vs_baseline" if "psnr_gain_db_vs_baseline" in r["gains"] else "psnr_gain_db_vs_face_only"

@@ -114,7 +114,11 @@ def frame_scores(rgb: np.ndarray, alpha: np.ndarray, src_rgb: np.ndarray, matte:
     mse = float(((pred - target) ** 2)[union].mean()) if union.any() else 0.0
     psnr = 10 * np.log10(1.0 / max(mse, 1e-10))
     ssim = float(_ssim_map(pred.astype(np.float32), target.astype(np.float32))[union].mean()) if union.any() else 1.0
-    return {"iou": iou, "psnr_db": float(psnr), "ssim": ssim}
+    # Where the silhouette errs, as shares of the union: drawn beyond the person's head ("over"),
+    # and the head left uncovered ("under"); 1 − IoU = over + under.
+    over = float((sil_a & ~sil_m).sum() / max(union.sum(), 1))
+    under = float((sil_m & ~sil_a).sum() / max(union.sum(), 1))
+    return {"iou": iou, "psnr_db": float(psnr), "ssim": ssim, "over": over, "under": under}
 
 
 def _summary(rows: list[dict]) -> dict:
