@@ -143,7 +143,7 @@ QUICK_STAGE_KEYS = {"track": "d261502dc11aae44", "select": "979df930e53f81ac", "
                     "mesh": "dda906e1c3131422", "basis": "ab4c70901727562a", "textures": "53fbf6a0307fd825",
                     "vae": "4104ecf0574bc347", "evaluate": "4a02178a5208f110", "refinement": "9b5602181c18c231",
                     "animation": "04066e1f59f5c8b1",
-                    "kindmaps": "6a237b7b02321910", "alpha": "c2a65d514b974879", "torso": "aa1ab5cb7931eaab"}
+                    "kindmaps": "6a237b7b02321910", "alpha": "c2a65d514b974879", "torso": "f52beb4db144645c"}
 
 
 def test_stage_keys_keep_existing_work_directories_valid(package_dir, tmp_path_factory):

@@ -63,7 +63,7 @@ def test_the_torso_matches_the_frames_where_they_show_it(man):
     torso lies over the person matte below the chin and has the shirt's colour there. The outline's
     shoulder tops sit lower than the frames show them: seen from a webcam above, the shoulders
     rise nearly to the chin, which a silhouette cannot tell from depth, so the slope from the neck
-    is capped at the anatomical one (torso.py) — hence an IoU well below 1 (measured 0.43–0.48)."""
+    is capped at the anatomical one (torso.py) — hence an IoU well below 1 (measured 0.44–0.49)."""
     from safetensors.numpy import load_file
 
     from inference.avatar_package import CANONICAL_UNIT_M, AvatarPackage

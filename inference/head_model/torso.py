@@ -15,7 +15,10 @@ Fitted to the person, not a fixed bust:
   frame: the camera's axes, the pivot's image point as origin, the head's scale). Each row of the
   body frame below the chin line reads the person matte's run through the body's centre line;
   the median over the frames of its left and right ends is the outline at that height. A run that
-  touches the image's side is cut there and does not vote for that side.
+  touches the image's side is cut there and does not vote for that side. The slope from the neck is
+  capped at the anatomical one and the outline smoothed along the rings (``fit_profile``: a webcam
+  above the screen sees the shoulder tops rise almost to the chin, which a silhouette cannot tell
+  from depth).
 * **Below the frame.** Rows no frame sees keep the width of the last seen row (at least the
   shoulders' joint-to-joint width × ``shoulder_pad``) down to ``drop`` below the shoulder line,
   and are marked inferred, as is the depth: a monocular clip gives none, so the cross-section is a
@@ -54,6 +57,7 @@ class TorsoConfig:
     drop: float = 2.2
     shoulder_pad: float = 1.15  # the outline beyond the shoulder joints (deltoids), below the frame
     shoulder_slope: float = 2.7  # most outward per downward unit from the neck (a ≈ 20° trapezius)
+    shoulder_round: float = 1.5  # Gaussian smoothing of the outline along the rings (rings; 0: none)
     depth_ratio: float = 0.5  # half-depth / half-width of the cross-section (inferred)
     max_half_depth: float = 1.6  # ≈ 10 cm: a chest ≈ 20 cm deep
     back_shift: float = 0.35  # the chest's axis lies this far behind the neck's at the shoulders
@@ -201,6 +205,13 @@ def fit_profile(frames: list[TorsoFrame], neutral: np.ndarray, shoulders_body: n
     # shoulder tops rise nearly to the chin in the image, which read literally gives a flat box
     # (the man of the single_face clip). The slope from the neck is capped at the anatomical one.
     a = np.minimum(a, neck_a + config.shoulder_slope * (top - ys))
+    # Rounded shoulders: where the slope meets the arm's vertical the capped outline has a corner,
+    # a hard crease all round the bust in a 3/4 view. Smoothed along the rings (the neck ring stays).
+    if config.shoulder_round > 0:
+        k = np.arange(-3, 4, dtype=np.float64)
+        g = np.exp(-0.5 * (k / config.shoulder_round) ** 2)
+        a = np.convolve(np.pad(a, 3, mode="edge"), g / g.sum(), mode="valid")
+        a[0] = neck_a
     # Depth: round at the neck, a flattened chest below, its axis moving back towards the spine.
     t = np.clip((top - ys) / max(top - shoulder_y, 1e-6), 0, 1)
     b = np.clip(config.depth_ratio * a, neck_a, config.max_half_depth)
