@@ -359,3 +359,26 @@ def test_the_render_node_draws_the_torso_with_the_body_transform(man, egl_availa
     assert np.abs(rest[band] - rest[0, 0]).sum(-1).mean() > 30  # the shoulders are in the band
     assert np.abs(turned[band] - rest[band]).mean() < 0.5
     assert np.abs(turned[top] - rest[top]).mean() > 2.0
+
+
+def test_a_manifest_that_disagrees_with_mesh_glb_about_the_torso_is_refused(man, tmp_path):
+    """Written consistently (checksums and all) but with the manifest saying no torso while
+    mesh.glb carries one, and the other way round: loading names the disagreement."""
+    import cv2
+
+    from inference.avatar_package import AvatarPackage, AvatarPackageError, write_package
+
+    pkg = AvatarPackage.load(man[0])
+    tex = np.zeros((8, 8, 3), np.uint8)
+    png = cv2.imencode(".png", tex)[1].tobytes()
+    raw = {**pkg.manifest.raw, "torso": {**pkg.manifest.raw["torso"], "included": False}}
+    write_package(tmp_path / "a", raw, pkg.vae_decoder, pkg.mesh, tex, png, extra_tensors=pkg.extra_tensors)
+    with pytest.raises(AvatarPackageError, match="torso.included = False"):
+        AvatarPackage.load(tmp_path / "a")
+    from dataclasses import replace
+
+    headless = replace(pkg.mesh, torso=None, body_weight=None, pivot=None)
+    write_package(tmp_path / "b", pkg.manifest.raw, pkg.vae_decoder, headless, tex, png,
+                  extra_tensors=pkg.extra_tensors)
+    with pytest.raises(AvatarPackageError, match="torso.included = True"):
+        AvatarPackage.load(tmp_path / "b")
