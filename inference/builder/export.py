@@ -14,7 +14,6 @@ from inference.features.mp478 import FEATURE_GAIN
 from inference.head_model.preview import contact_sheet, face_crop, pick_expressions
 from inference.head_model.topology import NUM_MESH_POINTS
 from inference.head_model.train_vae import TrainConfig
-from inference.head_model.video_io import iter_frames
 
 from .animation import TrainedAnimation
 from .basis import Basis
@@ -26,7 +25,7 @@ from .mesh import PersonalMesh
 from .select import SelectedFrames
 from .sources import Source
 from .textures import Textures
-from .track import Tracks
+from .track import Tracks, decode_frames
 from .refinement import TrainedRefinement
 from .vae import HeadModelData, TrainedVae
 from .whole_head import WholeHead, whole_head_block
@@ -60,14 +59,7 @@ def preview(inp: PreviewInput) -> np.ndarray:
             rgb = (tex[0].clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
             face = inp.selection.neutral[:NUM_MESH_POINTS] + bs.blendshapes.displacement(wd.numpy())[0]
             expressions.append((mesh.deform(face), rgb))
-    found: dict[int, np.ndarray] = {}
-    for v, s in enumerate(inp.sources):  # one decoding pass per video, stopping after the last pick
-        wanted = {int(t.frame[g]): g for g in picks if int(t.video[g]) == v}
-        for i, frame in enumerate(iter_frames(s.path) if wanted else []):
-            if i in wanted:
-                found[wanted[i]] = face_crop(frame, t.px[wanted[i]])
-            if len(found) == len(picks) or i >= max(wanted):
-                break
+    found = {g: face_crop(frame, t.px[g]) for g, frame in decode_frames(inp.sources, t, picks)}
     crops = [found[g] for g in picks if g in found]
     whole = None
     if inp.torso is not None and inp.torso.mesh is not None:

@@ -24,14 +24,13 @@ from inference.head_model.refinement import (
 )
 from inference.head_model.render import render_in_view
 from inference.head_model.topology import NUM_MESH_POINTS
-from inference.head_model.video_io import iter_frames
 
 from .basis import Basis
 from .cache import StageCache, builder_stage_key
 from .mesh import PersonalMesh
 from .select import SelectedFrames
 from .sources import Source
-from .track import Tracks
+from .track import Tracks, decode_frames
 from .vae import HeadModelData, TrainedVae
 from .whole_head import WholeHead
 
@@ -83,36 +82,27 @@ def _render_frames(inp: RefinementInput, frames: list[int]):
     tex = (tex.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).numpy()
     order = {int(g): k for k, g in enumerate(frames)}
     size = cfg.size
-    for v, s in enumerate(inp.sources):
-        want = {int(t.frame[g]): int(g) for g in frames if int(t.video[g]) == v}
-        if not want:
-            continue
-        last = max(want)
-        for fi, frame in enumerate(iter_frames(s.path)):
-            g = want.get(fi)
-            if g is not None:
-                k = order[g]
-                face = sel.neutral[:NUM_MESH_POINTS] + bs.blendshapes.displacement(wd[k:k + 1].numpy())[0]
-                px = sel.scale[g] * mesh.deform(face) @ sel.rotation[g].T + sel.translation[g]
-                h, w = frame.shape[:2]
-                box = crop_square(px, cfg.margin)
-                sc = size / box[2]
-                local = np.concatenate([(px[:, :2] - np.array(box[:2])) * sc, px[:, 2:] * sc], 1)
-                a = inp.alpha[..., None] if inp.alpha is not None else np.full(tex[k].shape[:2] + (1,), 255, np.uint8)
-                rgba = np.concatenate([tex[k], a], -1)
-                rgb, alpha = render_in_view(local, mesh.faces, mesh.uvs, rgba, size, size, 2)
-                region_full = above_chin((h, w), t.px[g]).astype(np.float32)
-                region = crop_pair(np.zeros((h, w, 3), np.float32), region_full, box, size)[3]
-                # The render only covers the image where the frame does.
-                inside = crop_pair(np.zeros((h, w, 3), np.float32), np.ones((h, w), np.float32), box, size)[3]
-                region = region * (inside > 0.5)
-                matte = inp.whole.mattes[slot[g]].astype(np.float32) / 255.0
-                src = frame[:, :, ::-1].astype(np.float32) / 255.0
-                target = crop_pair(src * matte[..., None], matte, box, size) * region[None]
-                x = np.concatenate([rgb.transpose(2, 0, 1), alpha[None]], 0) * region[None]
-                yield g, np.ascontiguousarray(x, np.float32), np.ascontiguousarray(target, np.float32)
-            if fi >= last:
-                break
+    for g, frame in decode_frames(inp.sources, t, frames):
+        k = order[g]
+        face = sel.neutral[:NUM_MESH_POINTS] + bs.blendshapes.displacement(wd[k:k + 1].numpy())[0]
+        px = sel.scale[g] * mesh.deform(face) @ sel.rotation[g].T + sel.translation[g]
+        h, w = frame.shape[:2]
+        box = crop_square(px, cfg.margin)
+        sc = size / box[2]
+        local = np.concatenate([(px[:, :2] - np.array(box[:2])) * sc, px[:, 2:] * sc], 1)
+        a = inp.alpha[..., None] if inp.alpha is not None else np.full(tex[k].shape[:2] + (1,), 255, np.uint8)
+        rgba = np.concatenate([tex[k], a], -1)
+        rgb, alpha = render_in_view(local, mesh.faces, mesh.uvs, rgba, size, size, 2)
+        region_full = above_chin((h, w), t.px[g]).astype(np.float32)
+        region = crop_pair(np.zeros((h, w, 3), np.float32), region_full, box, size)[3]
+        # The render only covers the image where the frame does.
+        inside = crop_pair(np.zeros((h, w, 3), np.float32), np.ones((h, w), np.float32), box, size)[3]
+        region = region * (inside > 0.5)
+        matte = inp.whole.mattes[slot[g]].astype(np.float32) / 255.0
+        src = frame[:, :, ::-1].astype(np.float32) / 255.0
+        target = crop_pair(src * matte[..., None], matte, box, size) * region[None]
+        x = np.concatenate([rgb.transpose(2, 0, 1), alpha[None]], 0) * region[None]
+        yield g, np.ascontiguousarray(x, np.float32), np.ascontiguousarray(target, np.float32)
 
 
 def _scores(rgb, alpha, target_rgb, target_matte) -> tuple[float, float]:

@@ -10,14 +10,13 @@ from safetensors.numpy import load_file as load_np, save_file as save_np
 
 from inference.head_model.texture_unwrap import UnwrapConfig, hair_regions, neutral_texture, unwrap_frame
 from inference.head_model.uv_atlas import texel_table
-from inference.head_model.video_io import iter_frames
 
 from .cache import StageCache, builder_stage_key
 from .mesh import PersonalMesh
 from .progress import progress
 from .select import SelectedFrames
 from .sources import Source
-from .track import Tracks
+from .track import Tracks, decode_frames
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,18 +58,12 @@ def unwrap_textures(cache: StageCache, inp: TexturesInput) -> Textures:
         valid = np.zeros((len(kept), res, res), bool)
         slot = {int(g): j for j, g in enumerate(kept)}
         with progress(len(kept), "textures") as bar:
-            for v, s in enumerate(inp.sources):
-                rows = np.flatnonzero((t.video == v) & keep)
-                want = {int(t.frame[g]): int(g) for g in rows}
-                for fi, frame in enumerate(iter_frames(s.path)):
-                    g = want.get(fi)
-                    if g is None:
-                        continue
-                    verts = mesh.deform(sel.canonical[g])
-                    tex[slot[g]], valid[slot[g]] = unwrap_frame(
-                        frame, verts, sel.rotation[g], sel.translation[g], float(sel.scale[g]), mesh, table,
-                        inp.unwrap)
-                    bar.update(1)
+            for g, frame in decode_frames(inp.sources, t, kept):
+                verts = mesh.deform(sel.canonical[g])
+                tex[slot[g]], valid[slot[g]] = unwrap_frame(
+                    frame, verts, sel.rotation[g], sel.translation[g], float(sel.scale[g]), mesh, table,
+                    inp.unwrap)
+                bar.update(1)
         neutral_rows = [slot[int(g)] for g in sel.neutral_frames if int(g) in slot]
         split = int(round(mesh.atlas_split * res))
         hair = hair_regions(mesh.positions, mesh.faces, table, mesh.neutral_face) if inp.hair_fill else None

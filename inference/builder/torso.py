@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
+from inference.avatar_package import CANONICAL_UNIT_M
 from inference.head_model.gltf_io import MeshArrays, TorsoArrays
 from inference.head_model.head_mesh import HeadMesh
 from inference.head_model.matte import PersonSegmenter
@@ -22,13 +23,12 @@ from inference.head_model.shoulders import ShoulderTracker
 from inference.head_model.topology import NUM_MESH_POINTS
 from inference.head_model.torso import (NECK_PIVOT, TorsoConfig, TorsoFrame, TorsoMesh, TorsoProfile, fit_profile,
                                         neck_body_weights, pivot_px, torso_mesh, unwrap_texture)
-from inference.head_model.video_io import iter_frames
 
 from .cache import StageCache, builder_stage_key
 from .progress import progress
 from .select import SelectedFrames
 from .sources import Source
-from .track import Tracks
+from .track import Tracks, decode_frames
 
 TORSO_ALGORITHM = 1  # bump when the fit changes (the stage key holds it)
 
@@ -55,18 +55,6 @@ def _sampled(kept: np.ndarray, n: int) -> np.ndarray:
     return kept[np.linspace(0, len(kept) - 1, n).round().astype(int)]
 
 
-def _frames(sources, tracks: Tracks, frames: np.ndarray):
-    """(global frame, BGR image) of ``frames`` in the first video, one decoding pass."""
-    first = sources[0]
-    want = {int(tracks.frame[g]): int(g) for g in frames if int(tracks.video[g]) == 0}
-    last = max(want) if want else -1
-    for fi, image in enumerate(iter_frames(first.path) if want else []):
-        if fi in want and image.shape[:2] == (first.height, first.width):
-            yield want[fi], image
-        if fi >= last:
-            break
-
-
 def fit_torso(cache: StageCache, inp: TorsoInput) -> Torso:
     sel, cfg = inp.selection, inp.config
     key = builder_stage_key("torso", {**asdict(cfg), "algorithm": TORSO_ALGORITHM}, [sel.key])
@@ -80,8 +68,11 @@ def fit_torso(cache: StageCache, inp: TorsoInput) -> Torso:
         body_shoulders = []
         shown = 0
         with progress(len(frames), "torso") as bar, ShoulderTracker() as pose, PersonSegmenter() as seg:
-            for g, image in _frames(inp.sources, inp.tracks, frames):
+            first = inp.sources[0]
+            for g, image in decode_frames(inp.sources[:1], inp.tracks, frames):
                 bar.update(1)
+                if image.shape[:2] != (first.height, first.width):
+                    continue
                 s = pose.shoulders(image)
                 h, w = image.shape[:2]
                 if s is None or not s.shown(w, h, cfg.min_visibility):
@@ -108,7 +99,7 @@ def fit_torso(cache: StageCache, inp: TorsoInput) -> Torso:
         save_np({"y": profile.y, "a": profile.a, "b": profile.b, "cx": profile.cx, "cz": profile.cz,
                  "seen": profile.seen.astype(np.uint8), "shoulder_y": np.array([profile.shoulder_y]),
                  "exponent": np.array([profile.exponent]), "texture": texture}, str(d / "torso.safetensors"))
-        width_m = float(2 * profile.a.max()) * 0.063
+        width_m = float(2 * profile.a.max()) * CANONICAL_UNIT_M
         info.update(status="fitted", reason="", rings=int(len(profile.y)),
                     rings_measured=int(profile.seen.sum()), texture_seen_share=round(seen_share, 3),
                     shoulder_width_m=round(width_m, 3),
@@ -142,8 +133,6 @@ def torso_block(torso: Torso) -> dict:
 
 def with_torso(mesh: MeshArrays, torso: Torso, head: HeadMesh, neutral: np.ndarray) -> MeshArrays:
     """mesh.glb's arrays (metres) with the torso, the head's body weights and the neck pivot."""
-    from inference.avatar_package import CANONICAL_UNIT_M
-
     return replace(mesh, body_weight=neck_body_weights(head.positions, neutral, NUM_MESH_POINTS),
                    pivot=np.asarray(NECK_PIVOT, np.float32) * CANONICAL_UNIT_M,
                    torso=TorsoArrays((torso.mesh.positions * CANONICAL_UNIT_M).astype(np.float32), torso.mesh.uvs,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
 from inference.head_model.tracking import TrackConfig, track_video
+from inference.head_model.video_io import iter_frames
 
 from .cache import StageCache, builder_stage_key
 from .config import BuildError
@@ -33,6 +35,22 @@ class Tracks:
     hand: np.ndarray  # (N,) bool: a hand covers the face
     video: np.ndarray  # (N,) int64: which source
     frame: np.ndarray  # (N,) int64: the frame's index in its video
+
+
+def decode_frames(sources, tracks: Tracks, frames) -> Iterator[tuple[int, np.ndarray]]:
+    """(global frame, BGR image) for each of the global ``frames``, in video and then frame order:
+    one decoding pass per video that holds any of them, stopped after its last one."""
+    for v, s in enumerate(sources):
+        want = {int(tracks.frame[g]): int(g) for g in frames if int(tracks.video[g]) == v}
+        if not want:
+            continue
+        last = max(want)
+        for fi, image in enumerate(iter_frames(s.path)):
+            g = want.get(fi)
+            if g is not None:
+                yield g, image
+            if fi >= last:
+                break
 
 
 def _load(d: Path, n_videos: int, key: str) -> Tracks:

@@ -19,14 +19,13 @@ from inference.head_model.head_closure import fit_head_shape
 from inference.head_model.head_shell import HeadShell, ShellFrame, carve_shell
 from inference.head_model.matte import MatteConfig, PersonSegmenter, head_matte, matte_quality
 from inference.head_model.topology import NUM_MESH_POINTS
-from inference.head_model.video_io import iter_frames
 from inference.head_model.whole_head import WholeHeadConfig
 
 from .cache import StageCache, builder_stage_key
 from .progress import progress
 from .select import SelectedFrames
 from .sources import Source
-from .track import Tracks
+from .track import Tracks, decode_frames
 
 MIN_GOOD_SHARE = 0.5  # at least this share of the kept frames must have a usable head matte
 # Bump when carve_shell changes (the stage key holds it, so old work directories rerun the stage).
@@ -58,23 +57,15 @@ def compute_mattes(sources, tracks: Tracks, kept: np.ndarray, config: MatteConfi
     quality: list = [None] * len(kept)
     slot = {int(g): j for j, g in enumerate(kept)}
     with PersonSegmenter(config) as seg:
-        for v, s in enumerate(sources):
-            rows = [int(g) for g in kept if int(tracks.video[g]) == v]
-            want = {int(tracks.frame[g]): g for g in rows}
-            last = max(want) if want else -1
-            for fi, frame in enumerate(iter_frames(s.path) if want else []):
-                g = want.get(fi)
-                if g is not None:
-                    if frame.shape[:2] != mattes.shape[1:]:
-                        quality[slot[g]] = None  # a second video of another size: not used for the shell
-                    else:
-                        m = head_matte(seg.person(frame), tracks.px[g], config.threshold)
-                        mattes[slot[g]] = np.round(m * 255).astype(np.uint8)
-                        quality[slot[g]] = matte_quality(m, tracks.px[g], config.threshold)
-                    if bar is not None:
-                        bar.update(1)
-                if fi >= last:
-                    break
+        for g, frame in decode_frames(sources, tracks, kept):
+            if frame.shape[:2] != mattes.shape[1:]:
+                quality[slot[g]] = None  # a second video of another size: not used for the shell
+            else:
+                m = head_matte(seg.person(frame), tracks.px[g], config.threshold)
+                mattes[slot[g]] = np.round(m * 255).astype(np.uint8)
+                quality[slot[g]] = matte_quality(m, tracks.px[g], config.threshold)
+            if bar is not None:
+                bar.update(1)
     return mattes, quality
 
 
