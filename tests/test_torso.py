@@ -22,6 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 NODE_MODULES = REPO / ".venv" / "node_modules"
 
 
+def yaw_pose(yaw_deg: float, pivot) -> "AvatarPose":
+    """The driver's head turned ``yaw_deg`` about +y (the avatar's up) at ``pivot`` (metres)."""
+    from xr_runtime.avatars.state import AvatarPose
+
+    a = np.radians(yaw_deg) / 2
+    return AvatarPose((float(np.cos(a)), 0.0, float(np.sin(a)), 0.0), (0.0, 0.0, 0.0), 1.0,
+                      tuple(float(v) for v in pivot))
+
+
 @pytest.fixture(scope="module")
 def man(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("man")
@@ -193,11 +202,7 @@ def test_the_head_turns_over_still_shoulders_in_gl(man, egl_context):
         view = transforms.look_at((0.0, -0.12, 0.75), (0.0, -0.12, 0.0)).astype(np.float32)
         proj = transforms.projection_symmetric(40, 1.0, 0.05, 10).astype(np.float32)
         placement = np.eye(4, dtype=np.float32)
-        pivot = tuple(float(v) for v in AvatarPackage.load(man[0]).mesh.pivot)
-
-        def pose(yaw_deg: float) -> AvatarPose:
-            a = np.radians(yaw_deg) / 2
-            return AvatarPose((float(np.cos(a)), 0.0, float(np.sin(a)), 0.0), (0.0, 0.0, 0.0), 1.0, pivot)
+        pivot = AvatarPackage.load(man[0]).mesh.pivot
 
         def draw(p: AvatarPose, with_body: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             model, body = head_model_matrix(placement, 1.0, p), body_model_matrix(placement, 1.0, p)
@@ -206,9 +211,9 @@ def test_the_head_turns_over_still_shoulders_in_gl(man, egl_context):
             renderer.draw(view, proj, [state], target)
             return target.read_rgba()[..., :3].astype(int), model, body
 
-        rest, m0, b0 = draw(pose(0), True)
-        turned, m1, b1 = draw(pose(35), True)
-        rigid, _, _ = draw(pose(35), False)
+        rest, m0, b0 = draw(yaw_pose(0, pivot), True)
+        turned, m1, b1 = draw(yaw_pose(35, pivot), True)
+        rigid, _, _ = draw(yaw_pose(35, pivot), False)
         # Rows that only the torso can reach: below every head vertex that is not wholly the body's.
         rows = []
         for m, b in ((m0, b0), (m1, b1), (m1, m1)):
@@ -244,7 +249,6 @@ def test_threejs_turns_the_head_over_still_shoulders_as_we_do(man, tmp_path, egl
     from geometry import transforms
     from inference.avatar_package import AvatarPackage
     from xr_runtime.avatars.assets import mesh_data
-    from xr_runtime.avatars.state import AvatarPose
     from xr_runtime.gl.renderer import AvatarDrawState, Renderer, SceneStyle
     from xr_runtime.gl.target import RenderTarget
     from xr_runtime.scene.placement import body_model_matrix, head_model_matrix
@@ -273,9 +277,7 @@ def test_threejs_turns_the_head_over_still_shoulders_as_we_do(man, tmp_path, egl
         look = transforms.look_at(tuple(eye), tuple(centre)).astype(np.float32)
         ours = []
         for yaw in (0.0, turn):
-            a = math.radians(yaw) / 2
-            p = AvatarPose((math.cos(a), 0.0, math.sin(a), 0.0), (0.0, 0.0, 0.0), 1.0,
-                           tuple(float(v) for v in pkg.mesh.pivot))
+            p = yaw_pose(yaw, pkg.mesh.pivot)
             state = AvatarDrawState(handle, head_model_matrix(np.eye(4), 1.0, p), None, texture, 1,
                                     body_matrix=body_model_matrix(np.eye(4), 1.0, p))
             renderer.draw(look, proj, [state], target)
@@ -327,7 +329,7 @@ def test_the_render_node_draws_the_torso_with_the_body_transform(man, egl_availa
     from inference.head_model.torso import NECK_PIVOT
     from xr_runtime.avatars.assets import idle_assets
     from xr_runtime.avatars.sampler import SamplerConfig
-    from xr_runtime.avatars.state import AvatarFrameState, AvatarPose
+    from xr_runtime.avatars.state import AvatarFrameState
     from xr_runtime.backends.headless import HeadlessBackend, HeadlessConfig
     from xr_runtime.render_node import RenderNode, RenderNodeConfig
     from xr_runtime.scene.scene_file import AvatarSlot, Scene, Transform
@@ -337,8 +339,7 @@ def test_the_render_node_draws_the_torso_with_the_body_transform(man, egl_availa
 
     class Turned:
         def __init__(self, yaw_deg: float):
-            a = np.radians(yaw_deg) / 2
-            self.pose = AvatarPose((float(np.cos(a)), 0.0, float(np.sin(a)), 0.0), (0.0, 0.0, 0.0), 1.0, pivot)
+            self.pose = yaw_pose(yaw_deg, pivot)
 
         def latest(self, stream_id, t_display_ns):
             return AvatarFrameState(assets.neutral_texture, assets.weights0(), self.pose, texture_serial=1)

@@ -14,6 +14,7 @@ work in whichever call happens to wait. Ratios are p50 against the 0-avatar scen
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
@@ -169,24 +170,21 @@ def run(args) -> int:
     refine_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.refine]
     torso_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.torso]
     results, opaque, refined, torsos = {}, {}, {}, {}
-    with progress_bar(total=len(counts) * len(modes) * len(refine_modes) * len(torso_modes), desc="render",
-                      unit="case") as bar:
-        for c in counts:
-            for soft in modes:
-                for refine in refine_modes:
-                    for torso in torso_modes:
-                        bar.update(1)
-                        if torso and args.torso == "both" and (refine or not soft or c == 0):
-                            continue  # the torso's cost: measured on the soft, unrefined avatars
-                        r = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
-                                    args.samples, args.upload, soft, refine and c > 0, torso and c > 0)
-                        if torso and args.torso == "both":
-                            torsos[c] = r
-                        elif refine and args.refine == "both":
-                            if soft and c > 0:
-                                refined[c] = r
-                        else:
-                            (results if soft or args.alpha == "opaque" else opaque)[c] = r
+    cases = list(itertools.product(counts, modes, refine_modes, torso_modes))
+    with progress_bar(total=len(cases), desc="render", unit="case") as bar:
+        for c, soft, refine, torso in cases:
+            bar.update(1)
+            if torso and args.torso == "both" and (refine or not soft or c == 0):
+                continue  # the torso's cost: measured on the soft, unrefined avatars
+            r = measure(c, args.frames, (w, h), args.texture, args.textures_on == "cuda", args.egl,
+                        args.samples, args.upload, soft, refine and c > 0, torso and c > 0)
+            if torso and args.torso == "both":
+                torsos[c] = r
+            elif refine and args.refine == "both":
+                if soft and c > 0:
+                    refined[c] = r
+            else:
+                (results if soft or args.alpha == "opaque" else opaque)[c] = r
     base = results[0]
     ratios = {c: {s: (r[s]["p50"] / base[s]["p50"]) if base[s]["p50"] > 0 else None for s in STAGES}
               for c, r in results.items()}

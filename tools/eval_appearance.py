@@ -108,7 +108,8 @@ def frame_scores(rgb: np.ndarray, alpha: np.ndarray, src_rgb: np.ndarray, matte:
     sil_a, sil_m = a >= 0.5, m >= 0.5
     union = sil_a | sil_m
     inter = sil_a & sil_m
-    iou = float(inter.sum() / max(union.sum(), 1))
+    n_union = max(int(union.sum()), 1)
+    iou = float(inter.sum() / n_union)
     pred = rgb * region[..., None]
     target = src_rgb * m[..., None]
     mse = float(((pred - target) ** 2)[union].mean()) if union.any() else 0.0
@@ -116,8 +117,8 @@ def frame_scores(rgb: np.ndarray, alpha: np.ndarray, src_rgb: np.ndarray, matte:
     ssim = float(_ssim_map(pred.astype(np.float32), target.astype(np.float32))[union].mean()) if union.any() else 1.0
     # Where the silhouette errs, as shares of the union: drawn beyond the person's head ("over"),
     # and the head left uncovered ("under"); 1 − IoU = over + under.
-    over = float((sil_a & ~sil_m).sum() / max(union.sum(), 1))
-    under = float((sil_m & ~sil_a).sum() / max(union.sum(), 1))
+    over = float((sil_a & ~sil_m).sum() / n_union)
+    under = float((sil_m & ~sil_a).sum() / n_union)
     return {"iou": iou, "psnr_db": float(psnr), "ssim": ssim, "over": over, "under": under}
 
 

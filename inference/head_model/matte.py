@@ -98,10 +98,16 @@ def above_chin(shape: tuple[int, int], landmarks_px: np.ndarray) -> np.ndarray:
 def above_chin_at(x: np.ndarray, y: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
     """``above_chin`` at pixel positions ``x``, ``y`` (any shape; the pixel (i, j) is at x = i,
     y = j, its centre at + 0.5)."""
+    return chin_line_height(x + 0.5, y + 0.5, landmarks_px) >= 0.0
+
+
+def chin_line_height(x: np.ndarray, y: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
+    """Signed distance (pixels) of image points ``x``, ``y`` (continuous: pixel centres at + 0.5)
+    from the chin line, along the head's own chin → forehead axis: positive above it."""
     chin = landmarks_px[CHIN, :2].astype(np.float64)
     up = landmarks_px[FOREHEAD, :2].astype(np.float64) - chin
     up /= max(np.linalg.norm(up), 1e-9)
-    return ((x + 0.5 - chin[0]) * up[0] + (y + 0.5 - chin[1]) * up[1]) >= 0.0
+    return (x - chin[0]) * up[0] + (y - chin[1]) * up[1]
 
 
 def face_hull_mask(shape: tuple[int, int], landmarks_px: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.head_model.head_closure import CHIN, FOREHEAD, fit_head_shape
+from inference.head_model.matte import chin_line_height
 
 # Where a head turns and nods: the top of the neck, behind and below the canonical origin (the
 # bridge of the nose), in interocular units of the canonical frame (y up, z out of the face).
@@ -128,16 +129,9 @@ def body_to_px(frame: TorsoFrame, points: np.ndarray, pivot=NECK_PIVOT) -> np.nd
     return frame.scale * (points - np.asarray(pivot)) * CAMERA_FLIP + pivot_px(frame, pivot)
 
 
-def _chin_line(frame: TorsoFrame) -> tuple[np.ndarray, np.ndarray]:
-    chin = frame.landmarks_px[CHIN, :2].astype(np.float64)
-    up = frame.landmarks_px[FOREHEAD, :2].astype(np.float64) - chin
-    return chin, up / max(float(np.linalg.norm(up)), 1e-9)
-
-
 def below_chin(frame: TorsoFrame, xy: np.ndarray, margin_px: float) -> np.ndarray:
-    """Pixels (..., 2) at least margin_px below the chin line (the head does not cover them)."""
-    chin, up = _chin_line(frame)
-    return ((xy - chin) @ up) <= -margin_px
+    """Image points (..., 2) at least margin_px below the chin line (the head does not cover them)."""
+    return chin_line_height(xy[..., 0], xy[..., 1], frame.landmarks_px) <= -margin_px
 
 
 def fit_profile(frames: list[TorsoFrame], neutral: np.ndarray, shoulders_body: np.ndarray,
